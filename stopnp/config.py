@@ -1,0 +1,232 @@
+"""Typed, validated run configuration.
+
+A config is a plain nested dict with the sections below (a TOML/JSON file on disk). ``resolve``
+fills defaults, applies ``section.key=value`` overrides, and refuses unknown keys and bad values
+with a one-line ``ConfigError`` that names the field and lists the valid choices.
+"""
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+class ConfigError(ValueError):
+    """A config field is unknown or has a bad value; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Field:
+    default: Any
+    kind: type | tuple            # accepted Python type(s)
+    choices: tuple | None = None
+    check: Callable | None = None  # extra predicate on the value
+    hint: str = ""                 # what a valid value looks like
+
+
+def _pos(v):
+    return v > 0
+
+
+def _nonneg(v):
+    return v >= 0
+
+
+def _unit(v):
+    return 0.0 <= v <= 1.0
+
+
+def _shape(v):
+    return len(v) in (1, 3) and all(isinstance(d, int) and d > 0 for d in v)
+
+
+RULES = ("stop", "bptt", "sltt", "sltt-k", "ottt", "bpsta")
+MODELS = ("mlp", "lenet5", "vgg11", "resnet18", "custom")
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    "model": {
+        "name": Field("lenet5", str, MODELS),
+        "input_shape": Field([1, 28, 28], list, check=_shape, hint="[C, H, W] or [N]"),
+        "n_classes": Field(10, int, check=_pos, hint="> 0"),
+        "hidden": Field([800], list, check=lambda v: all(isinstance(h, int) and h > 0 for h in v),
+                        hint="list of positive ints (mlp)"),
+        "bn": Field(None, (bool, type(None)), hint="true/false (default: per model)"),
+        "readout": Field("spiking", str, ("spiking", "membrane")),
+        "pool": Field("avg", str, ("avg", "max")),
+        "dropout": Field(0.0, float, check=lambda v: 0.0 <= v < 1.0, hint="0 <= p < 1"),
+        "width": Field(1.0, float, check=_pos, hint="channel multiplier > 0 (vgg11, resnet18)"),
+        "layers": Field(None, (list, type(None)), hint="layer spec list (model.name = custom)"),
+    },
+    "neuron": {
+        "reset": Field("soft", str, ("soft", "hard")),
+        "surrogate": Field("exp", str, ("exp", "triangle", "sigmoid", "atan", "rectangle")),
+        "theta_init": Field(1.0, float, check=_pos, hint="> 0"),
+        "theta_mode": Field("neuron", str, ("neuron", "channel", "layer")),
+        "theta_min": Field(1e-3, float, check=_pos, hint="> 0"),
+        "alpha_init": Field(0.5, float, check=_unit, hint="0 <= alpha <= 1"),
+    },
+    "rule": {
+        "name": Field("stop", str, RULES),
+        "learn": Field("WTL", str, check=lambda v: set(v) <= set("WTL") and "W" in v,
+                       hint="letters from W, T, L, with W (e.g. W, WT, WL, WTL)"),
+        "alpha_reduce": Field("mean", str, ("mean", "sum")),
+        "detach_reset": Field(True, bool),
+        "online": Field(False, bool),
+        "k": Field(2, int, check=_pos, hint="number of steps with a backward (sltt-k)"),
+        "ottt_lambda": Field(0.5, float, check=_unit, hint="0 <= lambda <= 1"),
+    },
+    "loss": {
+        "kind": Field("ce", str, ("ce", "ce_mse", "mse")),
+        "reduce": Field("sum", str, ("sum", "mean")),
+        "mix": Field(0.05, float, check=_unit, hint="0 <= lambda <= 1"),
+    },
+    "optim": {
+        "kind": Field("sgd", str, ("sgd", "adam")),
+        "lr": Field(0.1, float, check=_pos, hint="> 0"),
+        "momentum": Field(0.9, float, check=lambda v: 0.0 <= v < 1.0, hint="0 <= m < 1"),
+        "nesterov": Field(False, bool),
+        "weight_decay": Field(5e-5, float, check=_nonneg, hint=">= 0"),
+        "theta_lr_scale": Field(1.0, float, check=_nonneg, hint=">= 0"),
+        "alpha_lr_scale": Field(1.0, float, check=_nonneg, hint=">= 0"),
+        "betas": Field([0.9, 0.999], list, check=lambda v: len(v) == 2 and all(0 <= b < 1 for b in v),
+                       hint="[beta1, beta2] in [0, 1)"),
+        "eps": Field(1e-8, float, check=_pos, hint="> 0"),
+        "schedule": Field("cosine", str, ("cosine", "constant")),
+        "grad_clip": Field(0.0, float, check=_nonneg, hint=">= 0 (0 = off)"),
+    },
+    "data": {
+        "name": Field("mnist-builtin", str, hint="dataset name or HDF5 cache path"),
+        "T": Field(4, int, check=_pos, hint="time steps > 0"),
+        "batch_size": Field(128, int, check=_pos, hint="> 0"),
+        "test_batch_size": Field(500, int, check=_pos, hint="> 0"),
+        "augment": Field("none", str, ("none", "cifar", "dvs")),
+        "limit_train": Field(0, int, check=_nonneg, hint=">= 0 (0 = all samples)"),
+        "limit_test": Field(0, int, check=_nonneg, hint=">= 0 (0 = all samples)"),
+    },
+    "run": {
+        "epochs": Field(10, int, check=_pos, hint="> 0"),
+        "seed": Field(0, int),
+        "threads": Field(0, int, check=_nonneg, hint=">= 0 (0 = all cores)"),
+        "out_dir": Field("runs/default", str),
+        "kernels": Field("blas", str, ("blas", "loop")),
+        "dtype": Field("float32", str, ("float32", "float64")),
+        "quiet": Field(False, bool),
+    },
+}
+
+
+def defaults() -> dict:
+    return {sec: {k: _copy(f.default) for k, f in fields.items()} for sec, fields in SCHEMA.items()}
+
+
+def _copy(v):
+    return json.loads(json.dumps(v))
+
+
+def read(path) -> dict:
+    """Read a TOML or JSON config file; a missing or malformed file is a one-line ConfigError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        with open(path, "rb") as f:
+            if path.endswith(".json"):
+                return json.load(f)
+            return tomllib.load(f)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not a valid {'JSON' if path.endswith('.json') else 'TOML'} "
+                          f"config ({e})") from None
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"optim.lr=0.05"`` -> ("optim", "lr", 0.05); values are parsed as TOML scalars/arrays."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"override {text!r}: expected SECTION.KEY=VALUE, e.g. optim.lr=0.05")
+    key, raw = text.split("=", 1)
+    sec, name = key.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # bare word: a string
+    return sec, name, value
+
+
+def resolve(cfg: dict | None = None, overrides=()) -> dict:
+    """Defaults <- ``cfg`` <- ``overrides``; validated. Returns a new, complete dict."""
+    out = defaults()
+    items = []
+    for sec, body in (cfg or {}).items():
+        if sec not in SCHEMA:
+            raise ConfigError(f"unknown config section {sec!r}; valid: {', '.join(SCHEMA)}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"config section {sec!r} must be a table of key = value")
+        items += [(sec, k, v) for k, v in body.items()]
+    for o in overrides:
+        items.append(parse_override(o) if isinstance(o, str) else tuple(o))
+    for sec, key, value in items:
+        out[sec][key] = _validate(sec, key, value)
+    return out
+
+
+def _validate(sec, key, value):
+    if sec not in SCHEMA:
+        raise ConfigError(f"unknown config section {sec!r}; valid: {', '.join(SCHEMA)}")
+    fields = SCHEMA[sec]
+    if key not in fields:
+        raise ConfigError(f"unknown config key {sec}.{key}; valid keys of [{sec}]: {', '.join(fields)}")
+    f = fields[key]
+    if isinstance(value, tuple):
+        value = list(value)
+    if float in _kinds(f.kind) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) and bool not in _kinds(f.kind):
+        raise ConfigError(f"{sec}.{key} = {value!r}: expected {_kind_name(f)}")
+    if not isinstance(value, f.kind):
+        raise ConfigError(f"{sec}.{key} = {value!r}: expected {_kind_name(f)}")
+    if f.choices is not None and value not in f.choices:
+        raise ConfigError(f"{sec}.{key} = {value!r}: valid choices are {', '.join(map(str, f.choices))}")
+    if value is not None and f.check is not None:
+        ok = False
+        try:
+            ok = bool(f.check(value))
+        except Exception:
+            pass
+        if not ok or (isinstance(value, float) and value != value):
+            raise ConfigError(f"{sec}.{key} = {value!r}: expected {f.hint or _kind_name(f)}")
+    return _copy(value)
+
+
+def _kinds(kind):
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(f):
+    names = [k.__name__ for k in _kinds(f.kind)]
+    return f.hint or " or ".join(names)
+
+
+def dumps_toml(cfg: dict) -> str:
+    """Write a resolved config as TOML (scalars and flat lists only; ``layers`` as inline tables)."""
+    lines = []
+    for sec, body in cfg.items():
+        lines.append(f"[{sec}]")
+        for k, v in body.items():
+            if v is None:
+                continue
+            lines.append(f"{k} = {_toml_value(v)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise ConfigError(f"cannot write {v!r} to TOML")

@@ -1,0 +1,213 @@
+"""LIF neuron kernels: charge, fire, reset, surrogate gradients, STOP traces.
+
+One layer, one time step, whole batch. Neuron arrays are ``(B, N)`` views (the caller flattens the
+neuron shape); ``theta`` is the per-neuron threshold ``(N,)`` (the caller expands per-channel or
+per-layer thresholds once per batch). Outputs come first; gradient outputs accumulate with ``+=``.
+
+Equations (ALGORITHMS.md §1, §4, §5):
+
+    U[t] = α·V[t-1] + I[t]                        charge (input not scaled by 1-α)
+    s[t] = H(U[t] - θ)                            fire   (H(z) = 1 for z >= 0)
+    V[t] = U[t] - θ·s[t]     (soft reset)         reset
+    V[t] = U[t]·(1 - s[t])   (hard reset)
+    φ(z)                                           surrogate ∂s/∂U, see ``surrogate``
+    th~[t] = α·(th~[t-1] - s[t-1])                 STOP threshold trace  [Eq. 26]
+    al~[t] = α·al~[t-1] + V[t-1]                   STOP leak trace       [Eq. 30]
+    w~[t]  = λ·w~[t-1] + x[t]                      STOP weight trace     [Eq. 20], λ = α for STOP
+    δ[t]   = g[t]·φ(U[t] - θ)                      spatial error
+    Δθ_j  += Σ_b δ·(th~ - 1)                       [Eq. 24]
+    Δα_j  += Σ_b δ·al~                             [Eq. 27] (caller reduces over j: mean or sum)
+
+BPTT, backward in time with eU[t+1] carried (``lif_bptt_backward``):
+
+    eV[t]  = α·eU[t+1]
+    gs     = g[t] + (keep_reset ? (soft: -θ·eV ; hard: -U·eV) : 0)       total ∂E/∂s[t]
+    eU[t]  = gs·φ + eV·(soft: 1 ; hard: 1 - s[t])
+    Δθ_j  += -gs·φ - (soft: s·eV ; hard: 0)
+    Δα_j  += eU[t]·V[t-1]
+
+``smooth=True`` replaces H by the smooth function S with S' = φ (finite-difference checks only).
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# surrogate codes (stable: they are stored in configs as names, mapped here)
+EXP, TRIANGLE, SIGMOID, ATAN, RECTANGLE = 0, 1, 2, 3, 4
+SURROGATES = {"exp": EXP, "triangle": TRIANGLE, "sigmoid": SIGMOID, "atan": ATAN,
+              "rectangle": RECTANGLE}
+
+
+@njit(cache=True, inline="always")
+def surrogate(z, kind):
+    """φ(z): exp(-|z|) | max(0,1-|z|) | 4σ(4z)(1-σ(4z)) | 1/(1+(πz)²) | 1{|z|<1/2}."""
+    if kind == EXP:
+        return math.exp(-abs(z))
+    elif kind == TRIANGLE:
+        return max(0.0, 1.0 - abs(z))
+    elif kind == SIGMOID:
+        sg = 1.0 / (1.0 + math.exp(-4.0 * z))
+        return 4.0 * sg * (1.0 - sg)
+    elif kind == ATAN:
+        return 1.0 / (1.0 + (math.pi * z) ** 2)
+    else:
+        return 1.0 if abs(z) < 0.5 else 0.0
+
+
+@njit(cache=True, inline="always")
+def smooth_step(z, kind):
+    """S(z) with S'(z) = φ(z) and S(-inf) = 0 (checks only; exp's S rises to 2, not 1)."""
+    if kind == EXP:
+        return math.exp(z) if z < 0.0 else 2.0 - math.exp(-z)
+    elif kind == TRIANGLE:
+        if z < -1.0:
+            return 0.0
+        elif z < 0.0:
+            return 0.5 * (z + 1.0) ** 2
+        elif z < 1.0:
+            return 1.0 - 0.5 * (1.0 - z) ** 2
+        return 1.0
+    elif kind == SIGMOID:
+        return 1.0 / (1.0 + math.exp(-4.0 * z))
+    elif kind == ATAN:
+        return math.atan(math.pi * z) / math.pi + 0.5
+    else:
+        return min(1.0, max(0.0, z + 0.5))
+
+
+@njit(cache=True, inline="always")
+def spike_fn(z, smooth, kind):
+    if smooth:
+        return smooth_step(z, kind)
+    return 1.0 if z >= 0.0 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def lif_forward(u, s, v, i_in, alpha, theta, hard_reset, smooth, kind):
+    """U = αV + I; s = H(U-θ); V <- reset(U, s). ``v`` is the state, updated in place."""
+    B, N = u.shape
+    for b in prange(B):
+        for j in range(N):
+            uu = alpha * v[b, j] + i_in[b, j]
+            sp = spike_fn(uu - theta[j], smooth, kind)
+            u[b, j] = uu
+            s[b, j] = sp
+            if hard_reset:
+                v[b, j] = uu * (1.0 - sp)
+            else:
+                v[b, j] = uu - theta[j] * sp
+
+
+@njit(cache=True, parallel=True)
+def lif_stop_forward(u, s, v, th_trace, al_trace, i_in, alpha, theta, smooth, kind):
+    """Fused STOP step (soft reset): traces from V[t-1], s[t-1], then charge, fire, reset.
+
+    ``s`` holds s[t-1] on entry and s[t] on exit; ``v`` holds V[t-1] on entry and V[t] on exit.
+    """
+    B, N = u.shape
+    for b in prange(B):
+        for j in range(N):
+            th_trace[b, j] = alpha * (th_trace[b, j] - s[b, j])
+            al_trace[b, j] = alpha * al_trace[b, j] + v[b, j]
+            uu = alpha * v[b, j] + i_in[b, j]
+            sp = spike_fn(uu - theta[j], smooth, kind)
+            u[b, j] = uu
+            s[b, j] = sp
+            v[b, j] = uu - theta[j] * sp
+
+
+@njit(cache=True, parallel=True)
+def trace_update(w_trace, x, decay):
+    """w~ = λ·w~ + x over a flat ``(B, M)`` view (λ = α for STOP, fixed λ for OTTT)."""
+    B, M = x.shape
+    for b in prange(B):
+        for j in range(M):
+            w_trace[b, j] = decay * w_trace[b, j] + x[b, j]
+
+
+@njit(cache=True, parallel=True)
+def spatial_delta(delta, g, u, theta, kind):
+    """δ = g·φ(U - θ)."""
+    B, N = u.shape
+    for b in prange(B):
+        for j in range(N):
+            delta[b, j] = g[b, j] * surrogate(u[b, j] - theta[j], kind)
+
+
+@njit(cache=True, parallel=True)
+def stop_param_grads(gtheta, galpha, delta, th_trace, al_trace):
+    """gθ_j += Σ_b δ(th~ - 1);  gα_j += Σ_b δ·al~  (per neuron; caller reduces over j)."""
+    B, N = delta.shape
+    for j in prange(N):
+        acc_t = 0.0
+        acc_a = 0.0
+        for b in range(B):
+            d = delta[b, j]
+            acc_t += d * (th_trace[b, j] - 1.0)
+            acc_a += d * al_trace[b, j]
+        gtheta[j] += acc_t
+        galpha[j] += acc_a
+
+
+@njit(cache=True, parallel=True)
+def lif_bptt_backward(e_u, gtheta, galpha, g, u, s, v_prev, alpha, theta,
+                      hard_reset, keep_reset, kind):
+    """One backward-in-time step of BPTT for one layer.
+
+    ``e_u`` holds eU[t+1] on entry (zeros at t = T) and eU[t] on exit; ``g`` = ∂E/∂s[t] from above.
+    Parallel over neurons j: iteration j owns gtheta[j], galpha[j] and column j of e_u.
+    """
+    B, N = u.shape
+    for j in prange(N):
+        th = theta[j]
+        acc_t = 0.0
+        acc_a = 0.0
+        for b in range(B):
+            e_v = alpha * e_u[b, j]
+            phi = surrogate(u[b, j] - th, kind)
+            gs = g[b, j]
+            if keep_reset:
+                if hard_reset:
+                    gs -= u[b, j] * e_v
+                else:
+                    gs -= th * e_v
+            if hard_reset:
+                eu = gs * phi + e_v * (1.0 - s[b, j])
+                acc_t -= gs * phi
+            else:
+                eu = gs * phi + e_v
+                acc_t -= gs * phi + s[b, j] * e_v
+            acc_a += eu * v_prev[b, j]
+            e_u[b, j] = eu
+        gtheta[j] += acc_t
+        galpha[j] += acc_a
+
+
+@njit(cache=True, parallel=True)
+def readout_bptt_backward(e_u, g):
+    """Non-spiking readout o = I: eU[t] = ∂E/∂o[t] (no membrane, no temporal term)."""
+    B, N = g.shape
+    for b in prange(B):
+        for j in range(N):
+            e_u[b, j] = g[b, j]
+
+
+def expand_theta(theta, layer_shape, mode):
+    """Per-neuron view ``(N,)`` of a per-neuron, per-channel or per-layer threshold (once per batch)."""
+    n = int(np.prod(layer_shape))
+    if mode == "neuron":
+        return np.ascontiguousarray(theta.reshape(n))
+    if mode == "layer":
+        return np.full(n, theta.reshape(-1)[0], dtype=theta.dtype)
+    per_channel = n // layer_shape[0]
+    return np.ascontiguousarray(np.repeat(theta.reshape(-1), per_channel))
+
+
+def reduce_theta_grad(gtheta_full, layer_shape, mode):
+    """Sum the per-neuron θ gradient over neurons sharing one θ (inverse of ``expand_theta``)."""
+    if mode == "neuron":
+        return gtheta_full.reshape(layer_shape)
+    if mode == "layer":
+        return np.array([gtheta_full.sum()], dtype=gtheta_full.dtype)
+    return gtheta_full.reshape(layer_shape[0], -1).sum(axis=1)

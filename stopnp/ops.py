@@ -1,0 +1,331 @@
+"""Per-step synaptic forward and backward shared by every rule, over a preallocated workspace.
+
+For one step t and one layer l (network.py gives the records):
+
+    x   = pre(s^src[t])                 pooling / flatten / dropout on the source spikes
+    z   = W ⊛ x                         linear or conv (no bias); identity shortcut: z = x
+    y   = BN(z)                         batch statistics of this step (train) or running ones (eval)
+    I^l = Σ_synapses y
+
+and backward, given the error e on I^l (δ for STOP/SLTT/OTTT, the full eU for BPTT) and the array
+``a`` the weight gradient correlates with (STOP: the trace w~; BPTT: x[t]):
+
+    ĝ    = BN-backward(e)               γ, β gradients accumulate here (instantaneous, per step)
+    ΔW  += ĝ ⊗ a
+    g^src[t] += pre-backward( Wᵀ ĝ )    only when the rule sends the error down
+
+The ``Workspace`` holds every buffer, allocated once per batch shape; arrays that backward needs
+from the forward are ``(T_store, B, ...)`` with T_store = 1 for the online rules (memory independent
+of T) and T for BPTT.
+"""
+import numpy as np
+
+from .kernels import conv as kconv
+from .kernels import elementwise as kel
+from .kernels import linear as klin
+from .kernels import lif as klif
+from .kernels import norm as knorm
+from .kernels import pool as kpool
+
+BN_EPS = 1e-5
+
+
+def flat(a):
+    """(B, ...) -> (B, M) view (no copy: every workspace array is C-contiguous)."""
+    return a.reshape(a.shape[0], -1)
+
+
+class Workspace:
+    """Buffers for one (network, batch size, dtype, T_store). Plain arrays in dicts keyed by name."""
+
+    def __init__(self, net, B, dtype, T_store=1, backend="blas", keep_vprev=False, traces=False,
+                 trace_theta=True):
+        self.B, self.dtype, self.T_store, self.backend = B, np.dtype(dtype), T_store, backend
+        z = lambda *shape: np.zeros(shape, self.dtype)  # noqa: E731
+        L = net.layers
+        self.i_in = [z(B, *l.shape) for l in L]
+        self.u = [z(T_store, B, *l.shape) for l in L]
+        self.s = [z(T_store, B, *l.shape) for l in L]
+        self.v = [z(B, *l.shape) for l in L]
+        self.v_prev = [z(T_store, B, *l.shape) if keep_vprev else None for l in L]
+        self.g = [z(B, *l.shape) for l in L]
+        self.e = [z(B, *l.shape) for l in L]
+        self.theta = [None] * len(L)
+        self.gtheta = [z(l.size) for l in L]
+        self.galpha = [z(l.size) for l in L]
+        # STOP traces (persistent across steps): th~, al~ per layer; w~ per weighted synapse
+        self.th_trace = [z(B, *l.shape) if traces and trace_theta else None for l in L]
+        self.al_trace = [z(B, *l.shape) if traces and trace_theta else None for l in L]
+        self.w_trace, self.pre_out, self.argmax, self.mask, self.pre_grad = {}, {}, {}, {}, {}
+        self.z, self.y, self.gz, self.gx, self.direct = {}, {}, {}, {}, {}
+        self.bn_cache, self.bn_mean, self.bn_invstd, self.bn_mean_sum, self.bn_var_sum = {}, {}, {}, {}, {}
+        self.lin_gx, self.lin_gw = {}, {}
+        cols = 0
+        for layer in L:
+            single = len(layer.synapses) == 1
+            for syn in layer.synapses:
+                n = syn.name
+                self.pre_out[n], self.argmax[n], self.mask[n], self.pre_grad[n] = [], [], [], []
+                for op in syn.pre:
+                    keep = op.kind != "flatten"
+                    self.pre_out[n].append(z(T_store, B, *op.out_shape) if keep else None)
+                    self.argmax[n].append(np.zeros((T_store, B, *op.out_shape), np.int64)
+                                          if op.kind == "maxpool" else None)
+                    self.mask[n].append(z(B, *op.out_shape) if op.kind == "dropout" else None)
+                    self.pre_grad[n].append(z(B, *op.in_shape))
+                self.direct[n] = single and syn.op != "identity"
+                out = syn.out_shape
+                if syn.op != "identity":
+                    self.z[n] = self.i_in[layer.index] if (self.direct[n] and not syn.bn) else z(B, *out)
+                    self.gx[n] = z(B, *syn.in_shape)
+                    if traces:
+                        self.w_trace[n] = z(B, *syn.in_shape)
+                if syn.bn:
+                    c = out[0]
+                    self.y[n] = self.i_in[layer.index] if self.direct[n] else z(B, *out)
+                    self.bn_cache[n] = z(T_store, B, c, int(np.prod(out[1:])))
+                    self.bn_mean[n], self.bn_invstd[n] = z(T_store, c), z(T_store, c)
+                    self.bn_mean_sum[n], self.bn_var_sum[n] = z(c), z(c)
+                    self.gz[n] = z(B, *out)
+                if syn.op == "conv":
+                    cols = max(cols, int(np.prod(kconv.im2col_shape((B, *syn.in_shape), syn.k, syn.k,
+                                                                   syn.stride, syn.pad))))
+                elif syn.op == "linear" and backend == "blas":
+                    self.lin_gx[n] = z(B, syn.in_shape[0])
+                    self.lin_gw[n] = z(out[0], syn.in_shape[0])
+        self.cols = np.zeros(cols, self.dtype) if backend == "blas" else None
+        self.bn_steps = 0
+
+    def nbytes(self, persistent_only=False) -> int:
+        """Bytes held by the workspace (``persistent_only``: state and traces carried across steps)."""
+        seen, total = set(), 0
+        groups = [self.v, self.s, self.th_trace, self.al_trace, list(self.w_trace.values())]
+        if not persistent_only:
+            groups += [self.i_in, self.u, self.v_prev, self.g, self.e, self.gtheta, self.galpha,
+                       [a for v in self.pre_out.values() for a in v],
+                       [a for v in self.argmax.values() for a in v],
+                       [a for v in self.mask.values() for a in v],
+                       [a for v in self.pre_grad.values() for a in v],
+                       list(self.z.values()), list(self.y.values()), list(self.gz.values()),
+                       list(self.gx.values()), list(self.bn_cache.values()), list(self.lin_gx.values()),
+                       list(self.lin_gw.values()), [self.cols]]
+        for group in groups:
+            for a in group:
+                if a is not None and id(a) not in seen:
+                    seen.add(id(a))
+                    total += a.nbytes
+        return total
+
+    def reset_sequence(self, net, params, rng=None, train=True):
+        """Zero membranes, spikes and traces; draw one dropout mask per sequence (train only)."""
+        for group in (self.v, self.s, self.th_trace, self.al_trace, list(self.w_trace.values())):
+            for a in group:
+                if a is not None:
+                    a.fill(0)
+        for layer in net.layers:
+            if layer.spiking:
+                self.theta[layer.index] = klif.expand_theta(
+                    params[f"{layer.name}.theta"].astype(self.dtype, copy=False), layer.shape,
+                    layer.theta_mode)
+            for syn in layer.synapses:
+                for op, m in zip(syn.pre, self.mask[syn.name]):
+                    if m is None:
+                        continue
+                    if train and rng is not None:
+                        keep = rng.random(m.shape) >= op.p
+                        m[...] = keep / (1.0 - op.p)
+                    else:
+                        m.fill(1.0)
+
+    def gtheta_zero(self):
+        for a in self.gtheta + self.galpha:
+            a.fill(0)
+
+    def zero_grad_buffers(self):
+        self.gtheta_zero()
+        for n in self.bn_mean_sum:
+            self.bn_mean_sum[n].fill(0)
+            self.bn_var_sum[n].fill(0)
+        self.bn_steps = 0
+
+
+# ------------------------------------------------------------------------------------------------
+# forward
+
+def source(ws, syn, x_t, ti):
+    return x_t if syn.src < 0 else ws.s[syn.src][ti]
+
+
+def pre_forward(ws, syn, src, ti):
+    """Apply the synapse's pre-ops to the source spikes at slot ``ti``; returns x (B, *in_shape)."""
+    a = src
+    for k, op in enumerate(syn.pre):
+        if op.kind == "flatten":
+            a = a.reshape(a.shape[0], -1)
+            continue
+        out = ws.pre_out[syn.name][k][ti]
+        if op.kind == "avgpool" or op.kind == "gap":
+            kpool.avgpool2d_forward(out, a, op.k)
+        elif op.kind == "maxpool":
+            kpool.maxpool2d_forward(out, ws.argmax[syn.name][k][ti], a, op.k)
+        elif op.kind == "dropout":
+            kel.mul_into(flat(out), flat(a), flat(ws.mask[syn.name][k]))
+        a = out
+    return a
+
+
+def syn_input(ws, syn, x_t, ti):
+    """x at slot ``ti`` without recomputing (the forward already filled the pre-op outputs)."""
+    if not syn.pre:
+        return source(ws, syn, x_t, ti)
+    k = len(syn.pre) - 1
+    if syn.pre[k].kind == "flatten":
+        prev = source(ws, syn, x_t, ti) if k == 0 else ws.pre_out[syn.name][k - 1][ti]
+        return prev.reshape(prev.shape[0], -1)
+    return ws.pre_out[syn.name][k][ti]
+
+
+def weight_forward(ws, params, syn, x):
+    w = params[f"{syn.name}.weight"]
+    z = ws.z[syn.name]
+    if syn.op == "linear":
+        if ws.backend == "blas":
+            klin.linear_forward_blas(z, x, w)
+        else:
+            klin.linear_forward_loop(z, x, w)
+    elif ws.backend == "blas":
+        kconv.conv2d_forward_fast(z, x, w, syn.stride, syn.pad, _cols(ws, syn))
+    else:
+        kconv.conv2d_forward(z, x, w, syn.stride, syn.pad)
+    return z
+
+
+def _cols(ws, syn):
+    shape = kconv.im2col_shape((ws.B, *syn.in_shape), syn.k, syn.k, syn.stride, syn.pad)
+    return ws.cols[:int(np.prod(shape))].reshape(shape)
+
+
+def bn_forward(ws, params, syn, z, ti, bn_train):
+    n, p = syn.name, f"{syn.name}.bn"
+    y, cache = ws.y[n], ws.bn_cache[n][ti]
+    z3, y3 = z.reshape(ws.B, z.shape[1], -1), y.reshape(ws.B, z.shape[1], -1)
+    gamma, beta = params[f"{p}.gamma"], params[f"{p}.beta"]
+    if bn_train:
+        mean, invstd = ws.bn_mean[n][ti], ws.bn_invstd[n][ti]
+        knorm.bn_forward_train(y3, cache, mean, invstd, z3, gamma, beta, BN_EPS)
+        ws.bn_mean_sum[n] += mean
+        ws.bn_var_sum[n] += 1.0 / (invstd * invstd) - BN_EPS
+    else:
+        cache[...] = z3  # eval-mode backward needs the BN input
+        knorm.bn_forward_eval(y3, z3, gamma, beta, params[f"{p}.running_mean"],
+                              params[f"{p}.running_var"], BN_EPS)
+    return y
+
+
+def layer_current(ws, params, layer, x_t, ti, bn_train):
+    """I^l[t] into ws.i_in[l] (and every synapse's x into its cache slot ``ti``)."""
+    i_in = ws.i_in[layer.index]
+    first = True
+    for syn in layer.synapses:
+        x = pre_forward(ws, syn, source(ws, syn, x_t, ti), ti)
+        c = x if syn.op == "identity" else weight_forward(ws, params, syn, x)
+        if syn.bn:
+            c = bn_forward(ws, params, syn, c, ti, bn_train)
+        if ws.direct[syn.name]:
+            continue  # wrote straight into I
+        if first:
+            np.copyto(i_in, c.reshape(i_in.shape))
+        else:
+            kel.add_into(flat(i_in), flat(c))
+        first = False
+    return i_in
+
+
+# ------------------------------------------------------------------------------------------------
+# backward
+
+def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, learn_w=True):
+    """Error ``e`` on this synapse's contribution to I -> ΔW (against ``a``), BN grads, g^src."""
+    n = syn.name
+    gz = e
+    if syn.bn:
+        gz = ws.gz[n]
+        gz.fill(0)
+        p = f"{n}.bn"
+        gz3, e3 = gz.reshape(ws.B, gz.shape[1], -1), e.reshape(ws.B, gz.shape[1], -1)
+        gg, gb = grads.get(f"{p}.gamma"), grads.get(f"{p}.beta")
+        if gg is None:  # BN parameters not learned: still need the input gradient
+            gg, gb = np.zeros_like(params[f"{p}.gamma"]), np.zeros_like(params[f"{p}.beta"])
+        if bn_train:
+            knorm.bn_backward_train(gz3, gg, gb, e3, ws.bn_cache[n][ti], params[f"{p}.gamma"],
+                                    ws.bn_invstd[n][ti])
+        else:
+            knorm.bn_backward_eval(gz3, gg, gb, e3, ws.bn_cache[n][ti], params[f"{p}.gamma"],
+                                   params[f"{p}.running_mean"], params[f"{p}.running_var"], BN_EPS)
+    if syn.op == "identity":
+        gx = gz
+    else:
+        w = params[f"{n}.weight"]
+        if learn_w:
+            gw = grads[f"{n}.weight"]
+            if syn.op == "linear":
+                if ws.backend == "blas":
+                    klin.linear_backward_weight_blas(gw, gz, a, ws.lin_gw[n])
+                else:
+                    klin.linear_backward_weight_loop(gw, gz, a)
+            elif ws.backend == "blas":
+                kconv.conv2d_backward_weight_fast(gw, gz, a, syn.stride, syn.pad, _cols(ws, syn))
+            else:
+                kconv.conv2d_backward_weight(gw, gz, a, syn.stride, syn.pad)
+        if not send_down:
+            return
+        gx = ws.gx[n]
+        gx.fill(0)
+        if syn.op == "linear":
+            if ws.backend == "blas":
+                klin.linear_backward_input_blas(gx, gz, w, ws.lin_gx[n])
+            else:
+                klin.linear_backward_input_loop(gx, gz, w)
+        elif ws.backend == "blas":
+            kconv.conv2d_backward_input_fast(gx, gz, w, syn.stride, syn.pad, _cols(ws, syn))
+        else:
+            kconv.conv2d_backward_input(gx, gz, w, syn.stride, syn.pad)
+    if send_down:
+        pre_backward(ws, syn, gx, ti)
+
+
+def pre_backward(ws, syn, grad, ti):
+    """Route ∂E/∂x back through the pre-ops into g^src (accumulating)."""
+    target_src = ws.g[syn.src]
+    for k in range(len(syn.pre) - 1, -1, -1):
+        op = syn.pre[k]
+        if op.kind == "flatten":
+            grad = grad.reshape(grad.shape[0], *op.in_shape)
+            continue
+        tgt = target_src if k == 0 else ws.pre_grad[syn.name][k]
+        if k != 0:
+            tgt.fill(0)
+        if op.kind == "avgpool" or op.kind == "gap":
+            kpool.avgpool2d_backward(tgt, grad, op.k)
+        elif op.kind == "maxpool":
+            kpool.maxpool2d_backward(tgt, grad, ws.argmax[syn.name][k][ti])
+        elif op.kind == "dropout":
+            kel.mul_add(flat(tgt), flat(grad), flat(ws.mask[syn.name][k]))
+        grad = tgt
+        if k == 0:
+            return
+    kel.add_into(flat(target_src), flat(grad))
+
+
+def layer_grads_out(net, ws, grads, learn, alpha_reduce):
+    """Reduce per-neuron θ/α accumulators into the named gradients (after the time loop)."""
+    for layer in net.layers:
+        if not layer.spiking:
+            continue
+        if "T" in learn:
+            grads[f"{layer.name}.theta"] += klif.reduce_theta_grad(ws.gtheta[layer.index], layer.shape,
+                                                                 layer.theta_mode)
+        if "L" in learn:
+            ga = ws.galpha[layer.index]
+            red = ga.sum() if alpha_reduce == "sum" else ga.sum() / ga.size
+            grads[f"{layer.name}.alpha"] += red

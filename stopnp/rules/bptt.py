@@ -1,0 +1,86 @@
+"""BPTT: the exact reference. Store every step, then run backward in time (ALGORITHMS.md §3, §5).
+
+Forward for t = 1..T stores U[t], s[t], V[t-1], every synapse input x[t] and BN cache. Backward for
+t = T..1, layers L..1, with the layer's full error eU carried from t+1 (kernels/lif.py):
+
+    g^l[t]   = (backward of W^{l+1}, BN^{l+1}, pooling)( eU^{l+1}[t] )     full error sent down
+    eU^l[t]  = gs·φ + eV·(1 | 1-s),  eV = α·eU^l[t+1]
+    ΔW^l    += eU^l[t] ⊗ x^l[t];   Δθ^l, Δα^l as in lif_bptt_backward
+
+``detach_reset`` (default True) treats s in the reset as a constant; False keeps the reset path
+(∂U[t+1]/∂U[t] = α(1 - θφ) soft, α(1 - s - Uφ) hard), which is what finite differences of the smooth
+forward (``smooth=True``) measure. Memory grows linearly with T.
+"""
+import numpy as np
+
+from .. import loss as loss_mod
+from ..kernels import lif as klif
+from ..ops import Workspace, flat, layer_current, layer_grads_out, synapse_backward, syn_input
+from .common import Result, alpha_of, bn_stats, output_view, zero_grads
+
+
+def workspace(net, B, dtype, opts, T):
+    return Workspace(net, B, dtype, T_store=T, backend=opts["kernels"], keep_vprev=True)
+
+
+def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on_step=None,
+        backward_steps=None) -> Result:
+    T, B = x.shape[:2]
+    dtype = x.dtype
+    learn = opts["learn"]
+    bn_train = opts["bn_mode"] == "train"
+    smooth, surr, hard = opts["smooth"], opts["surr"], opts["hard"]
+    if ws is None or ws.T_store < T:
+        ws = workspace(net, B, dtype, opts, T)
+    ws.reset_sequence(net, params, rng, train=y is not None and bn_train)
+    ws.zero_grad_buffers()
+    alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
+    c_ce, c_mse = loss_mod.coefficients(opts["loss"], opts["mix"], opts["loss_reduce"], T)
+    n_out = net.output.size
+    out_sum = np.zeros((B, n_out), dtype)
+    go = np.zeros((T, B, n_out), dtype)
+    counts = {layer.name: 0.0 for layer in net.layers if layer.spiking}
+    total = 0.0
+    for t in range(T):
+        for layer in net.layers:
+            li = layer.index
+            i_in = layer_current(ws, params, layer, x[t], t, bn_train)
+            u, s = flat(ws.u[li][t]), flat(ws.s[li][t])
+            if layer.spiking:
+                np.copyto(ws.v_prev[li][t], ws.v[li])
+                klif.lif_forward(u, s, flat(ws.v[li]), flat(i_in), alphas[li], ws.theta[li], hard,
+                                 smooth, surr)
+                counts[layer.name] += float(s.sum())
+            else:
+                np.copyto(u, flat(i_in))
+        if bn_train:
+            ws.bn_steps += 1
+        o = output_view(ws, net, t)
+        out_sum += o
+        if y is not None:
+            total += loss_mod.step_loss(go[t], o, y, c_ce, c_mse)
+    if y is None:
+        return Result(0.0, out_sum, {}, counts, {}, bn_stats(ws) if bn_train else {})
+    if grads is None:
+        grads = zero_grads(net, params, learn, dtype)
+    keep_reset = not opts["detach_reset"]
+    for e in ws.e:
+        e.fill(0)
+    for t in range(T - 1, -1, -1):
+        for g in ws.g:
+            g.fill(0)
+        flat(ws.g[net.output.index])[...] = go[t]
+        for layer in reversed(net.layers):
+            li = layer.index
+            e = ws.e[li]
+            if layer.spiking:
+                klif.lif_bptt_backward(flat(e), ws.gtheta[li], ws.galpha[li], flat(ws.g[li]),
+                                       flat(ws.u[li][t]), flat(ws.s[li][t]), flat(ws.v_prev[li][t]),
+                                       alphas[li], ws.theta[li], hard, keep_reset, surr)
+            else:
+                np.copyto(e, ws.g[li])
+            for syn in layer.synapses:
+                a = syn_input(ws, syn, x[t], t)
+                synapse_backward(ws, params, grads, syn, e, a, t, syn.src >= 0, bn_train)
+    layer_grads_out(net, ws, grads, learn, opts["alpha_reduce"])
+    return Result(total, out_sum, grads, counts, {}, bn_stats(ws) if bn_train else {})

@@ -1,0 +1,75 @@
+"""Options shared by every rule, resolved once from the network's config plus call overrides."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import ConfigError, RULES
+from ..kernels import lif as klif
+
+
+@dataclass
+class Result:
+    """What one batch produced: summed loss, Σ_t o[t] per sample, spike counts, gradients, records."""
+    loss: float
+    out_sum: np.ndarray                 # (B, n_classes): Σ_t o[t]; prediction = argmax
+    grads: dict
+    spike_counts: dict = field(default_factory=dict)   # layer -> Σ_{t,b,j} s
+    records: dict = field(default_factory=dict)        # "<layer>.<what>" -> (T, B, ...)
+    bn_stats: dict = field(default_factory=dict)       # "<syn>.bn" -> (mean, var) averaged over steps
+
+
+OPTION_DEFAULTS = {
+    # name: (config section, key) or a literal default
+    "learn": ("rule", "learn"), "alpha_reduce": ("rule", "alpha_reduce"),
+    "detach_reset": ("rule", "detach_reset"), "online": ("rule", "online"), "k": ("rule", "k"),
+    "ottt_lambda": ("rule", "ottt_lambda"),
+    "loss": ("loss", "kind"), "loss_reduce": ("loss", "reduce"), "mix": ("loss", "mix"),
+    "kernels": ("run", "kernels"),
+    "reset": ("neuron", "reset"), "surrogate": ("neuron", "surrogate"),
+    "bn_mode": "train", "smooth": False,
+}
+
+
+def resolve_options(net, rule, options) -> dict:
+    if rule not in RULES:
+        raise ConfigError(f"rule {rule!r}: valid rules are {', '.join(RULES)}")
+    unknown = set(options) - set(OPTION_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}; valid: "
+                          f"{', '.join(OPTION_DEFAULTS)}")
+    opts = {"rule": rule}
+    for name, src in OPTION_DEFAULTS.items():
+        opts[name] = net.config[src[0]][src[1]] if isinstance(src, tuple) else src
+    opts.update(options)
+    if opts["bn_mode"] not in ("train", "eval"):
+        raise ConfigError(f"bn_mode {opts['bn_mode']!r}: valid: train, eval")
+    if not set(opts["learn"]) <= set("WTL") or "W" not in opts["learn"]:
+        raise ConfigError(f"learn {opts['learn']!r}: letters from W, T, L including W")
+    if opts["surrogate"] not in klif.SURROGATES:
+        raise ConfigError(f"surrogate {opts['surrogate']!r}: valid: {', '.join(klif.SURROGATES)}")
+    if opts["reset"] not in ("soft", "hard"):
+        raise ConfigError(f"reset {opts['reset']!r}: valid: soft, hard")
+    if opts["kernels"] not in ("blas", "loop"):
+        raise ConfigError(f"kernels {opts['kernels']!r}: valid: blas, loop")
+    opts["surr"] = klif.SURROGATES[opts["surrogate"]]
+    opts["hard"] = opts["reset"] == "hard"
+    return opts
+
+
+def zero_grads(net, params, learn, dtype) -> dict:
+    return {n: np.zeros(params[n].shape, dtype) for n in net.trainable(learn)}
+
+
+def alpha_of(params, layer, dtype):
+    return dtype.type(params[f"{layer.name}.alpha"].reshape(-1)[0])
+
+
+def output_view(ws, net, ti):
+    out = net.output
+    arr = ws.s[out.index][ti] if out.spiking else ws.u[out.index][ti]
+    return arr.reshape(arr.shape[0], -1)
+
+
+def bn_stats(ws):
+    steps = max(ws.bn_steps, 1)
+    return {f"{n}.bn": (ws.bn_mean_sum[n] / steps, ws.bn_var_sum[n] / steps) for n in ws.bn_mean_sum}

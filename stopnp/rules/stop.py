@@ -1,0 +1,174 @@
+"""STOP: online learning with forward traces and per-step spatial errors (ALGORITHMS.md §4).
+
+At every step t, for every layer l (traces first, from V[t-1] and s[t-1]):
+
+    w~^l[t]  = α^l · w~^l[t-1] + x^l[t]                 [Eq. 20]
+    th~^l[t] = α^l · (th~^l[t-1] - s^l[t-1])             [Eq. 26]
+    al~^l[t] = α^l · al~^l[t-1] + V^l[t-1]               [Eq. 30]
+
+then the forward step (charge, fire, soft reset), the loss E[t], and the spatial errors of step t only:
+
+    δ^L[t] = ∂E[t]/∂s^L[t] ⊙ φ(U^L[t] - θ^L)
+    δ^l[t] = (backward of W^{l+1}, BN^{l+1}, pooling, dropout)(δ^{l+1}[t]) ⊙ φ(U^l[t] - θ^l)
+    ΔW^l  += δ^l[t] ⊗ w~^l[t]                             [Eq. 17]
+    Δθ^l  += δ^l[t] ⊙ (th~^l[t] - 1)                      [Eq. 24]
+    Δα^l  += mean_j( δ^l_j[t] · al~^l_j[t] )              [Eq. 27]
+
+Nothing of step t survives step t+1 except V, s and the traces: memory is independent of T.
+The same loop runs SLTT (trace decay 0: w~ = x, no θ/α traces) and OTTT (w~ decays with a fixed
+λ, weights only); see ``TRACE_DECAY``.
+"""
+import numpy as np
+
+from .. import loss as loss_mod
+from ..config import ConfigError
+from ..kernels import lif as klif
+from ..ops import Workspace, flat, layer_current, layer_grads_out, synapse_backward, syn_input
+from .common import Result, alpha_of, bn_stats, output_view, zero_grads
+
+RECORDABLE = ("u", "s", "v", "i", "delta", "g", "w_trace", "th_trace", "al_trace")
+
+
+def workspace(net, B, dtype, opts):
+    return Workspace(net, B, dtype, T_store=1, backend=opts["kernels"], traces=True)
+
+
+def check(opts):
+    if opts["hard"] and opts["rule"] in ("stop", "ottt"):
+        raise ConfigError(f"rule {opts['rule']!r} is defined with the soft reset (its weight trace is per "
+                          f"input neuron only because every neuron decays by the same α); use "
+                          f"neuron.reset = 'soft', or rule 'bptt' for the hard reset")
+
+
+def trace_decay(opts, alpha):
+    """λ of the weight trace: α (STOP), 0 (SLTT: instantaneous input), fixed λ (OTTT)."""
+    if opts["rule"] in ("sltt", "sltt-k"):
+        return alpha.dtype.type(0)
+    if opts["rule"] == "ottt":
+        return alpha.dtype.type(opts["ottt_lambda"])
+    return alpha
+
+
+def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on_step=None,
+        backward_steps=None) -> Result:
+    """One sequence batch. ``y=None``: forward only. ``backward_steps``: steps with a backward (SLTT-K).
+
+    ``on_step(t, grads)`` (online update): called after every step's gradients, which are reduced to
+    the named arrays first; the callee applies and zeroes them.
+    """
+    check(opts)
+    T, B = x.shape[:2]
+    dtype = x.dtype
+    learning = y is not None
+    learn = opts["learn"]
+    bn_train = opts["bn_mode"] == "train"
+    smooth, surr = opts["smooth"], opts["surr"]
+    if ws is None:
+        ws = workspace(net, B, dtype, opts)
+    ws.reset_sequence(net, params, rng, train=learning and bn_train)
+    ws.zero_grad_buffers()
+    if learning and grads is None:
+        grads = zero_grads(net, params, learn, dtype)
+    rec = _alloc_records(net, ws, T, record, learning)
+    c_ce, c_mse = loss_mod.coefficients(opts["loss"], opts["mix"], opts["loss_reduce"], T)
+    n_out = net.output.size
+    out_sum = np.zeros((B, n_out), dtype)
+    go = np.zeros((B, n_out), dtype)
+    counts = {layer.name: 0.0 for layer in net.layers if layer.spiking}
+    alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
+    decays = [trace_decay(opts, a) if a is not None else dtype.type(0) for a in alphas]
+    theta_learn = "T" in learn or "L" in learn
+    total = 0.0
+    for t in range(T):
+        x_t = x[t]
+        for layer in net.layers:
+            li = layer.index
+            i_in = layer_current(ws, params, layer, x_t, 0, bn_train)
+            if learning:
+                for syn in layer.synapses:
+                    if syn.op != "identity":
+                        klif.trace_update(flat(ws.w_trace[syn.name]), flat(syn_input(ws, syn, x_t, 0)),
+                                          decays[li])
+            u, s = flat(ws.u[li][0]), flat(ws.s[li][0])
+            if not layer.spiking:
+                np.copyto(u, flat(i_in))
+            elif learning and opts["rule"] in ("stop",):
+                klif.lif_stop_forward(u, s, flat(ws.v[li]), flat(ws.th_trace[li]), flat(ws.al_trace[li]),
+                                      flat(i_in), alphas[li], ws.theta[li], smooth, surr)
+            else:
+                klif.lif_forward(u, s, flat(ws.v[li]), flat(i_in), alphas[li], ws.theta[li],
+                                 opts["hard"], smooth, surr)
+            if layer.spiking:
+                counts[layer.name] += float(s.sum())
+        if bn_train:
+            ws.bn_steps += 1
+        o = output_view(ws, net, 0)
+        out_sum += o
+        if learning:
+            total += loss_mod.step_loss(go, o, y, c_ce, c_mse)
+            if backward_steps is None or t in backward_steps:
+                _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn and
+                               opts["rule"] == "stop")
+                if on_step is not None:
+                    layer_grads_out(net, ws, grads, learn, opts["alpha_reduce"])
+                    ws.gtheta_zero()
+                    on_step(t, grads)
+        _record_step(net, ws, rec, t)
+    if learning and on_step is None:
+        layer_grads_out(net, ws, grads, learn, opts["alpha_reduce"])
+    return Result(total, out_sum, grads if learning else {}, counts, rec,
+                  bn_stats(ws) if bn_train else {})
+
+
+def _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn):
+    for g in ws.g:
+        g.fill(0)
+    flat(ws.g[net.output.index])[...] = go
+    for layer in reversed(net.layers):
+        li = layer.index
+        e = ws.e[li]
+        if layer.spiking:
+            klif.spatial_delta(flat(e), flat(ws.g[li]), flat(ws.u[li][0]), ws.theta[li], opts["surr"])
+            if theta_learn:
+                klif.stop_param_grads(ws.gtheta[li], ws.galpha[li], flat(e), flat(ws.th_trace[li]),
+                                      flat(ws.al_trace[li]))
+        else:
+            np.copyto(e, ws.g[li])
+        for syn in layer.synapses:
+            a = ws.w_trace.get(syn.name)
+            a = a if a is None or syn.op == "conv" else flat(a)
+            synapse_backward(ws, params, grads, syn, e, a, 0, syn.src >= 0, bn_train)
+
+
+def _alloc_records(net, ws, T, record, learning):
+    rec = {}
+    for what in record:
+        if what not in RECORDABLE:
+            raise ConfigError(f"record {what!r}: valid: {', '.join(RECORDABLE)}")
+        if what in ("delta", "g", "w_trace", "th_trace", "al_trace") and not learning:
+            raise ConfigError(f"record {what!r} needs labels y (it is part of the learning step)")
+        for layer in net.layers:
+            if what == "w_trace":
+                for syn in layer.synapses:
+                    if syn.op != "identity":
+                        rec[f"{syn.name}.w_trace"] = np.zeros((T, ws.B, *syn.in_shape), ws.dtype)
+            elif layer.spiking or what in ("u", "i", "delta", "g"):
+                rec[f"{layer.name}.{what}"] = np.zeros((T, ws.B, *layer.shape), ws.dtype)
+    return rec
+
+
+def _record_step(net, ws, rec, t):
+    if not rec:
+        return
+    src = {"u": lambda i: ws.u[i][0], "s": lambda i: ws.s[i][0], "v": lambda i: ws.v[i],
+           "i": lambda i: ws.i_in[i], "delta": lambda i: ws.e[i], "g": lambda i: ws.g[i],
+           "th_trace": lambda i: ws.th_trace[i], "al_trace": lambda i: ws.al_trace[i]}
+    for layer in net.layers:
+        for syn in layer.synapses:
+            key = f"{syn.name}.w_trace"
+            if key in rec:
+                rec[key][t] = ws.w_trace[syn.name]
+        for what, get in src.items():
+            key = f"{layer.name}.{what}"
+            if key in rec:
+                rec[key][t] = get(layer.index)

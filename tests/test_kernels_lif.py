@@ -1,0 +1,157 @@
+"""LIF kernels: surrogates are derivatives of the smooth spike, BPTT backward equals finite
+differences of the smooth forward (every surrogate, soft and hard reset), STOP traces follow Eq. 20/26/30."""
+import numba
+import numpy as np
+import pytest
+
+from fdcheck import check_grad, fd_grad, rel_err
+from stopnp.kernels import lif
+
+SURR = list(lif.SURROGATES)
+
+
+def _run(I, theta, alpha, hard, kind, smooth=True):
+    T, B, N = I.shape
+    u, s, v = np.zeros((T, B, N)), np.zeros((T, B, N)), np.zeros((B, N))
+    vprev = np.zeros((T, B, N))
+    for t in range(T):
+        vprev[t] = v
+        lif.lif_forward(u[t], s[t], v, I[t], alpha, theta, hard, smooth, kind)
+    return u, s, vprev
+
+
+def _backward(R, I, theta, alpha, hard, kind, keep_reset=True):
+    u, s, vprev = _run(I, theta, alpha, hard, kind)
+    T, B, N = I.shape
+    e = np.zeros((B, N))
+    gI = np.zeros_like(I)
+    gth, gal = np.zeros(N), np.zeros(N)
+    for t in range(T - 1, -1, -1):
+        lif.lif_bptt_backward(e, gth, gal, R[t], u[t], s[t], vprev[t], alpha, theta, hard, keep_reset, kind)
+        gI[t] = e
+    return gI, gth, gal.sum()
+
+
+def _setup(seed=0, T=5, B=3, N=4):
+    rng = np.random.default_rng(seed)
+    I = rng.uniform(0.0, 1.6, (T, B, N))
+    theta = rng.uniform(0.8, 1.2, N)
+    R = rng.normal(size=(T, B, N))
+    return I, theta, 0.6, R
+
+
+@pytest.mark.parametrize("kind", SURR)
+def test_smooth_step_derivative_is_surrogate(kind):
+    code = lif.SURROGATES[kind]
+    z = np.linspace(-2.3, 2.3, 37) + 0.013  # avoid the kinks of triangle/rectangle
+    h = 1e-6
+    fd = np.array([(lif.smooth_step(v + h, code) - lif.smooth_step(v - h, code)) / (2 * h) for v in z])
+    an = np.array([lif.surrogate(v, code) for v in z])
+    assert rel_err(fd, an) < 1e-7
+    assert an.max() > 0.5  # non-vacuous: the surrogate is not identically zero
+
+
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("kind", SURR)
+def test_bptt_kernel_matches_finite_differences(kind, hard):
+    code = lif.SURROGATES[kind]
+    I, theta, alpha, R = _setup()
+    loss = lambda: float((R * _run(I, theta, alpha, hard, code)[1]).sum())  # noqa: E731
+    gI, gth, gal = _backward(R, I, theta, alpha, hard, code)
+    ok, err = check_grad(loss, I, gI, rtol=1e-6)
+    assert ok, err
+    ok, err = check_grad(loss, theta, gth, rtol=1e-6)
+    assert ok, err
+    a = np.array([alpha])
+    loss_a = lambda: float((R * _run(I, theta, a[0], hard, code)[1]).sum())  # noqa: E731
+    ok, err = check_grad(loss_a, a, np.array([gal]), rtol=1e-6)
+    assert ok, err
+    assert np.abs(gI).max() > 0 and np.abs(gth).max() > 0 and gal != 0
+
+
+def test_checker_catches_one_percent_error():
+    code = lif.SURROGATES["exp"]
+    I, theta, alpha, R = _setup(1)
+    loss = lambda: float((R * _run(I, theta, alpha, False, code)[1]).sum())  # noqa: E731
+    gI, gth, _ = _backward(R, I, theta, alpha, False, code)
+    assert check_grad(loss, I, gI)[0]
+    ok, err = check_grad(loss, I, gI * 1.01)
+    assert not ok and err > 1e-3
+    ok, _ = check_grad(loss, theta, gth * 1.01)
+    assert not ok
+
+
+def test_detached_reset_differs_from_kept_reset():
+    code = lif.SURROGATES["exp"]
+    I, theta, alpha, R = _setup(2)
+    kept = _backward(R, I, theta, alpha, False, code, keep_reset=True)[0]
+    detached = _backward(R, I, theta, alpha, False, code, keep_reset=False)[0]
+    assert rel_err(kept, detached) > 1e-3
+
+
+def test_heaviside_spikes_and_soft_reset():
+    I = np.array([[[0.7, 1.5]], [[0.7, 0.2]], [[0.7, 0.0]]])
+    u, s, _ = _run(I, np.array([1.0, 1.0]), 0.5, False, 0, smooth=False)
+    # neuron 0: U = 0.7, 1.05 (spike, V = 0.05), 0.725; neuron 1: U = 1.5 (spike, V = .5), .45, .225
+    np.testing.assert_allclose(u[:, 0, 0], [0.7, 1.05, 0.725])
+    np.testing.assert_array_equal(s[:, 0, 0], [0, 1, 0])
+    np.testing.assert_allclose(u[:, 0, 1], [1.5, 0.45, 0.225])
+    np.testing.assert_array_equal(s[:, 0, 1], [1, 0, 0])
+
+
+def test_stop_traces_follow_their_definition():
+    rng = np.random.default_rng(3)
+    T, B, N = 6, 2, 5
+    I = rng.uniform(0, 1.5, (T, B, N))
+    theta, alpha = np.full(N, 1.0), 0.7
+    u, s, v = np.zeros((B, N)), np.zeros((B, N)), np.zeros((B, N))
+    th, al = np.zeros((B, N)), np.zeros((B, N))
+    th_ref, al_ref, s_prev, v_prev = np.zeros((B, N)), np.zeros((B, N)), np.zeros((B, N)), np.zeros((B, N))
+    fired = 0.0
+    for t in range(T):
+        th_ref = alpha * (th_ref - s_prev)
+        al_ref = alpha * al_ref + v_prev
+        lif.lif_stop_forward(u, s, v, th, al, I[t], alpha, theta, False, 0)
+        np.testing.assert_allclose(th, th_ref, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(al, al_ref, rtol=0, atol=1e-15)
+        s_prev, v_prev = s.copy(), v.copy()
+        fired += s.mean()
+    assert 0 < fired / T < 1
+    w = np.zeros((B, N))
+    x = rng.normal(size=(T, B, N))
+    ref = np.zeros((B, N))
+    for t in range(T):
+        lif.trace_update(w, x[t], alpha)
+        ref = alpha * ref + x[t]
+    np.testing.assert_allclose(w, ref, atol=1e-14)
+
+
+def test_param_grads_accumulate():
+    rng = np.random.default_rng(4)
+    d, th, al = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    gt, ga = np.zeros(4), np.zeros(4)
+    lif.stop_param_grads(gt, ga, d, th, al)
+    lif.stop_param_grads(gt, ga, d, th, al)
+    np.testing.assert_allclose(gt, 2 * (d * (th - 1)).sum(0), atol=1e-14)
+    np.testing.assert_allclose(ga, 2 * (d * al).sum(0), atol=1e-14)
+
+
+def test_one_and_two_threads_bitwise_equal():
+    I, theta, alpha, R = _setup(5, T=4, B=8, N=64)
+    res = []
+    for n in (1, 2):
+        numba.set_num_threads(n)
+        res.append(_backward(R, I.astype(np.float32), theta.astype(np.float32), np.float32(alpha), False, 0))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for a, b in zip(res[0], res[1]):
+        assert np.array_equal(a, b)
+
+
+def test_expand_and_reduce_theta():
+    shape = (2, 3, 3)
+    th = np.array([1.0, 2.0])
+    full = lif.expand_theta(th, shape, "channel")
+    assert full.shape == (18,) and full[0] == 1.0 and full[9] == 2.0
+    g = np.arange(18.0)
+    np.testing.assert_allclose(lif.reduce_theta_grad(g, shape, "channel"), [36.0, 117.0])
+    np.testing.assert_allclose(lif.reduce_theta_grad(g, shape, "layer"), [153.0])
