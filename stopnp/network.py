@@ -181,6 +181,13 @@ def _conv_out(h, k, stride, pad):
 def build_layers(spec, input_shape, cfg) -> tuple:
     """Turn a layer-spec list into Layer records, checking every shape on the way."""
     theta_mode = cfg["neuron"]["theta_mode"]
+    valid = ("conv", "linear", "resblock", "avgpool", "maxpool", "gap", "flatten", "dropout")
+    for i, item in enumerate(spec):
+        if not isinstance(item, dict) or "type" not in item:
+            raise config_mod.ConfigError(f"model.layers[{i}]: each layer is a table with a 'type'")
+        if item["type"] not in valid:
+            raise config_mod.ConfigError(f"model.layers[{i}]: unknown type {item['type']!r}; valid: "
+                                         f"{', '.join(valid)}")
     weight_idx = [i for i, item in enumerate(spec) if item.get("type") in ("conv", "linear", "resblock")]
     if not weight_idx:
         raise config_mod.ConfigError("model: the network has no weight layer (conv or linear)")

@@ -59,7 +59,7 @@ class Workspace:
         self.w_trace, self.pre_out, self.argmax, self.mask, self.pre_grad = {}, {}, {}, {}, {}
         self.z, self.y, self.gz, self.gx, self.direct = {}, {}, {}, {}, {}
         self.bn_cache, self.bn_mean, self.bn_invstd, self.bn_mean_sum, self.bn_var_sum = {}, {}, {}, {}, {}
-        self.lin_gx, self.lin_gw = {}, {}
+        self.lin_gx, self.lin_gw, self.conv_gw = {}, {}, {}
         cols = 0
         for layer in L:
             single = len(layer.synapses) == 1
@@ -88,6 +88,8 @@ class Workspace:
                     self.bn_mean_sum[n], self.bn_var_sum[n] = z(c), z(c)
                     self.gz[n] = z(B, *out)
                 if syn.op == "conv":
+                    if backend == "blas":
+                        self.conv_gw[n] = z(out[0], syn.in_shape[0] * syn.k * syn.k)
                     cols = max(cols, int(np.prod(kconv.im2col_shape((B, *syn.in_shape), syn.k, syn.k,
                                                                    syn.stride, syn.pad))))
                 elif syn.op == "linear" and backend == "blas":
@@ -108,7 +110,7 @@ class Workspace:
                        [a for v in self.pre_grad.values() for a in v],
                        list(self.z.values()), list(self.y.values()), list(self.gz.values()),
                        list(self.gx.values()), list(self.bn_cache.values()), list(self.lin_gx.values()),
-                       list(self.lin_gw.values()), [self.cols]]
+                       list(self.lin_gw.values()), list(self.conv_gw.values()), [self.cols]]
         for group in groups:
             for a in group:
                 if a is not None and id(a) not in seen:
@@ -274,7 +276,8 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
                 else:
                     klin.linear_backward_weight_loop(gw, gz, a)
             elif ws.backend == "blas":
-                kconv.conv2d_backward_weight_fast(gw, gz, a, syn.stride, syn.pad, _cols(ws, syn))
+                kconv.conv2d_backward_weight_fast(gw, gz, a, syn.stride, syn.pad, _cols(ws, syn),
+                                                  ws.conv_gw[n])
             else:
                 kconv.conv2d_backward_weight(gw, gz, a, syn.stride, syn.pad)
         if not send_down:

@@ -23,7 +23,11 @@ def convnet(reset="soft", theta_mode="neuron", surrogate="exp", seed=0, bn=False
            "neuron": {"reset": reset, "theta_mode": theta_mode, "surrogate": surrogate,
                       "alpha_init": 0.6},
            "run": {"seed": seed}}
-    return stopnp.build(cfg).astype(np.float64)
+    net = stopnp.build(cfg).astype(np.float64)
+    # stronger drive in the deeper layers so that every layer fires at a moderate rate
+    net.params["conv2.weight"] *= 2.0
+    net.params["fc1.weight"] *= 2.5
+    return net
 
 
 def single(reset="soft", theta_mode="neuron", surrogate="exp", seed=0):

@@ -78,7 +78,10 @@ def pool_fwd(op, a):
     if op.kind in ("avgpool", "gap"):
         return r.mean(axis=(3, 5)), None
     out = r.max(axis=(3, 5))
-    mask = (r == out[:, :, :, None, :, None])
+    # ties (frequent with binary spikes) route the gradient to the first maximum, row-major
+    win = r.transpose(0, 1, 2, 4, 3, 5).reshape(B, C, H // k, W // k, k * k)
+    first = np.eye(k * k)[win.argmax(axis=-1)].reshape(B, C, H // k, W // k, k, k)
+    mask = first.transpose(0, 1, 2, 4, 3, 5)
     return out, mask
 
 

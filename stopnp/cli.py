@@ -1,0 +1,184 @@
+"""The ``stopnp`` command line: argument parsing only; every command calls the library.
+
+    stopnp train [CONFIG] [--set SECTION.KEY=VALUE ...] [--resume CKPT]
+    stopnp eval CHECKPOINT [--data NAME] [--split test]
+    stopnp inspect CHECKPOINT [--out FILE.h5] [--batch N]
+    stopnp plot RUN_DIR [--out DIR]
+    stopnp data {get,info,convert} ...
+    stopnp bench [...]
+"""
+import argparse
+import os
+import sys
+
+EPILOG = """examples:
+  stopnp train                                   LeNet-5, STOP-WTL, built-in MNIST subset
+  stopnp train examples/configs/mnist-lenet5.toml --set optim.lr=0.05 --set run.epochs=3
+  stopnp eval runs/default/best.h5
+  stopnp inspect runs/default/last.h5 --out plots/inspect.h5
+  stopnp plot runs/default
+"""
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a network (default: LeNet-5 with STOP-WTL on built-in MNIST)",
+                       description="Train a spiking network. With no CONFIG: LeNet-5, STOP with weights, "
+                                   "thresholds and leaks learned (STOP-WTL), on the built-in 10,000-digit "
+                                   "MNIST subset. Writes config.toml, metrics.jsonl, last.h5 and best.h5 "
+                                   "to run.out_dir.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("config", nargs="?", help="recipe file (TOML or JSON), e.g. examples/configs/*.toml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set optim.lr=0.05")
+    p.add_argument("--rule", help="shortcut for --set rule.name=RULE")
+    p.add_argument("--epochs", type=int, help="shortcut for --set run.epochs=N")
+    p.add_argument("--out", help="shortcut for --set run.out_dir=DIR")
+    p.add_argument("--resume", metavar="CKPT", help="continue bit-exactly from a checkpoint (last.h5)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (logs, CI)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args):
+    from . import config as C
+    from .train import train
+    base = C.read(args.config) if args.config else {}
+    ov = list(args.overrides)
+    if args.rule:
+        ov.append(f"rule.name={args.rule!s}")
+    if args.epochs:
+        ov.append(f"run.epochs={args.epochs}")
+    if args.out:
+        ov.append(f'run.out_dir="{args.out}"')
+    if args.quiet:
+        ov.append("run.quiet=true")
+    cfg = C.resolve(base, ov)
+    if args.resume and not args.config:
+        from .checkpoint import load
+        cfg = C.resolve(load(args.resume).config, ov)
+    if args.print_config:
+        print(C.dumps_toml(cfg))
+        return 0
+    res = train(cfg, resume=args.resume)
+    last = res.metrics[-1] if res.metrics else {}
+    print(f"done in {res.seconds:.1f} s: best test accuracy {100 * res.best_acc:.2f}%"
+          + (f", last {100 * last['test_acc']:.2f}%" if last else "") + f"; run directory {res.run_dir}")
+    return 130 if res.interrupted else 0
+
+
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint",
+                       description="Evaluate a checkpoint on a dataset split (BN in eval mode).")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", help="dataset name or HDF5 cache (default: the checkpoint's data.name)")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--T", type=int, help="time steps (default: the checkpoint's data.T)")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args):
+    from . import data
+    from .train import evaluate, load_network
+    net, ck = load_network(args.checkpoint)
+    d = net.config["data"]
+    src = data.load(args.data or d["name"], args.split)
+    acc = evaluate(net, src, args.T or d["T"], d["test_batch_size"])
+    print(f"{args.checkpoint}: {args.split} accuracy {100 * acc:.2f}% on {len(src.y)} samples")
+    return 0
+
+
+def _add_inspect(sub):
+    p = sub.add_parser("inspect", help="dump δ, traces and ΔW/Δθ/Δα per layer and step for one batch",
+                       description="Run one batch of the checkpoint's data through STOP, write per-layer, "
+                                   "per-step δ, U, s, traces and gradient contributions to HDF5, and print "
+                                   "spike rates, gradient norms and the cosine to the BPTT gradient.")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", default=None, help="output HDF5 (default: plots/inspect.h5)")
+    p.add_argument("--batch", type=int, default=16, help="samples in the batch (default 16)")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args):
+    import numpy as np
+    from . import data
+    from .inspect import format_table, inspect_batch, write_h5
+    from .train import load_network
+    net, _ = load_network(args.checkpoint)
+    d = net.config["data"]
+    src = data.load(d["name"], args.split)
+    x, y = next(iter(data.batches(src, args.batch, d["T"], shuffle=False, dtype=np.float64)))
+    net = net.astype(np.float64)
+    records, steps, grads, ref, table = inspect_batch(net, np.ascontiguousarray(x), y)
+    out = args.out or os.path.join("plots", "inspect.h5")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    write_h5(out, records, steps, grads, ref, table, {"checkpoint": os.path.abspath(args.checkpoint)})
+    print(format_table(table))
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_plot(sub):
+    p = sub.add_parser("plot", help="all figures of a run directory (PNG)",
+                       description="Write spike rasters, membrane potentials with thresholds, STOP traces, "
+                                   "θ/α across epochs, loss/accuracy curves and spike rates for a run.")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="figure directory (default: RUN_DIR/plots)")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args):
+    from .report import plot_run
+    paths = plot_run(args.run_dir, args.out)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def build_parser():
+    from ._version import __version__
+    parser = argparse.ArgumentParser(
+        prog="stopnp", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Train spiking neural networks with STOP (and BPTT, SLTT, OTTT, BPSTA) on the CPU.")
+    parser.add_argument("--version", action="version", version=f"stopnp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_eval(sub)
+    _add_inspect(sub)
+    _add_plot(sub)
+    for mod in ("stopnp.data.cli", "stopnp.bench_cli", "stopnp.compare_cli", "stopnp.export.cli"):
+        try:
+            module = __import__(mod, fromlist=["register"])
+        except ImportError:
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    from .config import ConfigError
+    from .network import ShapeError
+    errors = [ConfigError, ShapeError, FileNotFoundError]
+    try:
+        from .checkpoint import CheckpointError
+        errors.append(CheckpointError)
+        from .data import DataError
+        errors.append(DataError)
+        from .train import TrainingError
+        errors.append(TrainingError)
+    except ImportError:
+        pass
+    try:
+        return args.func(args) or 0
+    except tuple(errors) as e:
+        print(f"stopnp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

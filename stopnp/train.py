@@ -1,0 +1,244 @@
+"""The training loop: epochs, evaluation, progress, metrics, guards, checkpoints, exact resume.
+
+One mini-batch (rule from config):  gradients of Σ_t E[t] (rules/) -> optional clip -> optimizer
+step with clamps (optim.py) -> BN running statistics. Data order is a pure function of
+(seed, epoch), and the RNG for dropout masks / SLTT-K steps is checkpointed, so resuming from a
+checkpoint (even mid-epoch) continues bit-exactly.
+
+Run directory: config.toml (resolved), metrics.jsonl (one line per epoch), last.h5, best.h5.
+"""
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import checkpoint, data, optim
+from . import config as config_mod
+from .network import from_config, check_params
+from .progress import MetricsLog, Progress
+from .rules import runner
+from .rules.common import resolve_options
+
+
+class TrainingError(RuntimeError):
+    """Training stopped (NaN/Inf, bad data); the message names the array and what to do."""
+
+
+@dataclass
+class RunResult:
+    net: object
+    metrics: list
+    run_dir: str
+    best_acc: float
+    seconds: float
+    interrupted: bool = False
+    history: dict = field(default_factory=dict)
+
+
+def set_threads(n: int):
+    import numba
+    if n > 0:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def _check_data(net, src, split):
+    if tuple(src.input_shape) != net.input_shape:
+        raise TrainingError(f"data {src.name!r} ({split}): samples have shape {tuple(src.input_shape)} but "
+                            f"model.input_shape = {list(net.input_shape)}; set model.input_shape")
+    if src.n_classes > net.n_classes:
+        raise TrainingError(f"data {src.name!r}: {src.n_classes} classes but model.n_classes = "
+                            f"{net.n_classes}")
+
+
+def _finite_or_raise(what, arr):
+    if not np.all(np.isfinite(arr)):
+        raise TrainingError(f"non-finite values (NaN/Inf) in {what}; the last good checkpoint is kept. "
+                            f"Lower optim.lr or enable optim.grad_clip")
+
+
+def guard(loss, grads, ws, net):
+    if not np.isfinite(loss):
+        raise TrainingError(f"loss is {loss}; the last good checkpoint is kept. Lower optim.lr or enable "
+                            f"optim.grad_clip")
+    for name, g in grads.items():
+        _finite_or_raise(f"gradient {name!r} (layer {name.rsplit('.', 1)[0]})", g)
+    if ws is not None:
+        for layer in net.layers:
+            _finite_or_raise(f"membrane state V of layer {layer.name!r}", ws.v[layer.index])
+
+
+def evaluate(net, source, T, batch_size, *, ws_cache=None, kernels="blas"):
+    """Test accuracy (prediction = argmax Σ_t o[t]) with BN in eval mode; forward only."""
+    opts = resolve_options(net, "stop", {"bn_mode": "eval", "kernels": kernels})
+    run = runner("stop")
+    dtype = np.dtype(net.config["run"]["dtype"])
+    correct = total = 0
+    ws_cache = {} if ws_cache is None else ws_cache
+    for x, y in data.batches(source, batch_size, T, shuffle=False, dtype=dtype):
+        ws = _ws(ws_cache, net, x.shape[1], dtype, opts, "stop")
+        res = run(net, net.params, x, None, opts, ws=ws)
+        correct += int((res.out_sum.argmax(axis=1) == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+def _limit(src, n):
+    """The first ``n`` samples of a source (0 = all): quick runs and tests."""
+    if not n or n >= len(src.y):
+        return src
+    return dataclasses.replace(src, x=src.x[:n], y=src.y[:n])
+
+
+def _ws(cache, net, B, dtype, opts, rule):
+    key = (B, rule)
+    if key not in cache:
+        from .rules import bptt, stop
+        if rule == "bptt" or rule == "bpsta":
+            cache[key] = None  # allocated per call (size depends on T)
+        else:
+            cache[key] = stop.workspace(net, B, dtype, opts)
+    return cache[key]
+
+
+def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunResult:
+    """Train from a resolved (or partial) config dict. ``resume``: path to a checkpoint.
+
+    ``stop_after``: stop after this many mini-batches (tests: simulate an interruption).
+    """
+    cfg = config_mod.resolve(cfg) if not _is_resolved(cfg) else cfg
+    run_cfg, dcfg, ocfg = cfg["run"], cfg["data"], cfg["optim"]
+    quiet = run_cfg["quiet"] if quiet is None else quiet
+    set_threads(run_cfg["threads"])
+    dtype = np.dtype(run_cfg["dtype"])
+    train_src = _limit(data.load(dcfg["name"], "train"), dcfg["limit_train"])
+    test_src = _limit(data.load(dcfg["name"], "test"), dcfg["limit_test"])
+    net = from_config(cfg)
+    _check_data(net, train_src, "train")
+    _check_data(net, test_src, "test")
+    rule = cfg["rule"]["name"]
+    run = runner(rule)
+    opts = resolve_options(net, rule, {})
+    names = net.trainable(opts["learn"])
+    opt_state = optim.init_state(ocfg, net.params, names)
+    rng = np.random.default_rng(run_cfg["seed"] + 1)
+    n_train = len(train_src.y)
+    per_epoch = -(-n_train // dcfg["batch_size"])
+    total_steps = per_epoch * run_cfg["epochs"]
+    start_epoch, start_batch, metrics = 0, 0, []
+    run_dir = run_cfg["out_dir"]
+    os.makedirs(run_dir, exist_ok=True)
+    if resume:
+        ck = checkpoint.load(resume, expect_params={k: v.shape for k, v in net.params.items()})
+        for k, v in ck.params.items():
+            net.params[k][...] = v
+        opt_state = ck.opt_state
+        rng.bit_generator.state = ck.rng_state
+        start_epoch, start_batch, metrics = ck.epoch, ck.step, list(ck.metrics)
+    with open(os.path.join(run_dir, "config.toml"), "w") as f:
+        f.write(config_mod.dumps_toml(cfg))
+    log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
+    best = max([m.get("test_acc", 0.0) for m in metrics], default=0.0)
+    ws_cache = {}
+    t_start = time.perf_counter()
+    interrupted = False
+    done_batches = 0
+    pos = (start_epoch, start_batch)  # (epoch, index of the next batch): what a resume continues from
+    try:
+        for epoch in range(start_epoch, run_cfg["epochs"]):
+            bar = Progress(n_train, desc=f"epoch {epoch + 1}/{run_cfg['epochs']}", quiet=quiet,
+                           **({"stream": stream} if stream is not None else {}))
+            loss_sum = correct = seen = 0
+            skip = start_batch if epoch == start_epoch else 0
+            t_epoch = time.perf_counter()
+            batches = data.batches(train_src, dcfg["batch_size"], dcfg["T"], seed=run_cfg["seed"],
+                                   epoch=epoch, shuffle=True, augment=None if dcfg["augment"] == "none"
+                                   else dcfg["augment"], dtype=dtype)
+            for bi, (x, y) in enumerate(batches):
+                if bi < skip:
+                    continue
+                ws = _ws(ws_cache, net, x.shape[1], dtype, opts, rule)
+                lr = optim.lr_at(ocfg, epoch * per_epoch + bi, total_steps)
+
+                def apply(t, grads, lr=lr):
+                    optim.clip_grads(grads, ocfg["grad_clip"])
+                    optim.step(net.params, grads, opt_state, ocfg, lr, cfg["neuron"]["theta_min"])
+                    for g in grads.values():
+                        g.fill(0)
+
+                res = run(net, net.params, x, y, opts, ws=ws, rng=rng,
+                          on_step=apply if cfg["rule"]["online"] else None)
+                guard(res.loss, res.grads, ws, net)
+                if not cfg["rule"]["online"]:
+                    apply(None, res.grads)
+                optim.update_bn_running(net.params, res.bn_stats)
+                loss_sum += res.loss * len(y)
+                correct += int((res.out_sum.argmax(axis=1) == y).sum())
+                seen += len(y)
+                bar.update(len(y), loss=loss_sum / seen, acc=100.0 * correct / seen)
+                done_batches += 1
+                pos = (epoch, bi + 1)
+                if stop_after is not None and done_batches >= stop_after:
+                    raise KeyboardInterrupt
+            bar.close()
+            train_time = time.perf_counter() - t_epoch
+            test_acc = evaluate(net, test_src, dcfg["T"], dcfg["test_batch_size"], ws_cache=ws_cache, kernels=run_cfg["kernels"])
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                   "train_acc": correct / max(seen, 1), "test_acc": test_acc,
+                   "lr": optim.lr_at(ocfg, (epoch + 1) * per_epoch, total_steps),
+                   "seconds": train_time, "samples_per_s": seen / max(train_time, 1e-9)}
+            row.update(_param_summary(net))
+            metrics.append(row)
+            log.append(row)
+            is_best = test_acc > best
+            best = max(best, test_acc)
+            pos = (epoch + 1, 0)
+            _save(run_dir, net, opt_state, rng, cfg, epoch + 1, 0, metrics, is_best)
+            if not quiet:
+                print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
+                      f" | test acc {100 * test_acc:.2f}% | {row['samples_per_s']:.0f} samples/s",
+                      file=stream or None, flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        _save(run_dir, net, opt_state, rng, cfg, pos[0], pos[1], metrics, False)
+        if not quiet:
+            print(f"interrupted: resumable checkpoint written to {os.path.join(run_dir, 'last.h5')}")
+    return RunResult(net, metrics, run_dir, best, time.perf_counter() - t_start, interrupted)
+
+
+def _param_summary(net):
+    out = {}
+    for layer in net.layers:
+        if layer.spiking:
+            out[f"{layer.name}.alpha"] = float(net.params[f"{layer.name}.alpha"][0])
+            th = net.params[f"{layer.name}.theta"]
+            out[f"{layer.name}.theta_mean"] = float(th.mean())
+            out[f"{layer.name}.theta_std"] = float(th.std())
+    return out
+
+
+def _save(run_dir, net, opt_state, rng, cfg, epoch, step, metrics, is_best):
+    kw = dict(params=net.params, opt_state=opt_state, rng_state=rng.bit_generator.state, config=cfg,
+              epoch=epoch, step=step, metrics=metrics)
+    checkpoint.save(os.path.join(run_dir, "last.h5"), **kw)
+    if is_best:
+        checkpoint.save(os.path.join(run_dir, "best.h5"), **kw)
+
+
+def _is_resolved(cfg):
+    return isinstance(cfg, dict) and set(cfg) == set(config_mod.SCHEMA) and all(
+        set(cfg[s]) == set(config_mod.SCHEMA[s]) for s in cfg)
+
+
+def load_network(path):
+    """A Network from a checkpoint file (config and parameters validated)."""
+    ck = checkpoint.load(path)
+    cfg = config_mod.resolve(ck.config)
+    net = from_config(cfg)
+    expect = {k: v.shape for k, v in net.params.items()}
+    ck = checkpoint.load(path, expect_params=expect)
+    for k in net.params:
+        net.params[k] = np.array(ck.params[k], dtype=net.params[k].dtype)
+    check_params(net)
+    return net, ck

@@ -1,0 +1,174 @@
+"""Engine properties: memory independent of T, thread determinism, no-JIT equality, validation."""
+import os
+import subprocess
+import sys
+import tracemalloc
+
+import numba
+import numpy as np
+import pytest
+
+import stopnp
+from stopnp.rules import bptt, stop
+from stopnp.rules.common import resolve_options
+from nets import convnet, data, mlp3
+
+HERE = os.path.dirname(__file__)
+
+
+def _stop_run(net, T, ws=None):
+    x, y = data(net, T=T, B=4, scale=1.2)
+    opts = resolve_options(net, "stop", {})
+    ws = ws or stop.workspace(net, 4, np.float64, opts)
+    return stop.run(net, net.params, x, y, opts, ws=ws), ws
+
+
+def test_stop_state_and_traces_independent_of_T():
+    net = mlp3()
+    sizes = {}
+    for T in (4, 64):
+        res, ws = _stop_run(net, T)
+        assert 0 < sum(res.spike_counts.values())
+        sizes[T] = (ws.nbytes(persistent_only=True), ws.nbytes())
+    assert sizes[4] == sizes[64]
+    assert sizes[4][0] > 0
+    # BPTT's stored history grows with T (the contrast that makes the check meaningful)
+    opts = resolve_options(net, "bptt", {})
+    b4 = bptt.workspace(net, 4, np.float64, opts, 4).nbytes()
+    b64 = bptt.workspace(net, 4, np.float64, opts, 64).nbytes()
+    assert b64 > 8 * b4
+
+
+def test_stop_peak_allocation_independent_of_T():
+    """Peak traced allocation during a STOP batch (input excluded) is the same for T = 4 and 64."""
+    net = convnet()
+    opts = resolve_options(net, "stop", {})
+    ws = stop.workspace(net, 4, np.float64, opts)
+    peaks = {}
+    for T in (4, 64):
+        x, y = data(net, T=T, B=4)
+        stop.run(net, net.params, x, y, opts, ws=ws)  # warm (compile, caches)
+        tracemalloc.start()
+        stop.run(net, net.params, x, y, opts, ws=ws)
+        peaks[T] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[64] <= peaks[4] * 1.10 + 4096, peaks
+    x, y = data(net, T=64, B=4)
+    tracemalloc.start()
+    bptt.run(net, net.params, x, y, resolve_options(net, "bptt", {}))
+    peak_bptt = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak_bptt > 10 * peaks[64]
+
+
+@pytest.mark.parametrize("kernels", ["loop", "blas"])
+@pytest.mark.parametrize("rule", ["stop", "bptt"])
+def test_one_and_two_threads_bitwise(rule, kernels):
+    net = convnet(bn=True).astype(np.float32)
+    x, y = data(net, T=4, B=6)
+    x = x.astype(np.float32)
+    out = []
+    for n in (1, 2):
+        numba.set_num_threads(n)
+        out.append(stopnp.gradients(net, x, y, rule=rule, kernels=kernels))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for k in out[0]:
+        assert np.array_equal(out[0][k], out[1][k]), k
+
+
+def test_no_jit_gives_same_gradients(tmp_path):
+    """NUMBA_DISABLE_JIT=1 (pure Python kernels) gives the same float64 gradients."""
+    script = tmp_path / "g.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        f"sys.path.insert(0, {HERE!r})\n"
+        "import stopnp\nfrom nets import mlp3, data\n"
+        "net = mlp3(); x, y = data(net, T=3, B=2, scale=1.2)\n"
+        "out = {}\n"
+        "for rule in ('stop', 'bptt'):\n"
+        "    for k, v in stopnp.gradients(net, x, y, rule=rule, kernels='loop').items():\n"
+        "        out[rule + ':' + k] = v\n"
+        "np.savez(sys.argv[1], **out)\n")
+    res = {}
+    for jit in ("0", "1"):
+        env = dict(os.environ, NUMBA_DISABLE_JIT=jit)
+        path = tmp_path / f"out{jit}.npz"
+        subprocess.run([sys.executable, str(script), str(path)], check=True, env=env, timeout=300)
+        res[jit] = dict(np.load(path))
+    assert res["0"].keys() == res["1"].keys() and res["0"]
+    for k in res["0"]:
+        np.testing.assert_allclose(res["0"][k], res["1"][k], rtol=1e-12, atol=1e-14)
+
+
+def test_float32_close_to_float64():
+    net = mlp3()
+    x, y = data(net, scale=1.2)
+    g64 = stopnp.gradients(net, x, y)
+    g32 = stopnp.gradients(net.astype(np.float32), x.astype(np.float32), y)
+    for k in g64:
+        assert g32[k].dtype == np.float32 and g64[k].dtype == np.float64
+        assert np.abs(g32[k] - g64[k]).max() <= 1e-4 * max(1.0, np.abs(g64[k]).max())
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda x: x[0], "expected"),
+    (lambda x: x.astype(np.int32), "dtype"),
+    (lambda x: np.where(x > 0.5, np.nan, x), "NaN"),
+    (lambda x: np.asfortranarray(x), "contiguous"),
+])
+def test_bad_input_is_refused_with_a_readable_error(bad, match):
+    net = mlp3()
+    x, y = data(net)
+    with pytest.raises(stopnp.ShapeError, match=match):
+        stopnp.gradients(net, bad(x), y)
+
+
+def test_bad_labels_and_options():
+    net = mlp3()
+    x, y = data(net)
+    with pytest.raises(stopnp.ShapeError, match="labels must be in"):
+        stopnp.gradients(net, x, y + 10)
+    with pytest.raises(stopnp.ConfigError, match="unknown option"):
+        stopnp.gradients(net, x, y, lr=3)
+    with pytest.raises(stopnp.ConfigError, match="valid rules"):
+        stopnp.gradients(net, x, y, rule="backprop")
+    net.params["fc1.weight"] = net.params["fc1.weight"][:, :3]
+    with pytest.raises(stopnp.ShapeError, match="fc1.weight"):
+        stopnp.gradients(net, x, y)
+
+
+def test_params_are_plain_writable_arrays_with_documented_names():
+    net = stopnp.build("lenet5")
+    names = set(net.params)
+    assert {"conv1.weight", "conv1.theta", "conv1.alpha", "fc3.weight"} <= names
+    assert all(isinstance(v, np.ndarray) and v.flags.writeable for v in net.params.values())
+    assert net.params["conv1.theta"].shape == (6, 28, 28)
+    vgg = stopnp.build("vgg11", model__input_shape=[3, 32, 32], model__width=0.125)
+    assert "conv1.bn.gamma" in vgg.params and vgg.layers[-1].shape == (10,)
+    res = stopnp.build("resnet18", model__input_shape=[3, 16, 16], model__width=0.0625, model__n_classes=5)
+    assert any(s.op == "identity" for l in res.layers for s in l.synapses)
+    assert any(s.name.endswith("shortcut") and s.op == "conv" for l in res.layers for s in l.synapses)
+
+
+def test_simulate_records_time_major_arrays():
+    net = mlp3()
+    x, y = data(net, T=5, B=3, scale=1.2)
+    rec = stopnp.simulate(net, x, record=("u", "s"))
+    assert rec["fc1.u"].shape == (5, 3, 12) and rec["fc3.s"].shape == (5, 3, 4)
+    assert 0 < rec["fc1.s"].mean() < 1
+    with pytest.raises(stopnp.ConfigError, match="needs labels"):
+        stopnp.simulate(net, x, record=("delta",))
+
+
+def test_resnet_and_dropout_gradients_run():
+    net = stopnp.build("resnet18", model__input_shape=[3, 8, 8], model__width=0.0625, model__n_classes=4)
+    x = np.random.default_rng(0).uniform(0, 1, (2, 2, 3, 8, 8)).astype(np.float32)
+    y = np.array([0, 3])
+    g = stopnp.gradients(net, x, y)
+    assert all(np.isfinite(v).all() for v in g.values())
+    assert "block1.conv2.alpha" in g
+    mlp = stopnp.build("mlp", model__input_shape=[10], model__hidden=[8], model__dropout=0.5,
+                       model__n_classes=3)
+    xx = np.random.default_rng(1).uniform(0, 1, (3, 4, 10)).astype(np.float32)
+    res = stopnp.run_batch(mlp, xx, np.array([0, 1, 2, 0]), rng=np.random.default_rng(0))
+    assert np.isfinite(res.loss)
