@@ -57,7 +57,7 @@ class Workspace:
         self.th_trace = [z(B, *l.shape) if traces and trace_theta else None for l in L]
         self.al_trace = [z(B, *l.shape) if traces and trace_theta else None for l in L]
         self.w_trace, self.pre_out, self.argmax, self.mask, self.pre_grad = {}, {}, {}, {}, {}
-        self.z, self.y, self.gz, self.gx, self.direct = {}, {}, {}, {}, {}
+        self.z, self.y, self.gz, self.gx, self.direct, self.gacc = {}, {}, {}, {}, {}, {}
         self.bn_cache, self.bn_mean, self.bn_invstd, self.bn_mean_sum, self.bn_var_sum = {}, {}, {}, {}, {}
         self.lin_gx, self.lin_gw, self.conv_gw = {}, {}, {}
         cols = 0
@@ -77,6 +77,8 @@ class Workspace:
                 out = syn.out_shape
                 if syn.op != "identity":
                     self.z[n] = self.i_in[layer.index] if (self.direct[n] and not syn.bn) else z(B, *out)
+                    if syn.src < 0:  # static input: Σ_t c_t·ĝ[t], correlated with x once per batch
+                        self.gacc[n] = z(B, *out)
                     self.gx[n] = z(B, *syn.in_shape)
                     if traces:
                         self.w_trace[n] = z(B, *syn.in_shape)
@@ -110,7 +112,7 @@ class Workspace:
                        [a for v in self.pre_grad.values() for a in v],
                        list(self.z.values()), list(self.y.values()), list(self.gz.values()),
                        list(self.gx.values()), list(self.bn_cache.values()), list(self.lin_gx.values()),
-                       list(self.lin_gw.values()), list(self.conv_gw.values()), [self.cols]]
+                       list(self.lin_gw.values()), list(self.conv_gw.values()), list(self.gacc.values()), [self.cols]]
         for group in groups:
             for a in group:
                 if a is not None and id(a) not in seen:
@@ -224,13 +226,24 @@ def bn_forward(ws, params, syn, z, ti, bn_train):
     return y
 
 
-def layer_current(ws, params, layer, x_t, ti, bn_train):
-    """I^l[t] into ws.i_in[l] (and every synapse's x into its cache slot ``ti``)."""
+def layer_current(ws, params, layer, x_t, ti, bn_train, static=False, first_step=True):
+    """I^l[t] into ws.i_in[l] (and every synapse's x into its cache slot ``ti``).
+
+    ``static``: the network input is the same at every step, so the input synapses' x and W ⊛ x are
+    computed at the first step only (slot 0) and reused.
+    """
     i_in = ws.i_in[layer.index]
     first = True
     for syn in layer.synapses:
-        x = pre_forward(ws, syn, source(ws, syn, x_t, ti), ti)
-        c = x if syn.op == "identity" else weight_forward(ws, params, syn, x)
+        if static and syn.src < 0:
+            if first_step:
+                x = pre_forward(ws, syn, x_t, 0)
+                c = x if syn.op == "identity" else weight_forward(ws, params, syn, x)
+            else:
+                c = syn_input(ws, syn, x_t, 0) if syn.op == "identity" else ws.z[syn.name]
+        else:
+            x = pre_forward(ws, syn, source(ws, syn, x_t, ti), ti)
+            c = x if syn.op == "identity" else weight_forward(ws, params, syn, x)
         if syn.bn:
             c = bn_forward(ws, params, syn, c, ti, bn_train)
         if ws.direct[syn.name]:
@@ -246,8 +259,12 @@ def layer_current(ws, params, layer, x_t, ti, bn_train):
 # ------------------------------------------------------------------------------------------------
 # backward
 
-def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, learn_w=True):
-    """Error ``e`` on this synapse's contribution to I -> ΔW (against ``a``), BN grads, g^src."""
+def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, learn_w=True,
+                     static_coef=None):
+    """Error ``e`` on this synapse's contribution to I -> ΔW (against ``a``), BN grads, g^src.
+
+    ``static_coef`` c: static input synapse; accumulate G += c·ĝ instead (see ``flush_static``).
+    """
     n = syn.name
     gz = e
     if syn.bn:
@@ -268,18 +285,10 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
         gx = gz
     else:
         w = params[f"{n}.weight"]
-        if learn_w:
-            gw = grads[f"{n}.weight"]
-            if syn.op == "linear":
-                if ws.backend == "blas":
-                    klin.linear_backward_weight_blas(gw, gz, a, ws.lin_gw[n])
-                else:
-                    klin.linear_backward_weight_loop(gw, gz, a)
-            elif ws.backend == "blas":
-                kconv.conv2d_backward_weight_fast(gw, gz, a, syn.stride, syn.pad, _cols(ws, syn),
-                                                  ws.conv_gw[n])
-            else:
-                kconv.conv2d_backward_weight(gw, gz, a, syn.stride, syn.pad)
+        if learn_w and static_coef is not None:
+            kel.axpy(flat(ws.gacc[n]), flat(gz), gz.dtype.type(static_coef))
+        elif learn_w:
+            weight_grad(ws, grads, syn, gz, a)
         if not send_down:
             return
         gx = ws.gx[n]
@@ -295,6 +304,34 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
             kconv.conv2d_backward_input(gx, gz, w, syn.stride, syn.pad)
     if send_down:
         pre_backward(ws, syn, gx, ti)
+
+
+def weight_grad(ws, grads, syn, gz, a):
+    """ΔW += ĝ ⊗ a with the workspace's backend."""
+    gw = grads[f"{syn.name}.weight"]
+    if syn.op == "linear":
+        if ws.backend == "blas":
+            klin.linear_backward_weight_blas(gw, gz, a, ws.lin_gw[syn.name])
+        else:
+            klin.linear_backward_weight_loop(gw, gz, a)
+    elif ws.backend == "blas":
+        kconv.conv2d_backward_weight_fast(gw, gz, a, syn.stride, syn.pad, _cols(ws, syn),
+                                          ws.conv_gw[syn.name])
+    else:
+        kconv.conv2d_backward_weight(gw, gz, a, syn.stride, syn.pad)
+
+
+def static_begin(ws):
+    for g in ws.gacc.values():
+        g.fill(0)
+
+
+def flush_static(net, ws, grads, x0):
+    """Static input: Σ_t ĝ[t] ⊗ (c_t·x) = (Σ_t c_t·ĝ[t]) ⊗ x, one correlation per batch."""
+    for syn in (s for layer in net.layers for s in layer.synapses):
+        if syn.src < 0 and syn.op != "identity" and f"{syn.name}.weight" in grads:
+            a = syn_input(ws, syn, x0, 0)
+            weight_grad(ws, grads, syn, ws.gacc[syn.name], a if syn.op == "conv" else flat(a))
 
 
 def pre_backward(ws, syn, grad, ti):

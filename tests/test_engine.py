@@ -172,3 +172,18 @@ def test_resnet_and_dropout_gradients_run():
     xx = np.random.default_rng(1).uniform(0, 1, (3, 4, 10)).astype(np.float32)
     res = stopnp.run_batch(mlp, xx, np.array([0, 1, 2, 0]), rng=np.random.default_rng(0))
     assert np.isfinite(res.loss)
+
+
+@pytest.mark.parametrize("rule", ["stop", "bptt"])
+@pytest.mark.parametrize("net_fn", [mlp3, convnet])
+def test_static_input_fast_path_equals_general_path(rule, net_fn):
+    """x with time stride 0 (direct coding) takes the once-per-sequence path; same gradients."""
+    net = net_fn()
+    x, y = data(net, T=5, B=4, scale=1.2)
+    x_static = np.broadcast_to(x[0], x.shape)
+    assert x_static.strides[0] == 0
+    fast = stopnp.gradients(net, x_static, y, rule=rule)
+    slow = stopnp.gradients(net, np.ascontiguousarray(x_static), y, rule=rule)
+    for k in slow:
+        assert np.abs(slow[k]).max() > 0
+        assert np.abs(fast[k] - slow[k]).max() <= 1e-12 * np.abs(slow[k]).max(), k

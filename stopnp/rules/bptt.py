@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import loss as loss_mod
 from ..kernels import lif as klif
-from ..ops import Workspace, flat, layer_current, layer_grads_out, synapse_backward, syn_input
+from ..ops import (Workspace, flat, flush_static, layer_current, layer_grads_out, static_begin,
+                   synapse_backward, syn_input)
 from .common import Result, alpha_of, bn_stats, output_view, zero_grads
 
 
@@ -41,10 +42,12 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     go = np.zeros((T, B, n_out), dtype)
     counts = {layer.name: 0.0 for layer in net.layers if layer.spiking}
     total = 0.0
+    static = x.strides[0] == 0  # same input every step: input-layer W ⊛ x once, ΔW = (Σ_t ĝ[t]) ⊗ x
+    static_begin(ws)
     for t in range(T):
         for layer in net.layers:
             li = layer.index
-            i_in = layer_current(ws, params, layer, x[t], t, bn_train)
+            i_in = layer_current(ws, params, layer, x[t], t, bn_train, static, t == 0)
             u, s = flat(ws.u[li][t]), flat(ws.s[li][t])
             if layer.spiking:
                 np.copyto(ws.v_prev[li][t], ws.v[li])
@@ -80,7 +83,12 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
             else:
                 np.copyto(e, ws.g[li])
             for syn in layer.synapses:
-                a = syn_input(ws, syn, x[t], t)
-                synapse_backward(ws, params, grads, syn, e, a, t, syn.src >= 0, bn_train)
+                if static and syn.src < 0:
+                    synapse_backward(ws, params, grads, syn, e, None, t, False, bn_train, static_coef=1.0)
+                else:
+                    synapse_backward(ws, params, grads, syn, e, syn_input(ws, syn, x[t], t), t,
+                                     syn.src >= 0, bn_train)
+    if static:
+        flush_static(net, ws, grads, x[0])
     layer_grads_out(net, ws, grads, learn, opts["alpha_reduce"])
     return Result(total, out_sum, grads, counts, {}, bn_stats(ws) if bn_train else {})

@@ -23,7 +23,8 @@ import numpy as np
 from .. import loss as loss_mod
 from ..config import ConfigError
 from ..kernels import lif as klif
-from ..ops import Workspace, flat, layer_current, layer_grads_out, synapse_backward, syn_input
+from ..ops import (Workspace, flat, flush_static, layer_current, layer_grads_out, static_begin,
+                   synapse_backward, syn_input)
 from .common import Result, alpha_of, bn_stats, output_view, zero_grads
 
 RECORDABLE = ("u", "s", "v", "i", "delta", "g", "w_trace", "th_trace", "al_trace")
@@ -78,15 +79,22 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
     decays = [trace_decay(opts, a) if a is not None else dtype.type(0) for a in alphas]
     theta_learn = "T" in learn or "L" in learn
+    # static input (time stride 0, e.g. direct-coded images): W ⊛ x once per sequence, and the
+    # input layer's ΔW as (Σ_t c_t·ĝ[t]) ⊗ x with c_t = λ·c_{t-1} + 1 (w~[t] = c_t·x)
+    static = x.strides[0] == 0
+    static_grad = static and learning and on_step is None and "w_trace" not in record
+    coef = [0.0] * len(net.layers)
+    static_begin(ws)
     total = 0.0
     for t in range(T):
         x_t = x[t]
         for layer in net.layers:
             li = layer.index
-            i_in = layer_current(ws, params, layer, x_t, 0, bn_train)
+            i_in = layer_current(ws, params, layer, x_t, 0, bn_train, static, t == 0)
+            coef[li] = float(decays[li]) * coef[li] + 1.0
             if learning:
                 for syn in layer.synapses:
-                    if syn.op != "identity":
+                    if syn.op != "identity" and not (static_grad and syn.src < 0):
                         klif.trace_update(flat(ws.w_trace[syn.name]), flat(syn_input(ws, syn, x_t, 0)),
                                           decays[li])
             u, s = flat(ws.u[li][0]), flat(ws.s[li][0])
@@ -108,19 +116,21 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
             total += loss_mod.step_loss(go, o, y, c_ce, c_mse)
             if backward_steps is None or t in backward_steps:
                 _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn and
-                               opts["rule"] == "stop")
+                               opts["rule"] == "stop", coef if static_grad else None)
                 if on_step is not None:
                     layer_grads_out(net, ws, grads, learn, opts["alpha_reduce"])
                     ws.gtheta_zero()
                     on_step(t, grads)
         _record_step(net, ws, rec, t)
+    if static_grad:
+        flush_static(net, ws, grads, x[0])
     if learning and on_step is None:
         layer_grads_out(net, ws, grads, learn, opts["alpha_reduce"])
     return Result(total, out_sum, grads if learning else {}, counts, rec,
                   bn_stats(ws) if bn_train else {})
 
 
-def _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn):
+def _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef=None):
     for g in ws.g:
         g.fill(0)
     flat(ws.g[net.output.index])[...] = go
@@ -137,7 +147,8 @@ def _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn):
         for syn in layer.synapses:
             a = ws.w_trace.get(syn.name)
             a = a if a is None or syn.op == "conv" else flat(a)
-            synapse_backward(ws, params, grads, syn, e, a, 0, syn.src >= 0, bn_train)
+            c = coef[li] if coef is not None and syn.src < 0 else None
+            synapse_backward(ws, params, grads, syn, e, a, 0, syn.src >= 0, bn_train, static_coef=c)
 
 
 def _alloc_records(net, ws, T, record, learning):
