@@ -146,10 +146,14 @@ def build_parser():
     _add_eval(sub)
     _add_inspect(sub)
     _add_plot(sub)
-    for mod in ("stopnp.data.cli", "stopnp.bench_cli", "stopnp.compare_cli", "stopnp.export.cli"):
+    from .data import cli as data_cli
+    data_cli.register(sub)
+    for mod in ("stopnp.bench_cli", "stopnp.compare_cli", "stopnp.export.cli"):
         try:
             module = __import__(mod, fromlist=["register"])
-        except ImportError:
+        except ModuleNotFoundError as e:
+            if not mod.startswith(e.name or "?"):
+                raise
             continue
         module.register(sub)
     return parser

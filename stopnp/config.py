@@ -99,7 +99,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "T": Field(4, int, check=_pos, hint="time steps > 0"),
         "batch_size": Field(128, int, check=_pos, hint="> 0"),
         "test_batch_size": Field(500, int, check=_pos, hint="> 0"),
-        "augment": Field("none", str, ("none", "cifar", "dvs")),
+        "augment": Field("none", str, ("none", "shift", "cifar", "dvs")),
         "limit_train": Field(0, int, check=_nonneg, hint=">= 0 (0 = all samples)"),
         "limit_test": Field(0, int, check=_nonneg, hint=">= 0 (0 = all samples)"),
     },

@@ -59,14 +59,15 @@ def _finite_or_raise(what, arr):
 
 
 def guard(loss, grads, ws, net):
-    if not np.isfinite(loss):
-        raise TrainingError(f"loss is {loss}; the last good checkpoint is kept. Lower optim.lr or enable "
-                            f"optim.grad_clip")
-    for name, g in grads.items():
-        _finite_or_raise(f"gradient {name!r} (layer {name.rsplit('.', 1)[0]})", g)
+    """Stop on NaN/Inf, naming the layer and array (state first: it is where a blow-up starts)."""
     if ws is not None:
         for layer in net.layers:
             _finite_or_raise(f"membrane state V of layer {layer.name!r}", ws.v[layer.index])
+    for name, g in grads.items():
+        _finite_or_raise(f"gradient {name!r} (layer {name.rsplit('.', 1)[0]})", g)
+    if not np.isfinite(loss):
+        raise TrainingError(f"loss is {loss}; the last good checkpoint is kept. Lower optim.lr or enable "
+                            f"optim.grad_clip")
 
 
 def evaluate(net, source, T, batch_size, *, ws_cache=None, kernels="blas"):
@@ -194,6 +195,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
             is_best = test_acc > best
             best = max(best, test_acc)
             pos = (epoch + 1, 0)
+            _save_history(run_dir, net, epoch + 1)
             _save(run_dir, net, opt_state, rng, cfg, epoch + 1, 0, metrics, is_best)
             if not quiet:
                 print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
@@ -205,6 +207,18 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
         if not quiet:
             print(f"interrupted: resumable checkpoint written to {os.path.join(run_dir, 'last.h5')}")
     return RunResult(net, metrics, run_dir, best, time.perf_counter() - t_start, interrupted)
+
+
+def _save_history(run_dir, net, epoch):
+    """θ and α of every layer after each epoch (history.h5, for the θ/α-across-epochs plots)."""
+    import h5py
+    with h5py.File(os.path.join(run_dir, "history.h5"), "a") as f:
+        if str(epoch) in f:
+            del f[str(epoch)]
+        g = f.create_group(str(epoch))
+        for k, v in net.params.items():
+            if k.endswith((".theta", ".alpha")):
+                g.create_dataset(k, data=v)
 
 
 def _param_summary(net):

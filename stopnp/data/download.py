@@ -1,0 +1,144 @@
+"""``stopnp data get NAME``: download (resumable, checksummed), then convert once to an HDF5 cache.
+
+MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 come from their official addresses; the event datasets
+need a registration or a manual download, so ``get`` prints where to obtain them and the layout that
+``stopnp data convert`` expects. Offline, the error message gives the manual steps.
+"""
+import hashlib
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from . import DataError
+from .builtin import ROOT
+
+RAW = os.path.join(ROOT, "data", "raw")
+CACHE = os.path.join(ROOT, "data", "cache")
+
+SOURCES = {
+    "mnist": {"base": "https://ossci-datasets.s3.amazonaws.com/mnist/", "official": "http://yann.lecun.com/exdb/mnist/",
+              "files": {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+                        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+                        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
+              "kind": "idx", "n_classes": 10},
+    "fashion-mnist": {"base": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                      "files": {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                                "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                                "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                                "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
+                      "kind": "idx", "n_classes": 10},
+    "cifar10": {"base": "https://www.cs.toronto.edu/~kriz/",
+                "files": {"cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530"},
+                "kind": "cifar", "n_classes": 10},
+    "cifar100": {"base": "https://www.cs.toronto.edu/~kriz/",
+                 "files": {"cifar-100-binary.tar.gz": "03b5dce01913d631647c71ecec9e9cb8"},
+                 "kind": "cifar", "n_classes": 100},
+}
+
+MANUAL = {
+    "nmnist": ("N-MNIST (Orchard et al. 2015): download Train.zip and Test.zip from "
+               "https://www.garrickorchard.com/datasets/n-mnist and unzip into data/raw/nmnist/ so that "
+               "data/raw/nmnist/Train/0/*.bin ... data/raw/nmnist/Test/9/*.bin exist; then run "
+               "`stopnp data convert nmnist data/raw/nmnist --T 8`."),
+    "dvsgesture": ("DVS128 Gesture (Amir et al. 2017): download DvsGesture.tar.gz from "
+                   "https://research.ibm.com/interactive/dvsgesture/ and extract into data/raw/dvsgesture/ "
+                   "(user*_*.aedat with their *_labels.csv, trials_to_train.txt, trials_to_test.txt); then "
+                   "`stopnp data convert dvsgesture data/raw/dvsgesture --T 20`. tonic's per-sample .npy "
+                   "layout (<split>/<class>/*.npy) is accepted too."),
+    "cifar10-dvs": ("CIFAR10-DVS (Li et al. 2017): download the ten class archives from "
+                    "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671 and extract into "
+                    "data/raw/cifar10-dvs/<class name>/*.aedat (AEDAT 2.0); then "
+                    "`stopnp data convert cifar10-dvs data/raw/cifar10-dvs --T 10 --size 48`."),
+}
+
+
+def md5(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(url, dest, expected_md5=None, retries=3, timeout=30):
+    """Download ``url`` to ``dest`` via ``dest.part``, resuming with an HTTP Range request."""
+    if os.path.isfile(dest) and (expected_md5 is None or md5(dest) == expected_md5):
+        return dest
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    part = dest + ".part"
+    for attempt in range(retries):
+        have = os.path.getsize(part) if os.path.exists(part) else 0
+        req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                mode = "ab" if have and r.status == 206 else "wb"
+                with open(part, mode) as f:
+                    shutil.copyfileobj(r, f, 1 << 20)
+            break
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            if attempt == retries - 1:
+                raise DataError(f"{url}: download failed ({e}); the partial file {part} is kept and the next "
+                                f"`stopnp data get` resumes it") from None
+            time.sleep(1 + attempt)
+    if expected_md5 is not None and md5(part) != expected_md5:
+        os.remove(part)
+        raise DataError(f"{url}: checksum mismatch (md5 {expected_md5} expected); the download was removed, "
+                        f"run the command again")
+    os.replace(part, dest)
+    return dest
+
+
+def get(name, root=None, base_url=None, cache_dir=None):
+    """Download and convert ``name``; returns the cache path. Event datasets: raises with instructions."""
+    if name in MANUAL:
+        raise DataError(f"{name} cannot be downloaded automatically. {MANUAL[name]}")
+    if name not in SOURCES:
+        raise DataError(f"unknown dataset {name!r}; available: {', '.join(list(SOURCES) + list(MANUAL))}")
+    src = SOURCES[name]
+    root = root or os.path.join(RAW, name)
+    base = base_url or src["base"]
+    try:
+        for fname, digest in src["files"].items():
+            fetch(base.rstrip("/") + "/" + fname, os.path.join(root, fname), digest)
+    except DataError as e:
+        manual = ", ".join(src["files"])
+        raise DataError(f"{e}. Offline? Download {manual} from {src.get('official', src['base'])} by hand "
+                        f"into {root}/ and run `stopnp data get {name}` again.") from None
+    return convert(name, root, cache_dir=cache_dir)
+
+
+def convert(name, root, cache_dir=None, T=None, size=None, by="time", denoise_dt=0):
+    """Original files under ``root`` -> data/cache/<name>[-T<T>].h5 (idempotent, atomic)."""
+    from . import cifar, events, idx
+    from .cache import write_h5_atomic
+    cache_dir = cache_dir or CACHE
+    kind = SOURCES.get(name, {}).get("kind", name)
+    out = os.path.join(cache_dir, f"{name}.h5")
+    if os.path.isfile(out):
+        return out  # idempotent: a finished cache is never half-written (atomic rename)
+    if kind == "idx":
+        splits = {s: idx.read_mnist_split(root, s) for s in ("train", "test")}
+        attrs = {"n_classes": 10, "static": True}
+    elif kind == "cifar":
+        arch = os.path.join(root, next(iter(SOURCES[name]["files"])))
+        path = arch if os.path.isfile(arch) else root
+        splits = {s: cifar.read_binary(path, name, s) for s in ("train", "test")}
+        attrs = {"n_classes": SOURCES[name]["n_classes"], "static": True}
+    elif kind == "nmnist":
+        T = T or 8
+        splits = {}
+        for s in ("train", "test"):
+            samples = events.read_nmnist_folder(root, s)
+            x = np.stack([events.to_frames(ev, T, (34, 34), by=by, denoise_dt=denoise_dt) for ev, _ in samples])
+            splits[s] = (x, np.array([c for _, c in samples], np.int64))
+        attrs = {"n_classes": 10, "static": False, "T": T, "binning": by, "denoise_dt": denoise_dt}
+    else:
+        raise DataError(f"convert {name!r}: supported here: mnist, fashion-mnist, cifar10, cifar100, nmnist "
+                        f"(see `stopnp data get {name}` for the layout)")
+    attrs.update({"name": name, "source_root": os.path.abspath(root)})
+    return write_h5_atomic(out, splits, attrs)

@@ -1,0 +1,222 @@
+"""Event-camera recordings and their binning into frames.
+
+Events are a structured array with fields t (int64, µs), x, y (int16), p (int8, 0/1).
+
+Formats read here:
+    N-MNIST .bin    5 bytes per event, big-endian 40-bit word: x (8) | y (8) | p (1) | t (23 bits, µs)
+    AEDAT 2.0       '#'-prefixed header lines, then 8-byte big-endian (address uint32, timestamp int32);
+                    DVS128 address: p = a & 1, x = 127 - ((a >> 1) & 0x7F), y = (a >> 8) & 0x7F
+                    (CIFAR10-DVS)
+    AEDAT 3.1       '#' header ending with '#!END-HEADER\r\n', then packets: 28-byte little-endian header
+                    (type int16, source int16, size int32, tsoffset int32, tsoverflow int32,
+                    capacity int32, number int32, valid int32) and events; polarity events (type 1,
+                    8 bytes): data uint32 (bit 0 valid, bit 1 p, bits 2-16 y, bits 17-31 x),
+                    timestamp int32 (+ overflow << 31)  (DVS128 Gesture, cut by its _labels.csv)
+    tonic .npy      a structured array saved by tonic (fields t, x, y, p)
+
+Frames (numba): frame[k, p, y', x'] = #events of polarity p in bin k at the (downsampled) pixel,
+bins by time, k = ⌊(t - t0)·T / (t1 - t0 + 1)⌋, or by count, k = ⌊i·T / n⌋;
+x' = ⌊x·W'/W⌋. Denoise: keep an event only if one of its 8 neighbours fired within ``dt`` µs before.
+"""
+import csv
+import os
+
+import numpy as np
+from numba import njit
+
+EVENT_DTYPE = np.dtype([("t", np.int64), ("x", np.int16), ("y", np.int16), ("p", np.int8)])
+
+
+def _err(msg):
+    from . import DataError
+    return DataError(msg)
+
+
+def make_events(t, x, y, p):
+    ev = np.empty(len(t), EVENT_DTYPE)
+    ev["t"], ev["x"], ev["y"], ev["p"] = t, x, y, p
+    return ev
+
+
+def check_monotonic(ev, path, bytes_per_event=None, offset=0):
+    if len(ev) > 1:
+        d = np.diff(ev["t"])
+        if (d < 0).any():
+            i = int(np.argmax(d < 0)) + 1
+            where = f" (byte offset {offset + i * bytes_per_event})" if bytes_per_event else ""
+            raise _err(f"{path}: timestamps go backwards at event {i}{where}: {int(ev['t'][i - 1])} -> "
+                       f"{int(ev['t'][i])} µs; the file is corrupt")
+    return ev
+
+
+# --- N-MNIST ------------------------------------------------------------------------------------------
+def decode_nmnist(buf, path="<bytes>"):
+    if len(buf) % 5:
+        raise _err(f"{path}: truncated at byte {len(buf) // 5 * 5} ({len(buf)} bytes is not a multiple of "
+                   f"5-byte events)")
+    raw = np.frombuffer(buf, np.uint8).reshape(-1, 5).astype(np.int64)
+    t = ((raw[:, 2] & 0x7F) << 16) | (raw[:, 3] << 8) | raw[:, 4]
+    ev = make_events(t, raw[:, 0], raw[:, 1], raw[:, 2] >> 7)
+    return check_monotonic(ev, path, 5)
+
+
+def read_nmnist(path):
+    if not os.path.isfile(path):
+        raise _err(f"{path}: file not found")
+    with open(path, "rb") as f:
+        return decode_nmnist(f.read(), path)
+
+
+def read_nmnist_folder(root, split):
+    """root/{Train,Test}/<digit>/*.bin -> list of (events, label)."""
+    sub = os.path.join(root, "Train" if split == "train" else "Test")
+    if not os.path.isdir(sub):
+        raise _err(f"{root}: expected the N-MNIST layout {root}/Train/0..9/*.bin and {root}/Test/0..9/*.bin")
+    out = []
+    for d in range(10):
+        folder = os.path.join(sub, str(d))
+        if not os.path.isdir(folder):
+            raise _err(f"{sub}: missing class folder {d}/ (expected {sub}/0 ... {sub}/9)")
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".bin"):
+                out.append((read_nmnist(os.path.join(folder, name)), d))
+    return out
+
+
+# --- AEDAT ---------------------------------------------------------------------------------------------
+def _split_header(buf, path, end_marker=None):
+    pos = 0
+    while pos < len(buf) and buf[pos:pos + 1] == b"#":
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            raise _err(f"{path}: truncated header at byte {len(buf)}")
+        line = buf[pos:nl + 1]
+        pos = nl + 1
+        if end_marker is not None and line.startswith(end_marker):
+            break
+    return pos
+
+
+def read_aedat2(path, width=128):
+    if not os.path.isfile(path):
+        raise _err(f"{path}: file not found")
+    with open(path, "rb") as f:
+        buf = f.read()
+    if not buf.startswith(b"#!AER-DAT2"):
+        raise _err(f"{path}: not an AEDAT 2.0 file (first line must be '#!AER-DAT2.0')")
+    start = _split_header(buf, path)
+    body = len(buf) - start
+    if body % 8:
+        raise _err(f"{path}: truncated at byte {start + body // 8 * 8} (8-byte events)")
+    raw = np.frombuffer(buf, ">u4", offset=start).reshape(-1, 2)
+    a, t = raw[:, 0].astype(np.int64), raw[:, 1].astype(np.int64)
+    ev = make_events(t, width - 1 - ((a >> 1) & 0x7F), (a >> 8) & 0x7F, a & 1)
+    return check_monotonic(ev, path, 8, start)
+
+
+def read_aedat31(path):
+    if not os.path.isfile(path):
+        raise _err(f"{path}: file not found")
+    with open(path, "rb") as f:
+        buf = f.read()
+    if not buf.startswith(b"#!AER-DAT3"):
+        raise _err(f"{path}: not an AEDAT 3.x file (first line must be '#!AER-DAT3.1')")
+    pos = _split_header(buf, path, b"#!END-HEADER")
+    parts = []
+    while pos < len(buf):
+        if pos + 28 > len(buf):
+            raise _err(f"{path}: truncated packet header at byte {pos}")
+        head = np.frombuffer(buf, "<i4", 7, pos + 4)
+        etype = int(np.frombuffer(buf, "<i2", 1, pos)[0])
+        size, overflow, number = int(head[0]), int(head[2]), int(head[4])
+        start, end = pos + 28, pos + 28 + size * number
+        if end > len(buf):
+            raise _err(f"{path}: truncated packet at byte {pos} ({number} events of {size} bytes declared)")
+        if etype == 1 and size == 8:
+            raw = np.frombuffer(buf, "<u4", 2 * number, start).reshape(-1, 2).astype(np.int64)
+            data, ts = raw[:, 0], raw[:, 1] | (overflow << 31)
+            valid = (data & 1) == 1
+            parts.append(make_events(ts[valid], (data[valid] >> 17) & 0x7FFF, (data[valid] >> 2) & 0x7FFF,
+                                     (data[valid] >> 1) & 1))
+        pos = end
+    ev = np.concatenate(parts) if parts else np.empty(0, EVENT_DTYPE)
+    return check_monotonic(ev, path)
+
+
+def read_gesture_labels(path):
+    """DVS128 Gesture ``*_labels.csv``: class (1-based), startTime_usec, endTime_usec."""
+    if not os.path.isfile(path):
+        raise _err(f"{path}: labels file not found (each user*.aedat needs its *_labels.csv)")
+    rows = []
+    with open(path, newline="") as f:
+        for i, row in enumerate(csv.reader(f)):
+            if i == 0 and not row[0].strip().isdigit():
+                continue
+            if len(row) < 3:
+                raise _err(f"{path}: line {i + 1}: expected class,startTime_usec,endTime_usec")
+            c, t0, t1 = int(row[0]), int(row[1]), int(row[2])
+            if not 1 <= c <= 11:
+                raise _err(f"{path}: line {i + 1}: class {c} outside 1..11")
+            rows.append((c - 1, t0, t1))
+    return rows
+
+
+def cut_gestures(ev, labels):
+    """Gesture samples: the events within each labelled [start, end) window."""
+    return [(ev[(ev["t"] >= t0) & (ev["t"] < t1)], c) for c, t0, t1 in labels]
+
+
+def read_tonic_npy(path):
+    arr = np.load(path, allow_pickle=False)
+    if arr.dtype.names is None or not {"t", "x", "y", "p"} <= set(arr.dtype.names):
+        raise _err(f"{path}: expected a structured array with fields t, x, y, p (tonic's layout)")
+    return check_monotonic(make_events(arr["t"], arr["x"], arr["y"], arr["p"]), path)
+
+
+# --- frames (numba) -----------------------------------------------------------------------------------
+@njit(cache=True)
+def events_to_frames(frames, t, x, y, p, in_h, in_w, by_count):
+    """frames (T, 2, H', W') += event counts; bins by time (default) or by event count."""
+    T, _, H, W = frames.shape
+    n = t.shape[0]
+    if n == 0:
+        return
+    t0, t1 = t[0], t[n - 1]
+    span = t1 - t0 + 1
+    for i in range(n):
+        k = (i * T) // n if by_count else ((t[i] - t0) * T) // span
+        yy = (y[i] * H) // in_h
+        xx = (x[i] * W) // in_w
+        frames[k, p[i], yy, xx] += 1
+
+
+@njit(cache=True)
+def denoise_mask(keep, t, x, y, h, w, dt):
+    """keep[i] = some 8-neighbour pixel fired within dt µs before event i (a background-activity filter)."""
+    last = np.full((h + 2, w + 2), -(2 ** 62), np.int64)
+    for i in range(t.shape[0]):
+        xi, yi = x[i] + 1, y[i] + 1
+        ok = False
+        for dy in range(-1, 2):
+            for dx in range(-1, 2):
+                if (dx != 0 or dy != 0) and t[i] - last[yi + dy, xi + dx] <= dt:
+                    ok = True
+        keep[i] = ok
+        last[yi, xi] = t[i]
+
+
+def to_frames(ev, T, in_shape, out_shape=None, by="time", denoise_dt=0):
+    """Events -> uint16 frames (T, 2, H', W'). ``in_shape`` = (H, W) of the sensor."""
+    in_h, in_w = in_shape
+    out_h, out_w = out_shape or in_shape
+    if len(ev) and (ev["x"].max() >= in_w or ev["y"].max() >= in_h or ev["x"].min() < 0 or ev["y"].min() < 0):
+        raise _err(f"event coordinates outside the sensor {in_w}x{in_h}")
+    if denoise_dt:
+        keep = np.zeros(len(ev), np.bool_)
+        denoise_mask(keep, ev["t"], ev["x"].astype(np.int64), ev["y"].astype(np.int64), in_h, in_w,
+                     int(denoise_dt))
+        ev = ev[keep]
+    frames = np.zeros((T, 2, out_h, out_w), np.uint16)
+    events_to_frames(frames, ev["t"], ev["x"].astype(np.int64), ev["y"].astype(np.int64),
+                     ev["p"].astype(np.int64), in_h, in_w, by == "count")
+    return frames

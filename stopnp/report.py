@@ -1,0 +1,104 @@
+"""Figures of a run directory (``stopnp plot RUN_DIR``).
+
+Reads config.toml / last.h5 / metrics.jsonl / history.h5 from the run, runs one small test batch
+through the trained network with recording, and writes PNGs: loss and accuracy curves, spike raster
+per layer, membrane potentials with thresholds, the three STOP traces, θ and α across epochs, spike
+rate per layer, and memory vs T when a benchmark result (bench.jsonl) is present.
+"""
+import json
+import os
+
+import h5py
+import numpy as np
+
+from . import data, plot
+from .api import simulate
+from .progress import read_metrics
+
+
+def plot_run(run_dir, out_dir=None, n_samples=8):
+    from .train import load_network
+    out_dir = out_dir or os.path.join(run_dir, "plots")
+    paths = []
+    plt = plot.plt
+    metrics = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    plot.curves(axes[0], metrics, ("train_loss",))
+    plot.curves(axes[1], [dict(m, train_acc=100 * m["train_acc"], test_acc=100 * m["test_acc"])
+                          for m in metrics], ("train_acc", "test_acc"))
+    axes[1].set_ylabel("accuracy (%)")
+    paths.append(plot.save(fig, os.path.join(out_dir, "curves.png")))
+
+    net, _ = load_network(os.path.join(run_dir, "last.h5"))
+    d = net.config["data"]
+    src = data.load(d["name"], "test")
+    x, y = next(iter(data.batches(src, n_samples, d["T"], shuffle=False)))
+    rec = simulate(net, np.ascontiguousarray(x), record=("u", "s", "delta", "w_trace", "th_trace", "al_trace"),
+                   y=y, bn_mode="eval")
+    spiking = [layer for layer in net.layers if layer.spiking]
+    fig, axes = plt.subplots(1, len(spiking), figsize=(3 * len(spiking), 3), squeeze=False)
+    for ax, layer in zip(axes[0], spiking):
+        plot.raster(ax, rec[f"{layer.name}.s"])
+        ax.set_title(layer.name)
+    paths.append(plot.save(fig, os.path.join(out_dir, "raster.png")))
+
+    fig, axes = plt.subplots(1, len(spiking), figsize=(3.2 * len(spiking), 3), squeeze=False)
+    for ax, layer in zip(axes[0], spiking):
+        u = rec[f"{layer.name}.u"]
+        neurons = _active(rec[f"{layer.name}.s"], 3)
+        plot.membrane(ax, u, net.params[f"{layer.name}.theta"] if layer.theta_mode == "neuron"
+                      else _theta_full(net, layer), neurons, s=rec[f"{layer.name}.s"])
+        ax.set_title(layer.name)
+    paths.append(plot.save(fig, os.path.join(out_dir, "membrane.png")))
+
+    layer = spiking[min(1, len(spiking) - 1)]
+    syn = layer.synapses[0]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    neurons = _active(rec[f"{layer.name}.s"], 3)
+    plot.traces(list(axes), rec[f"{syn.name}.w_trace"], rec[f"{layer.name}.th_trace"],
+                rec[f"{layer.name}.al_trace"], neurons)
+    fig.suptitle(f"STOP traces, layer {layer.name}")
+    paths.append(plot.save(fig, os.path.join(out_dir, "traces.png")))
+
+    rates = {layer.name: float(rec[f"{layer.name}.s"].mean()) for layer in spiking}
+    fig, ax = plt.subplots(figsize=(5, 3))
+    plot.spike_rates(ax, rates)
+    paths.append(plot.save(fig, os.path.join(out_dir, "spike_rates.png")))
+
+    hist = os.path.join(run_dir, "history.h5")
+    if os.path.isfile(hist):
+        with h5py.File(hist, "r") as f:
+            epochs = sorted(int(k) for k in f)
+            fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+            theta = {e: np.concatenate([f[str(e)][k][...].ravel() for k in f[str(e)] if k.endswith("theta")])
+                     for e in epochs}
+            plot.distributions(axes[0], theta, "θ (all layers)")
+            for layer in spiking:
+                axes[1].plot(epochs, [float(f[str(e)][f"{layer.name}.alpha"][0]) for e in epochs], marker="o",
+                             label=layer.name)
+            axes[1].set_xlabel("epoch")
+            axes[1].set_ylabel("α")
+            axes[1].legend(fontsize="small")
+            paths.append(plot.save(fig, os.path.join(out_dir, "theta_alpha.png")))
+
+    bench = os.path.join(run_dir, "bench.jsonl")
+    if os.path.isfile(bench):
+        with open(bench) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        rows = [r for r in rows if "rss_growth_mib" in r]
+        if rows:
+            fig, ax = plt.subplots(figsize=(5, 3.5))
+            plot.memory_vs_T(ax, rows)
+            paths.append(plot.save(fig, os.path.join(out_dir, "memory_vs_T.png")))
+    return paths
+
+
+def _active(s, k):
+    rate = s.reshape(s.shape[0], s.shape[1], -1)[:, 0].mean(axis=0)
+    order = np.argsort(-rate)
+    return [int(j) for j in order[:k]]
+
+
+def _theta_full(net, layer):
+    from .kernels.lif import expand_theta
+    return expand_theta(net.params[f"{layer.name}.theta"], layer.shape, layer.theta_mode)

@@ -1,0 +1,101 @@
+"""Training workflow: a tiny real run, bit-exact resume, NaN guard, CLI commands and their help."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stopnp import checkpoint, cli, config as C
+from stopnp.train import TrainingError, load_network, train
+
+TINY = ["model.name=mlp", "model.hidden=[32]", "model.dropout=0.2", "data.limit_train=320",
+        "data.limit_test=100", "data.batch_size=64", "data.test_batch_size=100", "data.T=3", "run.epochs=2",
+        "run.quiet=true", "optim.lr=0.05"]
+
+
+def _cfg(tmp_path, name, extra=()):
+    return C.resolve({}, TINY + [f'run.out_dir="{tmp_path / name}"', *extra])
+
+
+def test_tiny_run_writes_checkpoint_metrics_and_learns(tmp_path):
+    res = train(_cfg(tmp_path, "a"))
+    d = tmp_path / "a"
+    assert {"last.h5", "best.h5", "metrics.jsonl", "config.toml", "history.h5"} <= set(os.listdir(d))
+    assert len(res.metrics) == 2 and res.metrics[-1]["test_acc"] > 0.3  # 10 classes: chance is 0.1
+    assert C.resolve(C.read(d / "config.toml")) == _cfg(tmp_path, "a")
+
+
+@pytest.mark.parametrize("stop_after", [5, 3])  # 5 = epoch boundary (320/64), 3 = mid-epoch
+def test_resume_is_bit_exact(tmp_path, stop_after):
+    straight = train(_cfg(tmp_path, "straight"))
+    part = train(_cfg(tmp_path, "resumed"), stop_after=stop_after)
+    assert part.interrupted
+    resumed = train(_cfg(tmp_path, "resumed"), resume=str(tmp_path / "resumed" / "last.h5"))
+    for k, v in straight.net.params.items():
+        assert np.array_equal(v, resumed.net.params[k]), k
+    assert straight.metrics[-1]["test_acc"] == resumed.metrics[-1]["test_acc"]
+
+
+def test_nan_guard_names_the_array_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, "nan", ["run.epochs=3"])
+    train(C.resolve(cfg, ["run.epochs=1"]))
+    good = checkpoint.load(tmp_path / "nan" / "last.h5").params
+    from stopnp import optim
+    real = optim.step
+
+    def poisoned(params, grads, *a, **k):
+        real(params, grads, *a, **k)
+        params["fc1.weight"][0, 0] = np.nan
+
+    monkeypatch.setattr(optim, "step", poisoned)
+    with pytest.raises(TrainingError, match="non-finite.*layer 'fc1'"):
+        train(cfg)
+    after = checkpoint.load(tmp_path / "nan" / "last.h5").params
+    assert all(np.array_equal(good[k], after[k]) for k in good)
+
+
+def test_cli_help_for_every_command(capsys):
+    parser = cli.build_parser()
+    sub = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"][0]
+    assert {"train", "eval", "inspect", "plot", "data", "bench"} <= set(sub.choices)
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as e:
+            cli.main([name, "--help"])
+        assert e.value.code == 0
+        assert "usage: stopnp " + name in capsys.readouterr().out
+
+
+def test_cli_train_eval_inspect_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--quiet", "--out", str(out)] + sum((["--set", s] for s in TINY), [])
+    assert cli.main(args) == 0
+    assert "best test accuracy" in capsys.readouterr().out
+    assert cli.main(["eval", str(out / "best.h5")]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    h5 = tmp_path / "insp.h5"
+    assert cli.main(["inspect", str(out / "last.h5"), "--out", str(h5), "--batch", "8"]) == 0
+    table = capsys.readouterr().out
+    assert "cos_weight" in table and h5.exists()
+    import h5py
+    with h5py.File(h5, "r") as f:
+        assert f["records/fc1.delta"].shape[:2] == (3, 8)
+        assert f["per_step/fc1.weight"].shape[0] == 3
+        np.testing.assert_allclose(f["per_step/fc1.weight"][...].sum(0), f["grads/fc1.weight"][...])
+    assert cli.main(["plot", str(out)]) == 0
+    pngs = set(os.listdir(out / "plots"))
+    assert {"curves.png", "raster.png", "membrane.png", "traces.png", "spike_rates.png",
+            "theta_alpha.png"} <= pngs
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["train", "--set", "optim.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown config key optim.lrr" in err
+    assert cli.main(["eval", str(tmp_path / "nope.h5")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_python_m_stopnp_help():
+    r = subprocess.run([sys.executable, "-m", "stopnp", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "train" in r.stdout
