@@ -92,14 +92,13 @@ def _limit(src, n):
     return dataclasses.replace(src, x=src.x[:n], y=src.y[:n])
 
 
-def _ws(cache, net, B, dtype, opts, rule):
-    key = (B, rule)
+def _ws(cache, net, B, dtype, opts, rule, T=None):
+    """One workspace per (batch size, rule, T), reused across batches (no per-batch allocation)."""
+    from .rules import bptt, stop
+    stored = rule in ("bptt", "bpsta")
+    key = (B, rule, T if stored else None)
     if key not in cache:
-        from .rules import bptt, stop
-        if rule == "bptt" or rule == "bpsta":
-            cache[key] = None  # allocated per call (size depends on T)
-        else:
-            cache[key] = stop.workspace(net, B, dtype, opts)
+        cache[key] = bptt.workspace(net, B, dtype, opts, T) if stored else stop.workspace(net, B, dtype, opts)
     return cache[key]
 
 
@@ -159,7 +158,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
             for bi, (x, y) in enumerate(batches):
                 if bi < skip:
                     continue
-                ws = _ws(ws_cache, net, x.shape[1], dtype, opts, rule)
+                ws = _ws(ws_cache, net, x.shape[1], dtype, opts, rule, x.shape[0])
                 lr = optim.lr_at(ocfg, epoch * per_epoch + bi, total_steps)
 
                 def apply(t, grads, lr=lr):

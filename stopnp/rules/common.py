@@ -30,6 +30,9 @@ OPTION_DEFAULTS = {
 }
 
 
+WEIGHTS_ONLY = ("sltt", "sltt-k", "ottt", "bpsta")
+
+
 def resolve_options(net, rule, options) -> dict:
     if rule not in RULES:
         raise ConfigError(f"rule {rule!r}: valid rules are {', '.join(RULES)}")
@@ -51,6 +54,9 @@ def resolve_options(net, rule, options) -> dict:
         raise ConfigError(f"reset {opts['reset']!r}: valid: soft, hard")
     if opts["kernels"] not in ("blas", "loop"):
         raise ConfigError(f"kernels {opts['kernels']!r}: valid: blas, loop")
+    if rule in WEIGHTS_ONLY and opts["learn"] != "W":
+        raise ConfigError(f"rule {rule!r} learns weights only; set rule.learn = 'W' (learn={opts['learn']!r} "
+                          f"asks for thresholds/leaks too, which only 'stop' and 'bptt' learn)")
     opts["surr"] = klif.SURROGATES[opts["surrogate"]]
     opts["hard"] = opts["reset"] == "hard"
     return opts

@@ -35,7 +35,7 @@ def workspace(net, B, dtype, opts):
 
 
 def check(opts):
-    if opts["hard"] and opts["rule"] in ("stop", "ottt"):
+    if opts["hard"] and opts["rule"] == "stop":
         raise ConfigError(f"rule {opts['rule']!r} is defined with the soft reset (its weight trace is per "
                           f"input neuron only because every neuron decays by the same α); use "
                           f"neuron.reset = 'soft', or rule 'bptt' for the hard reset")

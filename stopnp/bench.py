@@ -1,0 +1,197 @@
+"""``stopnp bench``: the training/inference benchmark, one subprocess per configuration.
+
+Workloads (synthetic data, seed 0, float32, the same analog input at every step, random labels,
+4 distinct batches generated before timing and cycled; LIF α = 0.5, θ = 1, soft reset; every weight
+layer, the output included, followed by LIF; cross-entropy; Adam lr 1e-3, its step timed):
+
+    mlp     784 -> 800 -> 10                                                   T = 8,  B = 64
+    lenet   1x28x28: conv5 pad 2 -> 6, avgpool 2, conv5 -> 16, avgpool 2, fc 120, 84, 10   T = 4, B = 32
+    vgg     3x32x32: conv3 -> 64, conv3 -> 64, avgpool 2, conv3 -> 128, conv3 -> 128, avgpool 2,
+            fc 10, no BN                                                         T = 4,  B = 16
+    mlp-T   mlp at T = 4, 8, 16, 32, 64
+
+Measured per (workload, rule): compile time (first call, numba cache included), training samples/s
+(median over timed batches after warm-up), inference samples/s, peak RSS and its growth over the RSS
+measured after imports, model and data (before the first timed step), dense FLOPs per sample
+(2·MACs: forward 2·T·ΣM, backward 2·T·ΣM + 2·T·Σ_{l>1}M) and achieved GFLOP/s.
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+WORKLOADS = {
+    "mlp": {"spec": [{"type": "flatten"}, {"type": "linear", "out": 800}, {"type": "linear", "out": 10}],
+            "input": [1, 28, 28], "T": 8, "B": 64},
+    "lenet": {"spec": [{"type": "conv", "out": 6, "k": 5, "pad": 2}, {"type": "avgpool", "k": 2},
+                       {"type": "conv", "out": 16, "k": 5}, {"type": "avgpool", "k": 2}, {"type": "flatten"},
+                       {"type": "linear", "out": 120}, {"type": "linear", "out": 84}, {"type": "linear", "out": 10}],
+              "input": [1, 28, 28], "T": 4, "B": 32},
+    "vgg": {"spec": [{"type": "conv", "out": 64, "k": 3, "pad": 1}, {"type": "conv", "out": 64, "k": 3, "pad": 1},
+                     {"type": "avgpool", "k": 2},
+                     {"type": "conv", "out": 128, "k": 3, "pad": 1}, {"type": "conv", "out": 128, "k": 3, "pad": 1},
+                     {"type": "avgpool", "k": 2}, {"type": "flatten"}, {"type": "linear", "out": 10}],
+            "input": [3, 32, 32], "T": 4, "B": 16},
+}
+SWEEP_T = (4, 8, 16, 32, 64)
+
+
+def config_for(workload, rule, T=None, threads=0):
+    w = WORKLOADS[workload]
+    return {"model": {"name": "custom", "input_shape": w["input"], "n_classes": 10, "layers": w["spec"]},
+            "neuron": {"alpha_init": 0.5, "theta_init": 1.0, "reset": "soft"},
+            "rule": {"name": rule, "learn": "WTL" if rule == "stop" else "W"},
+            "optim": {"kind": "adam", "lr": 1e-3, "schedule": "constant", "weight_decay": 0.0},
+            "data": {"T": T or w["T"], "batch_size": w["B"]},
+            "run": {"seed": 0, "threads": threads}}
+
+
+def macs_per_step(net):
+    out = []
+    for layer in net.layers:
+        m = 0
+        for s in layer.synapses:
+            if s.op == "linear":
+                m += s.in_shape[0] * s.out_shape[0]
+            elif s.op == "conv":
+                m += s.out_shape[0] * s.in_shape[0] * s.k * s.k * s.out_shape[1] * s.out_shape[2]
+        out.append(m)
+    return out
+
+
+def flops_per_sample(net, T):
+    m = macs_per_step(net)
+    fwd = 2 * T * sum(m)
+    bwd = 2 * T * sum(m) + 2 * T * sum(m[1:])
+    return fwd, fwd + bwd
+
+
+def _rss_kib(field="VmRSS"):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0):
+    """Measure one configuration in this process; returns a dict (one JSON line)."""
+    t_import = time.perf_counter()
+    from . import optim
+    from .network import from_config
+    from .config import resolve
+    from .rules import runner
+    from .rules.common import resolve_options
+    from .rules import stop as stop_rule
+    from .threads import set_threads
+    import numba
+    set_threads(threads)
+    cfg = resolve(config_for(workload, rule, T, threads))
+    net = from_config(cfg)
+    T, B = cfg["data"]["T"], cfg["data"]["batch_size"]
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(4):
+        img = rng.uniform(0, 1, (B, *net.input_shape)).astype(np.float32)
+        batches.append((np.broadcast_to(img, (T, *img.shape)), rng.integers(0, 10, B)))
+    opts = resolve_options(net, rule, {})
+    run = runner(rule)
+    names = net.trainable(opts["learn"])
+    state = optim.init_state(cfg["optim"], net.params, names)
+    import_s = time.perf_counter() - t_import
+    # compile (or load from numba's cache) on a tiny batch so that it is not timed or counted
+    t0 = time.perf_counter()
+    tiny = (np.ascontiguousarray(batches[0][0][:1, :2]), batches[0][1][:2])
+    run(net, net.params, np.broadcast_to(tiny[0][0], (2, *tiny[0].shape[1:])), tiny[1], opts)
+    run(net, net.params, np.broadcast_to(tiny[0][0], (2, *tiny[0].shape[1:])), None, opts)
+    compile_s = time.perf_counter() - t0
+    rss_before = _rss_kib()
+    from .rules import bptt as bptt_rule
+    ws = (bptt_rule.workspace(net, B, np.float32, opts, T) if rule in ("bptt", "bpsta")
+          else stop_rule.workspace(net, B, np.float32, opts))
+    fwd_opts = resolve_options(net, "stop", {})
+    fwd_ws = ws if rule not in ("bptt", "bpsta") else stop_rule.workspace(net, B, np.float32, fwd_opts)
+
+    def train_step(i):
+        x, y = batches[i % 4]
+        res = run(net, net.params, x, y, opts, ws=ws, rng=rng)
+        optim.step(net.params, res.grads, state, cfg["optim"], cfg["optim"]["lr"], 1e-3)
+
+    def infer_step(i):  # the forward pass is the same for every rule
+        x, _ = batches[i % 4]
+        stop_rule.run(net, net.params, x, None, fwd_opts, ws=fwd_ws)
+
+    def timed(fn, warm, n, budget):
+        for i in range(warm):
+            fn(i)
+        ts, start = [], time.perf_counter()
+        for i in range(n):
+            t = time.perf_counter()
+            fn(i)
+            ts.append(time.perf_counter() - t)
+            if time.perf_counter() - start > budget and len(ts) >= 3:
+                break
+        return float(np.median(ts)), float(np.min(ts)), len(ts)
+
+    tr_med, tr_min, tr_n = timed(train_step, warm, n, budget_s)
+    inf_med, _, _ = timed(infer_step, warm, n, budget_s / 2)
+    peak = _rss_kib("VmHWM")
+    fwd, train_flops = flops_per_sample(net, T)
+    return {"workload": workload, "rule": rule, "T": T, "batch": B, "threads": numba.get_num_threads(),
+            "train_per_s": B / tr_med, "train_best_per_s": B / tr_min, "infer_per_s": B / inf_med,
+            "ms_per_batch": 1000 * tr_med, "timed_batches": tr_n, "compile_s": compile_s, "import_s": import_s,
+            "peak_rss_mib": peak / 1024, "rss_before_mib": rss_before / 1024,
+            "rss_growth_mib": (peak - rss_before) / 1024, "train_mflop_per_sample": train_flops / 1e6,
+            "fwd_mflop_per_sample": fwd / 1e6, "train_gflops": train_flops * B / tr_med / 1e9}
+
+
+def plan(workloads, rules, sweep=True):
+    jobs = [(w, r, None) for w in workloads for r in rules]
+    if sweep and "mlp" in workloads:
+        jobs += [("mlp", r, T) for r in rules for T in SWEEP_T if T != WORKLOADS["mlp"]["T"]]
+    return jobs
+
+
+def run_all(workloads=("mlp", "lenet", "vgg"), rules=("stop", "bptt"), threads=0, sweep=True, quick=False,
+            stream=sys.stdout, as_json=False, out=None):
+    rows = []
+    if not as_json:
+        print(HEADER, file=stream, flush=True)
+    for w, r, T in plan(workloads, rules, sweep):
+        cmd = [sys.executable, "-m", "stopnp.bench", w, r, str(T or 0), str(threads), "1" if quick else "0"]
+        env = dict(os.environ)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            row = {"workload": w, "rule": r, "T": T, "error": proc.stderr.strip().splitlines()[-1:]}
+        else:
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(json.dumps(row) if as_json else fmt(row), file=stream, flush=True)
+        if out:
+            with open(out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    return rows
+
+
+HEADER = (f"{'workload':<8} {'rule':<6} {'T':>3} {'B':>3} {'train/s':>9} {'infer/s':>9} {'ms/batch':>9} "
+          f"{'peakMiB':>8} {'dRSS':>7} {'MFLOP':>8} {'GFLOP/s':>8} {'compile':>8}")
+
+
+def fmt(r):
+    if "error" in r:
+        return f"{r['workload']:<8} {r['rule']:<6} {str(r.get('T')):>3} error: {r['error']}"
+    return (f"{r['workload']:<8} {r['rule']:<6} {r['T']:>3} {r['batch']:>3} {r['train_per_s']:>9.0f} "
+            f"{r['infer_per_s']:>9.0f} {r['ms_per_batch']:>9.2f} {r['peak_rss_mib']:>8.1f} "
+            f"{r['rss_growth_mib']:>7.1f} {r['train_mflop_per_sample']:>8.2f} {r['train_gflops']:>8.1f} "
+            f"{r['compile_s']:>7.2f}s")
+
+
+if __name__ == "__main__":
+    w, r, T, threads, quick = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
+    res = run_one(w, r, T or None, threads, warm=1 if quick else 3, n=3 if quick else 20,
+                  budget_s=5.0 if quick else 30.0)
+    print(json.dumps(res))

@@ -1,0 +1,23 @@
+"""``stopnp bench`` argument parsing (the measurements are in bench.py)."""
+
+
+def register(sub):
+    p = sub.add_parser("bench", help="training/inference speed and memory benchmark",
+                       description="Synthetic-data benchmark (mlp, lenet, vgg, and mlp at T = 4..64), one subprocess "
+                                   "per configuration: samples/s, peak RSS and its growth, FLOPs, GFLOP/s, "
+                                   "compile time. Run it beside the peer benchmark in ../shared/bench.")
+    p.add_argument("--workloads", default="mlp,lenet,vgg", help="comma list of mlp, lenet, vgg")
+    p.add_argument("--rules", default="stop,bptt", help="comma list of rules (default stop,bptt)")
+    p.add_argument("--threads", type=int, default=0, help="numba threads (0 = all cores; BLAS uses 1)")
+    p.add_argument("--no-sweep", action="store_true", help="skip the mlp T = 4..64 sweep")
+    p.add_argument("--quick", action="store_true", help="few batches (smoke test)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--out", help="also append JSON lines to this file (e.g. RUN_DIR/bench.jsonl)")
+    p.set_defaults(func=cmd)
+
+
+def cmd(args):
+    from .bench import run_all
+    run_all(args.workloads.split(","), args.rules.split(","), args.threads, not args.no_sweep, args.quick,
+            as_json=args.json, out=args.out)
+    return 0
