@@ -56,6 +56,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "dropout": Field(0.0, float, check=lambda v: 0.0 <= v < 1.0, hint="0 <= p < 1"),
         "width": Field(1.0, float, check=_pos, hint="channel multiplier > 0 (vgg11, resnet18)"),
         "layers": Field(None, (list, type(None)), hint="layer spec list (model.name = custom)"),
+        "init_gain": Field(2.0, float, check=_pos,
+                           hint="> 0: weight-init gain of layers fed by spikes (sparse binary input)"),
     },
     "neuron": {
         "reset": Field("soft", str, ("soft", "hard")),

