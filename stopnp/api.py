@@ -46,5 +46,7 @@ def simulate(net, x, record=("u", "s"), y=None, rule="stop", **options) -> dict:
 
 
 def predict(net, x, **options) -> np.ndarray:
-    res = run_batch(net, x, None, "stop", bn_mode="eval", **options)
+    """argmax over classes of Σ_t o[t] (BN in eval mode), with the network's own neuron model."""
+    rule = "bpsta" if net.config["rule"]["name"] == "bpsta" else "stop"
+    res = run_batch(net, x, None, rule, bn_mode="eval", **{"learn": "W", **options})
     return res.out_sum.argmax(axis=1)

@@ -56,6 +56,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "dropout": Field(0.0, float, check=lambda v: 0.0 <= v < 1.0, hint="0 <= p < 1"),
         "width": Field(1.0, float, check=_pos, hint="channel multiplier > 0 (vgg11, resnet18)"),
         "layers": Field(None, (list, type(None)), hint="layer spec list (model.name = custom)"),
+        "vote": Field(1, int, check=_pos, hint=">= 1: output neurons per class, votes averaged (BPSTA: 10)"),
         "init_gain": Field(2.0, float, check=_pos,
                            hint="> 0: weight-init gain of layers fed by spikes (sparse binary input)"),
     },
@@ -76,6 +77,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "online": Field(False, bool),
         "k": Field(2, int, check=_pos, hint="number of steps with a backward (sltt-k)"),
         "ottt_lambda": Field(0.5, float, check=_unit, hint="0 <= lambda <= 1"),
+        "bpsta_lambda": Field(0.9, float, check=_unit, hint="0 <= lambda <= 1 (BPSTA membrane decay)"),
+        "bpsta_beta": Field(0.2, float, check=_nonneg, hint=">= 0 (BPSTA temporal-adjustment gain)"),
     },
     "loss": {
         "kind": Field("ce", str, ("ce", "ce_mse", "mse")),

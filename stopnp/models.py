@@ -77,4 +77,5 @@ def spec_from_config(model_cfg: dict) -> list:
     bn = model_cfg.get("bn")
     kw = dict(model_cfg)
     kw["bn"] = DEFAULT_BN[name] if bn is None else bn
+    kw["n_classes"] = model_cfg["n_classes"] * model_cfg.get("vote", 1)  # voting readout: G neurons a class
     return ZOO[name](**{k: v for k, v in kw.items() if k != "name"})

@@ -165,10 +165,11 @@ def build(cfg=None, **overrides) -> Network:
 def from_config(cfg: dict) -> Network:
     spec = models.spec_from_config(cfg["model"])
     layers = build_layers(spec, tuple(cfg["model"]["input_shape"]), cfg)
-    if layers[-1].size != cfg["model"]["n_classes"]:
+    want = cfg["model"]["n_classes"] * cfg["model"]["vote"]
+    if layers[-1].size != want:
         raise config_mod.ConfigError(
             f"model: the output layer has {layers[-1].size} neurons but model.n_classes = "
-            f"{cfg['model']['n_classes']}")
+            f"{cfg['model']['n_classes']}" + (f" x model.vote = {cfg['model']['vote']}" if want != cfg["model"]["n_classes"] else ""))
     rng = np.random.default_rng(cfg["run"]["seed"])
     params = init_params(layers, cfg, rng)
     return Network(layers, params, cfg)

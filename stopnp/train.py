@@ -18,7 +18,7 @@ from . import checkpoint, data, optim
 from . import config as config_mod
 from .network import from_config, check_params
 from .progress import MetricsLog, Progress
-from .rules import runner
+from .rules import forward_runner, runner
 from .rules.common import resolve_options
 
 
@@ -72,13 +72,14 @@ def guard(loss, grads, ws, net):
 
 def evaluate(net, source, T, batch_size, *, ws_cache=None, kernels="blas"):
     """Test accuracy (prediction = argmax Σ_t o[t]) with BN in eval mode; forward only."""
-    opts = resolve_options(net, "stop", {"bn_mode": "eval", "kernels": kernels})
-    run = runner("stop")
+    rule = "bpsta" if net.config["rule"]["name"] == "bpsta" else "stop"
+    opts = resolve_options(net, rule, {"bn_mode": "eval", "kernels": kernels, "learn": "W"})
+    run = forward_runner(rule)
     dtype = np.dtype(net.config["run"]["dtype"])
     correct = total = 0
     ws_cache = {} if ws_cache is None else ws_cache
     for x, y in data.batches(source, batch_size, T, shuffle=False, dtype=dtype):
-        ws = _ws(ws_cache, net, x.shape[1], dtype, opts, "stop")
+        ws = _ws(ws_cache, net, x.shape[1], dtype, opts, rule, x.shape[0])
         res = run(net, net.params, x, None, opts, ws=ws)
         correct += int((res.out_sum.argmax(axis=1) == y).sum())
         total += len(y)

@@ -112,3 +112,77 @@ def test_weights_only_rules_refuse_theta_alpha_learning():
     for rule in ("sltt", "sltt-k", "ottt"):
         with pytest.raises(stopnp.ConfigError, match="learns weights only"):
             stopnp.gradients(net, x, y, rule=rule, learn="WTL")
+
+
+# --- BPSTA ------------------------------------------------------------------------------------------
+def bpsta_reference(net, P, x, y, lam=0.9, beta=0.2):
+    """Forward and BPTT with BPSTA's two derivatives, written out with plain NumPy (no BN)."""
+    T, B = x.shape[:2]
+    L = net.layers
+    G = net.config["model"]["vote"]
+    C = net.n_classes
+    st = {k: {layer.name: [] for layer in L} for k in ("x", "I", "v", "s")}
+    m = {layer.name: np.zeros((B, *layer.shape)) for layer in L}
+    for t in range(T):
+        for layer in L:
+            syn = layer.synapses[0]
+            a = x[t] if syn.src < 0 else st["s"][L[syn.src].name][t]
+            a = a.reshape(B, -1)
+            I = np.maximum(a @ P[f"{syn.name}.weight"].T, 0.0)
+            th = P[f"{layer.name}.theta"]
+            v = m[layer.name] + I
+            s = (v >= th).astype(float)
+            m[layer.name] = lam * v * (1 - s)
+            for k, val in (("x", a), ("I", I), ("v", v), ("s", s)):
+                st[k][layer.name].append(val)
+    sL = np.stack(st["s"][L[-1].name])                       # (T, B, C·G)
+    o = sL.reshape(T, B, C, G).mean(axis=(0, 3))
+    onehot = np.eye(C)[y]
+    go = np.repeat(2 * (o - onehot) / (B * C * T * G), G, axis=1)
+    grads = {f"{layer.synapses[0].name}.weight": 0.0 for layer in L}
+    e = {layer.name: np.zeros((B, *layer.shape)) for layer in L}   # ev[t+1]
+    for t in range(T - 1, -1, -1):
+        g = {layer.name: np.zeros((B, *layer.shape)) for layer in L}
+        g[L[-1].name] = go.copy()
+        for layer in reversed(L):
+            n = layer.name
+            v, s, I = st["v"][n][t], st["s"][n][t], st["I"][n][t]
+            th = P[f"{n}.theta"]
+            em = e[n]
+            gs = g[n] + lam * beta * em                          # BPTA: ∂m/∂s = λβ
+            dsdv = np.divide(1.0, v, out=np.zeros_like(v), where=v >= th)   # BPSA: H(v-θ)/v
+            ev = gs * dsdv + lam * (1 - s) * em
+            e[n] = ev
+            eI = ev * (I > 0)
+            syn = layer.synapses[0]
+            grads[f"{syn.name}.weight"] = grads[f"{syn.name}.weight"] + eI.T @ st["x"][syn.name][t]
+            if syn.src >= 0:
+                g[L[syn.src].name] += eI @ P[f"{syn.name}.weight"]
+    rates = {layer.name: float(np.mean(st["s"][layer.name])) for layer in L}
+    return grads, rates
+
+
+def test_bpsta_equals_bptt_with_its_two_derivatives():
+    import stopnp as S
+    net = S.build({"model": {"name": "custom", "input_shape": [12], "n_classes": 3, "vote": 4,
+                             "layers": [{"type": "linear", "out": 16}, {"type": "linear", "out": 14},
+                                        {"type": "linear", "out": 12}]},
+                   "neuron": {"theta_init": 0.5, "reset": "hard"}, "rule": {"name": "bpsta", "learn": "W"}})
+    net = net.astype(np.float64)
+    x, y = data(net, T=5, B=6, scale=1.0)
+    ref, rates = bpsta_reference(net, net.params, x, y)
+    for name, r in rates.items():
+        assert 0 < r < 1, (name, r)
+    got = S.gradients(net, x, y, rule="bpsta")
+    assert set(got) == set(ref)
+    for k in ref:
+        assert np.abs(ref[k]).max() > 0, k
+        assert rel_err(got[k], ref[k]) < TOL, (k, rel_err(got[k], ref[k]))
+    # the changed derivatives matter: without BPTA (β = 0) the gradient differs
+    no_bpta = S.gradients(net, x, y, rule="bpsta", bpsta_beta=0.0)
+    assert rel_err(no_bpta["fc1.weight"], ref["fc1.weight"]) > 1e-6
+    static = np.broadcast_to(x[0], x.shape)
+    fast = S.gradients(net, static, y, rule="bpsta")
+    slow = S.gradients(net, np.ascontiguousarray(static), y, rule="bpsta")
+    for k in slow:
+        assert rel_err(fast[k], slow[k]) < 1e-12

@@ -5,12 +5,13 @@
     sltt     δ sent down, own gradients from δ[t] ⊗ x[t] only (trace decay 0)      O(1)
     sltt-k   as sltt, backward at K distinct steps drawn uniformly per batch       O(1)
     ottt     δ[t] ⊗ â[t], presynaptic trace â = λ·â + s (λ = rule.ottt_lambda)     O(1)
+    bpsta    BPTT over the BPSTA neuron with its changed derivatives, voting readout  O(T)
 
-sltt, sltt-k and ottt learn weights only (rule.learn = "W").
+sltt, sltt-k, ottt and bpsta learn weights only (rule.learn = "W").
 """
 import numpy as np
 
-from . import bptt, stop
+from . import bpsta, bptt, stop
 
 
 def sltt_k(net, params, x, y, opts, *, rng=None, **kw):
@@ -25,7 +26,13 @@ def sltt_k(net, params, x, y, opts, *, rng=None, **kw):
     return stop.run(net, params, x, y, opts, rng=rng, backward_steps=steps, **kw)
 
 
-RUNNERS = {"stop": stop.run, "bptt": bptt.run, "sltt": stop.run, "sltt-k": sltt_k, "ottt": stop.run}
+RUNNERS = {"stop": stop.run, "bptt": bptt.run, "sltt": stop.run, "sltt-k": sltt_k, "ottt": stop.run,
+           "bpsta": bpsta.run}
+
+
+def forward_runner(name):
+    """The forward pass used for evaluation: BPSTA has its own neuron; every other rule shares STOP's."""
+    return RUNNERS["bpsta"] if name == "bpsta" else RUNNERS["stop"]
 
 
 def runner(name):

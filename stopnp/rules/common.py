@@ -22,7 +22,8 @@ OPTION_DEFAULTS = {
     # name: (config section, key) or a literal default
     "learn": ("rule", "learn"), "alpha_reduce": ("rule", "alpha_reduce"),
     "detach_reset": ("rule", "detach_reset"), "online": ("rule", "online"), "k": ("rule", "k"),
-    "ottt_lambda": ("rule", "ottt_lambda"),
+    "ottt_lambda": ("rule", "ottt_lambda"), "bpsta_lambda": ("rule", "bpsta_lambda"),
+    "bpsta_beta": ("rule", "bpsta_beta"),
     "loss": ("loss", "kind"), "loss_reduce": ("loss", "reduce"), "mix": ("loss", "mix"),
     "kernels": ("run", "kernels"),
     "reset": ("neuron", "reset"), "surrogate": ("neuron", "surrogate"),

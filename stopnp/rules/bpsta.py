@@ -1,0 +1,82 @@
+"""BPSTA (Shen, Zhao, Zeng, Patterns 2022): BPTT over its own neuron with two changed derivatives.
+
+Neuron and derivatives: kernels/bpsta.py (ReLU input current, hard reset, β path, 1/v spatial gain).
+Readout: the output layer has n_classes·G neurons (G = model.vote, 10 in the recipe); the vote of class c
+is the mean spike of its group, averaged over T:
+
+    o[b, c] = (1/T) Σ_t (1/G) Σ_k s^L[t, b, c·G + k],    E = MSE(o, onehot(y))  (mean over B and classes)
+    ∂E/∂s^L[t, b, c·G + k] = 2 (o[b, c] - onehot) / (B·C·T·G)
+
+θ = neuron.theta_init (0.5), λ = rule.bpsta_lambda (0.9), β = rule.bpsta_beta (0.2); none is learned.
+Memory grows with T like BPTT. (The optional ANN warm-up epochs of the paper are not implemented.)
+"""
+import numpy as np
+
+from ..config import ConfigError
+from ..kernels import bpsta as kb
+from ..ops import Workspace, flat, flush_static, layer_current, static_begin, synapse_backward, syn_input
+from .common import Result, bn_stats, zero_grads
+
+
+def workspace(net, B, dtype, opts, T):
+    return Workspace(net, B, dtype, T_store=T, backend=opts["kernels"], keep_vprev=True)
+
+
+def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on_step=None,
+        backward_steps=None) -> Result:
+    if not net.output.spiking:
+        raise ConfigError("rule 'bpsta' reads out votes of spiking output neurons; set model.readout = 'spiking'")
+    T, B = x.shape[:2]
+    dtype = x.dtype
+    G = net.config["model"]["vote"]
+    C = net.n_classes
+    lam, beta = dtype.type(opts["bpsta_lambda"]), dtype.type(opts["bpsta_beta"])
+    bn_train = opts["bn_mode"] == "train"
+    if ws is None or ws.T_store < T:
+        ws = workspace(net, B, dtype, opts, T)
+    ws.reset_sequence(net, params, rng, train=y is not None and bn_train)
+    ws.zero_grad_buffers()
+    static = x.strides[0] == 0
+    static_begin(ws)
+    counts = {layer.name: 0.0 for layer in net.layers}
+    L = net.output.index
+    for t in range(T):
+        for layer in net.layers:
+            li = layer.index
+            i_in = layer_current(ws, params, layer, x[t], t, bn_train, static, t == 0)
+            kb.relu_(flat(i_in))
+            np.copyto(ws.v_prev[li][t], i_in)  # I[t] after the ReLU (its mask is needed backward)
+            kb.bpsta_forward(flat(ws.u[li][t]), flat(ws.s[li][t]), flat(ws.v[li]), flat(i_in), lam, ws.theta[li])
+            counts[layer.name] += float(ws.s[li][t].sum())
+        if bn_train:
+            ws.bn_steps += 1
+    votes = ws.s[L][:T].reshape(T, B, C, G).mean(axis=3)          # (T, B, C)
+    o = votes.mean(axis=0)
+    out_sum = votes.sum(axis=0)
+    if y is None:
+        return Result(0.0, out_sum, {}, counts, {}, bn_stats(ws) if bn_train else {})
+    onehot = np.zeros((B, C), dtype)
+    onehot[np.arange(B), y] = 1
+    loss = float(((o - onehot) ** 2).mean())
+    go = np.repeat(2.0 * (o - onehot) / (B * C * T * G), G, axis=1).astype(dtype)   # (B, C·G), same every t
+    if grads is None:
+        grads = zero_grads(net, params, opts["learn"], dtype)
+    for e in ws.e:
+        e.fill(0)
+    for t in range(T - 1, -1, -1):
+        for g in ws.g:
+            g.fill(0)
+        flat(ws.g[L])[...] = go
+        for layer in reversed(net.layers):
+            li = layer.index
+            kb.bpsta_backward(flat(ws.e[li]), flat(ws.g[li]), flat(ws.u[li][t]), flat(ws.s[li][t]),
+                              flat(ws.v_prev[li][t]), lam, beta, ws.theta[li])
+            for syn in layer.synapses:  # ws.g[li] now holds the error on the current I[t]
+                if static and syn.src < 0:
+                    synapse_backward(ws, params, grads, syn, ws.g[li], None, t, False, bn_train, static_coef=1.0)
+                else:
+                    synapse_backward(ws, params, grads, syn, ws.g[li], syn_input(ws, syn, x[t], t), t,
+                                     syn.src >= 0, bn_train)
+    if static:
+        flush_static(net, ws, grads, x[0])
+    return Result(loss, out_sum, grads, counts, {}, bn_stats(ws) if bn_train else {})
