@@ -10,13 +10,13 @@ a crash mid-write leaves the previous checkpoint intact. No pickle anywhere.
 """
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
 from ._version import __version__
+from .fsutil import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -57,33 +57,19 @@ def _read_tree(group):
 
 
 def save(path, *, params, opt_state, rng_state, config, epoch, step, metrics=(), extra=None):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["stopnp_version"] = __version__
-            f.attrs["config"] = json.dumps(config)
-            f.attrs["rng_state"] = json.dumps(rng_state)
-            f.attrs["epoch"] = int(epoch)
-            f.attrs["step"] = int(step)
-            f.attrs["metrics"] = json.dumps(list(metrics))
-            f.attrs["extra"] = json.dumps(extra or {})
-            g = f.create_group("params")
-            for k, v in params.items():
-                g.create_dataset(k, data=np.asarray(v))
-            _write_tree(f.create_group("opt_state"), opt_state)
-            f.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["stopnp_version"] = __version__
+        f.attrs["config"] = json.dumps(config)
+        f.attrs["rng_state"] = json.dumps(rng_state)
+        f.attrs["epoch"] = int(epoch)
+        f.attrs["step"] = int(step)
+        f.attrs["metrics"] = json.dumps(list(metrics))
+        f.attrs["extra"] = json.dumps(extra or {})
+        g = f.create_group("params")
+        for k, v in params.items():
+            g.create_dataset(k, data=np.asarray(v))
+        _write_tree(f.create_group("opt_state"), opt_state)
     return path
 
 

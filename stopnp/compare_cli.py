@@ -3,11 +3,11 @@
 
 def register(sub):
     p = sub.add_parser("compare", help="train every learning rule on equal terms and tabulate",
-                       description="Train STOP, BPTT, SLTT, SLTT-K and OTTT on the built-in MNIST subset (LeNet-5, "
+                       description="Train STOP, BPTT, SLTT, SLTT-K, OTTT and BPSTA on the built-in MNIST subset (LeNet-5, "
                                    "each rule with its recipe from examples/configs/rule-*.toml, same seed and "
                                    "epochs), then write plots/compare.md, compare.json, compare_accuracy.png and "
                                    "compare_memory_vs_T.png.")
-    p.add_argument("--rules", default="stop,bptt,sltt,sltt-k,ottt", help="comma list of rules")
+    p.add_argument("--rules", default="stop,bptt,sltt,sltt-k,ottt,bpsta", help="comma list of rules")
     p.add_argument("--epochs", type=int, default=3, help="epoch budget per rule (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/compare", help="run directories (one per rule)")

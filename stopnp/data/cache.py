@@ -7,38 +7,21 @@
 Writes go to a temporary file in the same folder, flushed and fsynced, then renamed: a crash never
 leaves a half-written cache under the final name.
 """
-import os
-import tempfile
-
 import h5py
 import numpy as np
 
 from .._version import __version__
+from ..fsutil import atomic_write
 
 
 def write_h5_atomic(path, splits, attrs):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=folder)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for split, (x, y) in splits.items():
-                g = f.create_group(split)
-                chunk = (min(len(x), 256),) + tuple(x.shape[1:])
-                g.create_dataset("x", data=x, chunks=chunk, compression="gzip", compression_opts=9,
-                                 shuffle=True)
-                g.create_dataset("y", data=np.asarray(y, np.int64), compression="gzip")
-            for k, v in attrs.items():
-                f.attrs[k] = v
-            f.attrs["stopnp_version"] = __version__
-            f.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        for split, (x, y) in splits.items():
+            g = f.create_group(split)
+            chunk = (min(len(x), 256),) + tuple(x.shape[1:])
+            g.create_dataset("x", data=x, chunks=chunk, compression="gzip", compression_opts=9, shuffle=True)
+            g.create_dataset("y", data=np.asarray(y, np.int64), compression="gzip")
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.attrs["stopnp_version"] = __version__
     return path
