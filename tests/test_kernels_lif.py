@@ -155,3 +155,21 @@ def test_expand_and_reduce_theta():
     g = np.arange(18.0)
     np.testing.assert_allclose(lif.reduce_theta_grad(g, shape, "channel"), [36.0, 117.0])
     np.testing.assert_allclose(lif.reduce_theta_grad(g, shape, "layer"), [153.0])
+
+
+def test_fused_delta_grads_equal_separate_kernels():
+    rng = np.random.default_rng(6)
+    B, N = 5, 700  # several neuron blocks
+    g, u, th, al = (rng.normal(size=(B, N)) for _ in range(4))
+    g[0, :10] = 0.0
+    theta = rng.uniform(0.5, 1.5, N)
+    for kind in lif.SURROGATES.values():
+        d1, gt1, ga1 = np.zeros((B, N)), np.zeros(N), np.zeros(N)
+        lif.spatial_delta(d1, g, u, theta, kind)
+        lif.stop_param_grads(gt1, ga1, d1, th, al)
+        d2, gt2, ga2 = np.zeros((B, N)), np.zeros(N), np.zeros(N)
+        lif.stop_delta_grads(d2, gt2, ga2, g, u, theta, th, al, kind)
+        assert np.array_equal(d1, d2)
+        np.testing.assert_allclose(gt2, gt1, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(ga2, ga1, rtol=1e-13, atol=1e-15)
+        assert np.abs(gt1).max() > 0

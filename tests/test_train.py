@@ -77,6 +77,9 @@ def test_cli_train_eval_inspect_plot(tmp_path, capsys):
     assert cli.main(["inspect", str(out / "last.h5"), "--out", str(h5), "--batch", "8"]) == 0
     table = capsys.readouterr().out
     assert "cos_weight" in table and h5.exists()
+    # the output layer's STOP weight gradient is BPTT's exactly (nothing above it sends time errors)
+    last = [line.split() for line in table.splitlines() if line.strip().startswith("fc2")][0]
+    assert abs(float(last[3]) - 1.0) < 1e-6
     import h5py
     with h5py.File(h5, "r") as f:
         assert f["records/fc1.delta"].shape[:2] == (3, 8)

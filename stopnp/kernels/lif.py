@@ -150,6 +150,31 @@ def stop_param_grads(gtheta, galpha, delta, th_trace, al_trace):
         galpha[j] += acc_a
 
 
+BLOCK = 256  # neurons per parallel chunk: each chunk owns its θ/α accumulators, rows stay contiguous
+
+
+@njit(cache=True, parallel=True)
+def stop_delta_grads(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kind):
+    """Fused ``spatial_delta`` + ``stop_param_grads``: δ = g·φ(U-θ); gθ_j += δ(th~-1); gα_j += δ·al~.
+
+    Parallel over blocks of neurons (a block owns its gθ_j, gα_j); inside, batch rows are walked in
+    order, so memory is read contiguously and each sum has a fixed order (thread-count independent).
+    """
+    B, N = u.shape
+    nblocks = (N + BLOCK - 1) // BLOCK
+    for blk in prange(nblocks):
+        j0 = blk * BLOCK
+        j1 = min(N, j0 + BLOCK)
+        for b in range(B):
+            for j in range(j0, j1):
+                d = g[b, j]
+                if d != 0.0:
+                    d *= surrogate(u[b, j] - theta[j], kind)
+                    gtheta[j] += d * (th_trace[b, j] - 1.0)
+                    galpha[j] += d * al_trace[b, j]
+                delta[b, j] = d
+
+
 @njit(cache=True, parallel=True)
 def lif_bptt_backward(e_u, gtheta, galpha, g, u, s, v_prev, alpha, theta,
                       hard_reset, keep_reset, kind):

@@ -137,11 +137,11 @@ def _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef
     for layer in reversed(net.layers):
         li = layer.index
         e = ws.e[li]
-        if layer.spiking:
+        if layer.spiking and theta_learn:
+            klif.stop_delta_grads(flat(e), ws.gtheta[li], ws.galpha[li], flat(ws.g[li]), flat(ws.u[li][0]),
+                                  ws.theta[li], flat(ws.th_trace[li]), flat(ws.al_trace[li]), opts["surr"])
+        elif layer.spiking:
             klif.spatial_delta(flat(e), flat(ws.g[li]), flat(ws.u[li][0]), ws.theta[li], opts["surr"])
-            if theta_learn:
-                klif.stop_param_grads(ws.gtheta[li], ws.galpha[li], flat(e), flat(ws.th_trace[li]),
-                                      flat(ws.al_trace[li]))
         else:
             np.copyto(e, ws.g[li])
         for syn in layer.synapses:
