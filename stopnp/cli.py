@@ -24,8 +24,9 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train a network (default: LeNet-5 with STOP-WTL on built-in MNIST)",
                        description="Train a spiking network. With no CONFIG: LeNet-5, STOP with weights, "
                                    "thresholds and leaks learned (STOP-WTL), on the built-in 10,000-digit "
-                                   "MNIST subset. Writes config.toml, metrics.jsonl, last.h5 and best.h5 "
-                                   "to run.out_dir.",
+                                   "MNIST subset (the recipe examples/configs/mnist-lenet5.toml; about 5 "
+                                   "minutes on 2 cores). Writes config.toml, metrics.jsonl, last.h5, best.h5 "
+                                   "and history.h5 to run.out_dir.",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("config", nargs="?", help="recipe file (TOML or JSON), e.g. examples/configs/*.toml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -42,7 +43,7 @@ def _add_train(sub):
 def cmd_train(args):
     from . import config as C
     from .train import train
-    base = C.read(args.config) if args.config else {}
+    base = C.read(args.config) if args.config else C.DEFAULT_TRAIN
     ov = list(args.overrides)
     if args.rule:
         ov.append(f"rule.name={args.rule!s}")

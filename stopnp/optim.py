@@ -12,6 +12,29 @@ checkpoint stores it as it is.
 import math
 
 import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def _sgd(p, g, m, lr, mu, wd, nesterov):
+    """In place over flat arrays: m = μm + (g + wd·p); p -= lr·(nesterov ? g' + μm : m)."""
+    for i in prange(p.shape[0]):
+        gi = g[i] + wd * p[i]
+        mi = mu * m[i] + gi
+        m[i] = mi
+        p[i] -= lr * (gi + mu * mi if nesterov else mi)
+
+
+@njit(cache=True, parallel=True)
+def _adam(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
+    """In place over flat arrays: Adam with bias corrections bc1 = 1-β1^t, bc2 = 1-β2^t."""
+    for i in prange(p.shape[0]):
+        gi = g[i] + wd * p[i]
+        mi = b1 * m[i] + (1.0 - b1) * gi
+        vi = b2 * v[i] + (1.0 - b2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
 
 
 def init_state(cfg_optim: dict, params: dict, names) -> dict:
@@ -55,26 +78,16 @@ def step(params: dict, grads: dict, state: dict, cfg_optim: dict, lr: float, the
     for name, g in grads.items():
         p = params[name]
         eta = lr * _lr_scale(cfg_optim, name)
-        if wd and name.endswith(".weight"):
-            g = g + wd * p
+        decay = wd if name.endswith(".weight") else 0.0
+        flat = lambda a: a.reshape(-1)  # noqa: E731  (params/state are contiguous: views, no copies)
         if state["kind"] == "sgd":
-            mu = cfg_optim["momentum"]
-            m = state["momentum"][name]
-            m *= mu
-            m += g
-            upd = g + mu * m if cfg_optim["nesterov"] else m
-            p -= (eta * upd).astype(p.dtype, copy=False)
+            _sgd(flat(p), flat(g.astype(p.dtype, copy=False)), flat(state["momentum"][name]), eta,
+                 cfg_optim["momentum"], decay, cfg_optim["nesterov"])
         else:
             b1, b2 = cfg_optim["betas"]
-            m, v = state["m"][name], state["v"][name]
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * g * g
             t = state["step"]
-            mhat = m / (1 - b1 ** t)
-            vhat = v / (1 - b2 ** t)
-            p -= (eta * mhat / (np.sqrt(vhat) + cfg_optim["eps"])).astype(p.dtype, copy=False)
+            _adam(flat(p), flat(g.astype(p.dtype, copy=False)), flat(state["m"][name]), flat(state["v"][name]),
+                  eta, b1, b2, cfg_optim["eps"], 1.0 - b1 ** t, 1.0 - b2 ** t, decay)
         if name.endswith(".alpha"):
             np.clip(p, 0.0, 1.0, out=p)
         elif name.endswith(".theta"):

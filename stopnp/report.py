@@ -94,8 +94,9 @@ def plot_run(run_dir, out_dir=None, n_samples=8):
 
 
 def _active(s, k):
+    """k neurons of sample 0 whose spike rate is closest to 1/2 (the informative ones to look at)."""
     rate = s.reshape(s.shape[0], s.shape[1], -1)[:, 0].mean(axis=0)
-    order = np.argsort(-rate)
+    order = np.argsort(np.abs(rate - 0.5), kind="stable")
     return [int(j) for j in order[:k]]
 
 

@@ -18,6 +18,7 @@ from . import checkpoint, data, optim
 from . import config as config_mod
 from .network import from_config, check_params
 from .progress import MetricsLog, Progress
+from .threads import set_threads
 from .rules import forward_runner, runner
 from .rules.common import resolve_options
 
@@ -35,12 +36,6 @@ class RunResult:
     seconds: float
     interrupted: bool = False
     history: dict = field(default_factory=dict)
-
-
-def set_threads(n: int):
-    import numba
-    if n > 0:
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 def _check_data(net, src, split):

@@ -83,3 +83,14 @@ def test_version_and_shape_mismatch(tmp_path):
         f.attrs["format_version"] = 99
     with pytest.raises(CheckpointError, match="format version 99"):
         checkpoint.load(p)
+
+
+def test_network_save_load_round_trip(tmp_path):
+    import stopnp
+    net = stopnp.build("mlp", model__input_shape=[12], model__hidden=[7], model__n_classes=3)
+    net.params["fc1.theta"][...] = 0.7
+    stopnp.save(net, tmp_path / "n.h5")
+    back = stopnp.load(tmp_path / "n.h5")
+    assert back.config == net.config
+    for k in net.params:
+        assert np.array_equal(back.params[k], net.params[k]) and back.params[k].dtype == net.params[k].dtype

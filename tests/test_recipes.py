@@ -33,6 +33,6 @@ def test_recipe_resolves_and_builds(path):
 
 def test_default_train_config_is_the_mnist_lenet5_recipe():
     recipe = C.resolve(C.read(os.path.join(ROOT, "examples", "configs", "mnist-lenet5.toml")))
-    default = C.resolve()
-    for sec in ("model", "neuron", "rule", "loss", "optim", "data"):
+    default = C.resolve(C.DEFAULT_TRAIN)
+    for sec in ("model", "neuron", "rule", "loss", "optim", "data", "run"):
         assert recipe[sec] == default[sec], sec
