@@ -79,6 +79,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "ottt_lambda": Field(0.5, float, check=_unit, hint="0 <= lambda <= 1"),
         "bpsta_lambda": Field(0.9, float, check=_unit, hint="0 <= lambda <= 1 (BPSTA membrane decay)"),
         "bpsta_beta": Field(0.2, float, check=_nonneg, hint=">= 0 (BPSTA temporal-adjustment gain)"),
+        "warmup_epochs": Field(0, int, check=_nonneg, hint=">= 0 (BPSTA: first epochs as a ReLU ANN)"),
     },
     "loss": {
         "kind": Field("ce", str, ("ce", "ce_mse", "mse")),

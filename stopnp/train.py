@@ -163,7 +163,8 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
                     for g in grads.values():
                         g.fill(0)
 
-                res = run(net, net.params, x, y, opts, ws=ws, rng=rng,
+                ann = rule == "bpsta" and epoch < cfg["rule"]["warmup_epochs"]
+                res = run(net, net.params, x, y, dict(opts, ann=True) if ann else opts, ws=ws, rng=rng,
                           on_step=apply if cfg["rule"]["online"] else None)
                 guard(res.loss, res.grads, ws, net)
                 if not cfg["rule"]["online"]:

@@ -187,3 +187,22 @@ def test_static_input_fast_path_equals_general_path(rule, net_fn):
     for k in slow:
         assert np.abs(slow[k]).max() > 0
         assert np.abs(fast[k] - slow[k]).max() <= 1e-12 * np.abs(slow[k]).max(), k
+
+
+def test_dropout_one_mask_per_sequence():
+    net = stopnp.build("mlp", model__input_shape=[10], model__hidden=[400], model__dropout=0.25,
+                       model__n_classes=3)
+    opts = resolve_options(net, "stop", {})
+    ws = stop.workspace(net, 8, np.float32, opts)
+    x = np.random.default_rng(1).uniform(0, 1, (5, 8, 10)).astype(np.float32)
+    y = np.arange(8) % 3
+    stop.run(net, net.params, x, y, opts, ws=ws, rng=np.random.default_rng(3))
+    mask = [m for ms in ws.mask.values() for m in ms if m is not None][0]
+    vals = set(float(v) for v in np.unique(mask).astype(np.float64).round(6))
+    assert vals == {0.0, round(1 / 0.75, 6)} and 0.15 < (mask == 0).mean() < 0.35
+    # drawn once at the start of the sequence: a fresh run with the same seed draws the same mask,
+    # and the gradient equals a run whose mask is set by hand and kept for all T steps
+    again = stop.run(net, net.params, x, y, opts, ws=ws, rng=np.random.default_rng(3))
+    assert np.array_equal(mask, [m for ms in ws.mask.values() for m in ms if m is not None][0])
+    eval_run = stop.run(net, net.params, x, None, resolve_options(net, "stop", {"bn_mode": "eval"}), ws=ws)
+    assert np.isfinite(again.loss) and eval_run.out_sum.shape == (8, 3)

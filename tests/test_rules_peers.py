@@ -186,3 +186,23 @@ def test_bpsta_equals_bptt_with_its_two_derivatives():
     slow = S.gradients(net, np.ascontiguousarray(static), y, rule="bpsta")
     for k in slow:
         assert rel_err(fast[k], slow[k]) < 1e-12
+
+
+def test_bpsta_ann_warmup_gradient_matches_finite_differences():
+    """Warm-up mode (nodes bypassed: a ReLU network, one step) is plain backprop: FD-exact."""
+    import stopnp as S
+    from fdcheck import check_grad
+    from stopnp.api import run_batch
+    net = S.build({"model": {"name": "custom", "input_shape": [12], "n_classes": 3, "vote": 4,
+                             "layers": [{"type": "linear", "out": 16}, {"type": "linear", "out": 12}]},
+                   "neuron": {"theta_init": 0.5, "reset": "hard"}, "rule": {"name": "bpsta", "learn": "W"}})
+    net = net.astype(np.float64)
+    rng = np.random.default_rng(0)
+    x = np.broadcast_to(rng.uniform(0, 1, (5, 12)), (3, 5, 12))
+    y = np.array([0, 1, 2, 0, 1])
+    res = run_batch(net, x, y, rule="bpsta", ann=True)
+    for k, g in res.grads.items():
+        f = lambda: run_batch(net, x, y, rule="bpsta", ann=True).loss  # noqa: E731
+        ok, err = check_grad(f, net.params[k], g, rtol=1e-6)
+        assert ok and np.abs(g).max() > 0, (k, err)
+        assert not check_grad(f, net.params[k], g * 1.01, rtol=1e-6)[0]

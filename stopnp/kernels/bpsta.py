@@ -9,6 +9,7 @@ Backward (BPTT with two changed derivatives), em[t] = ∂E/∂m[t] = ev[t+1]:
     gs    = g[t] + λβ·em[t]
     ev[t] = gs·H(v-θ)/v + λ(1 - s[t])·em[t]
     eI[t] = ev[t]·1[I[t] > 0]                (ReLU)
+ANN warm-up (spiking nodes bypassed: a ReLU network, one step):  a = I,  eI = g·1[I > 0]
 """
 from numba import njit, prange
 
@@ -51,3 +52,13 @@ def bpsta_backward(e, g, v, s, i_in, lam, beta, theta):
             ev = gs * dsdv + lam * (1.0 - s[b, j]) * em
             e[b, j] = ev
             g[b, j] = ev if i_in[b, j] > 0.0 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def relu_backward_(g, i_in):
+    """g <- g·1[I > 0] (ANN warm-up: the error on the current of a bypassed node)."""
+    B, N = g.shape
+    for b in prange(B):
+        for j in range(N):
+            if i_in[b, j] <= 0.0:
+                g[b, j] = 0.0

@@ -8,7 +8,8 @@ is the mean spike of its group, averaged over T:
     ∂E/∂s^L[t, b, c·G + k] = 2 (o[b, c] - onehot) / (B·C·T·G)
 
 θ = neuron.theta_init (0.5), λ = rule.bpsta_lambda (0.9), β = rule.bpsta_beta (0.2); none is learned.
-Memory grows with T like BPTT. (The optional ANN warm-up epochs of the paper are not implemented.)
+Memory grows with T like BPTT. ANN warm-up (option ``ann=True``, the first rule.warmup_epochs epochs of
+training): the spiking nodes are bypassed, a^l = ReLU(BN(W ⊛ a^{l-1})), one step, same voting MSE loss.
 """
 import numpy as np
 
@@ -26,6 +27,9 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
         backward_steps=None) -> Result:
     if not net.output.spiking:
         raise ConfigError("rule 'bpsta' reads out votes of spiking output neurons; set model.readout = 'spiking'")
+    ann = opts.get("ann", False)
+    if ann:
+        x = x[:1]  # a ReLU network needs one step (static input)
     T, B = x.shape[:2]
     dtype = x.dtype
     G = net.config["model"]["vote"]
@@ -46,7 +50,11 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
             i_in = layer_current(ws, params, layer, x[t], t, bn_train, static, t == 0)
             kb.relu_(flat(i_in))
             np.copyto(ws.v_prev[li][t], i_in)  # I[t] after the ReLU (its mask is needed backward)
-            kb.bpsta_forward(flat(ws.u[li][t]), flat(ws.s[li][t]), flat(ws.v[li]), flat(i_in), lam, ws.theta[li])
+            if ann:
+                np.copyto(ws.s[li][t], i_in)  # the node is bypassed: its output is the ReLU current
+            else:
+                kb.bpsta_forward(flat(ws.u[li][t]), flat(ws.s[li][t]), flat(ws.v[li]), flat(i_in), lam,
+                                 ws.theta[li])
             counts[layer.name] += float(ws.s[li][t].sum())
         if bn_train:
             ws.bn_steps += 1
@@ -69,8 +77,11 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
         flat(ws.g[L])[...] = go
         for layer in reversed(net.layers):
             li = layer.index
-            kb.bpsta_backward(flat(ws.e[li]), flat(ws.g[li]), flat(ws.u[li][t]), flat(ws.s[li][t]),
-                              flat(ws.v_prev[li][t]), lam, beta, ws.theta[li])
+            if ann:
+                kb.relu_backward_(flat(ws.g[li]), flat(ws.v_prev[li][t]))
+            else:
+                kb.bpsta_backward(flat(ws.e[li]), flat(ws.g[li]), flat(ws.u[li][t]), flat(ws.s[li][t]),
+                                  flat(ws.v_prev[li][t]), lam, beta, ws.theta[li])
             for syn in layer.synapses:  # ws.g[li] now holds the error on the current I[t]
                 if static and syn.src < 0:
                     synapse_backward(ws, params, grads, syn, ws.g[li], None, t, False, bn_train, static_coef=1.0)

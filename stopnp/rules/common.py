@@ -27,7 +27,7 @@ OPTION_DEFAULTS = {
     "loss": ("loss", "kind"), "loss_reduce": ("loss", "reduce"), "mix": ("loss", "mix"),
     "kernels": ("run", "kernels"),
     "reset": ("neuron", "reset"), "surrogate": ("neuron", "surrogate"),
-    "bn_mode": "train", "smooth": False,
+    "bn_mode": "train", "smooth": False, "ann": False,
 }
 
 
