@@ -327,3 +327,67 @@ def test_load_errors(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(DataError, match="bad.h5: not a readable HDF5"):
         data.load(str(bad), "train")
+
+
+def _aedat2_bytes(x, y, p, t):
+    addr = (np.asarray(y) << 8) | ((127 - np.asarray(x)) << 1) | np.asarray(p)
+    return b"#!AER-DAT2.0\r\n" + np.stack([addr, t], 1).astype(">u4").tobytes()
+
+
+def test_cifar10_dvs_and_dvsgesture_convert_streamed(tmp_path):
+    rng = np.random.default_rng(8)
+    root = tmp_path / "c10dvs"
+    for name in events.CIFAR10_DVS_CLASSES:
+        (root / name).mkdir(parents=True)
+        for i in range(10):  # 9 train + 1 test per class
+            n = 40
+            (root / name / f"cifar10_{name}_{i}.aedat").write_bytes(_aedat2_bytes(
+                rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n), np.sort(rng.integers(0, 10**6, n))))
+    out = download.convert("cifar10-dvs", str(root), cache_dir=str(tmp_path / "cache"), T=5, size=48)
+    tr, te = data.load(out, "train"), data.load(out, "test")
+    assert tr.x.shape == (90, 5, 2, 48, 48) and te.x.shape == (10, 5, 2, 48, 48)
+    assert int(np.asarray(tr.x[0]).sum()) == 40 and sorted(te.y.tolist()) == list(range(10))
+    # DVS Gesture, original layout: trials list + AEDAT 3.1 + labels csv
+    g = tmp_path / "gesture"
+    g.mkdir()
+    xs, ys, ps, ts = np.array([1, 2, 3, 4]), np.array([9, 8, 7, 6]), np.array([0, 1, 0, 1]), np.array([100, 200, 300, 400])
+    d32 = (xs << 17) | (ys << 2) | (ps << 1) | 1
+    pkt = np.array([1, 0], "<i2").tobytes() + np.array([8, 4, 0, 4, 4, 4], "<i4").tobytes() + \
+        np.stack([d32, ts], 1).astype("<u4").tobytes()
+    for split, user in (("train", "user01_led"), ("test", "user24_led")):
+        (g / f"{user}.aedat").write_bytes(b"#!AER-DAT3.1\r\n#!END-HEADER\r\n" + pkt)
+        (g / f"{user}_labels.csv").write_text("class,startTime_usec,endTime_usec\n3,100,250\n5,250,401\n")
+        (g / f"trials_to_{split}.txt").write_text(f"{user}.aedat\n")
+    out = download.convert("dvsgesture", str(g), cache_dir=str(tmp_path / "cache"), T=2)
+    src = data.load(out, "train")
+    assert src.x.shape == (2, 2, 2, 128, 128) and src.y.tolist() == [2, 4] and src.n_classes == 11
+    assert int(np.asarray(src.x).sum()) == 4
+    with pytest.raises(DataError, match="missing class folder"):
+        events.list_cifar10_dvs(str(tmp_path), "train")
+
+
+def test_tonic_adapter_with_a_tonic_like_dataset():
+    """from_tonic accepts any iterable of (structured events, label), which is what tonic datasets yield."""
+    rng = np.random.default_rng(9)
+    ds = []
+    for label in range(3):
+        ev = np.zeros(30, dtype=[("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "<i1")])
+        ev["x"], ev["y"] = rng.integers(0, 34, 30), rng.integers(0, 34, 30)
+        ev["t"], ev["p"] = np.sort(rng.integers(0, 1000, 30)), rng.integers(0, 2, 30)
+        ds.append((ev, label))
+    x, y = events.from_tonic(ds, 4, (34, 34))
+    assert x.shape == (3, 4, 2, 34, 34) and x.sum() == 90 and y.tolist() == [0, 1, 2]
+    tonic = pytest.importorskip("tonic", reason="tonic (the 'events' extra) is not installed")
+    assert hasattr(tonic, "datasets")
+
+
+def test_dvs_augmentation_keeps_shape_and_mass():
+    from stopnp.data import augment
+    rng = np.random.default_rng(10)
+    x = np.zeros((6, 3, 2, 20, 20), np.float32)
+    x[:, :, :, 8:12, 8:12] = 1
+    out = augment.apply("dvs", x, rng, static=False)
+    assert out.shape == x.shape and (out.sum(axis=(1, 2, 3, 4)) > 0).all()
+    assert not np.array_equal(out, x)
+    c = augment.apply("cifar", np.ones((4, 3, 8, 8), np.float32), rng)
+    assert c.shape == (4, 3, 8, 8) and c.max() == 1

@@ -58,7 +58,7 @@ def load(name_or_path: str, split: str) -> Source:
     if split not in f or "x" not in f[split] or "y" not in f[split]:
         raise DataError(f"{path}: has no '{split}/x' and '{split}/y' datasets; convert the dataset again")
     g = f[split]
-    attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    attrs = {k: _attr(v) for k, v in f.attrs.items()}
     x = g["x"]
     y = np.asarray(g["y"][...], np.int64)
     if len(y) != x.shape[0]:
@@ -72,6 +72,13 @@ def load(name_or_path: str, split: str) -> Source:
     shape = tuple(x.shape[1:]) if static else tuple(x.shape[2:])
     return Source(attrs.get("name", os.path.basename(path)), x, y, n_classes, shape, static,
                   None if static else int(x.shape[1]), attrs)
+
+
+def _attr(v):
+    """HDF5 attribute -> plain Python value."""
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v.item() if hasattr(v, "item") else v
 
 
 def _scale(x):
@@ -117,8 +124,7 @@ def info(path: str) -> dict:
         raise DataError(f"{path}: no such file")
     try:
         with h5py.File(path, "r") as f:
-            out = {"path": path, "attrs": {k: (v.item() if hasattr(v, "item") else v)
-                                           for k, v in f.attrs.items()}}
+            out = {"path": path, "attrs": {k: _attr(v) for k, v in f.attrs.items()}}
             for split in f:
                 g = f[split]
                 y = g["y"][...]

@@ -25,3 +25,26 @@ def write_h5_atomic(path, splits, attrs):
             f.attrs[k] = v
         f.attrs["stopnp_version"] = __version__
     return path
+
+
+def write_h5_streamed(path, splits, attrs):
+    """Like ``write_h5_atomic`` but each split is (n, sample_shape, dtype, iterator of (x_i, y_i)):
+    samples are written one at a time into chunked datasets, so a large set is never held in memory."""
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        for split, (n, shape, dtype, samples) in splits.items():
+            g = f.create_group(split)
+            dx = g.create_dataset("x", shape=(n, *shape), dtype=dtype, chunks=(1, *shape), compression="gzip",
+                                  shuffle=True)
+            labels = np.zeros(n, np.int64)
+            count = 0
+            for i, (x, y) in enumerate(samples):
+                dx[i] = x
+                labels[i] = y
+                count += 1
+            if count != n:
+                raise ValueError(f"{path}: {split} produced {count} samples, expected {n}")
+            g.create_dataset("y", data=labels, compression="gzip")
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.attrs["stopnp_version"] = __version__
+    return path

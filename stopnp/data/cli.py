@@ -22,6 +22,7 @@ def register(sub):
     c.add_argument("--T", type=int, help="frames per sample (event data)")
     c.add_argument("--by", choices=["time", "count"], default="time", help="bin events by time or count")
     c.add_argument("--denoise", type=int, default=0, metavar="DT_US", help="background-activity filter window")
+    c.add_argument("--size", type=int, help="downsample event frames to SIZE x SIZE (e.g. 48 for CIFAR10-DVS)")
     c.set_defaults(func=cmd)
     i = ds.add_parser("info", help="summarise a cache file", description="Shapes, class counts and attributes.")
     i.add_argument("file")
@@ -38,7 +39,8 @@ def cmd(args):
     if which == "get":
         print(f"wrote {download.get(args.name, args.root, args.url)}")
     elif which == "convert":
-        print(f"wrote {download.convert(args.name, args.root, T=args.T, by=args.by, denoise_dt=args.denoise)}")
+        print(f"wrote {download.convert(args.name, args.root, T=args.T, size=args.size, by=args.by,
+                                           denoise_dt=args.denoise)}")
     else:
         print(json.dumps(info(args.file), indent=2, default=str))
     return 0

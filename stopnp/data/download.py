@@ -119,6 +119,8 @@ def convert(name, root, cache_dir=None, T=None, size=None, by="time", denoise_dt
     cache_dir = cache_dir or CACHE
     kind = SOURCES.get(name, {}).get("kind", name)
     out = os.path.join(cache_dir, f"{name}.h5")
+    if kind in ("nmnist", "dvsgesture", "cifar10-dvs") and (T or size):
+        out = os.path.join(cache_dir, f"{name}-T{T or 0}" + (f"-{size}px" if size else "") + ".h5")
     if os.path.isfile(out):
         return out  # idempotent: a finished cache is never half-written (atomic rename)
     if kind == "idx":
@@ -129,16 +131,23 @@ def convert(name, root, cache_dir=None, T=None, size=None, by="time", denoise_dt
         path = arch if os.path.isfile(arch) else root
         splits = {s: cifar.read_binary(path, name, s) for s in ("train", "test")}
         attrs = {"n_classes": SOURCES[name]["n_classes"], "static": True}
-    elif kind == "nmnist":
-        T = T or 8
+    elif kind in ("nmnist", "dvsgesture", "cifar10-dvs"):
+        from .cache import write_h5_streamed
+        T = T or {"nmnist": 8, "dvsgesture": 20, "cifar10-dvs": 10}[kind]
+        sensor = {"nmnist": (34, 34), "dvsgesture": (128, 128), "cifar10-dvs": (128, 128)}[kind]
+        out_hw = (size, size) if size else sensor
+        lister = {"nmnist": lambda s: events.list_nmnist(root, s),
+                  "dvsgesture": lambda s: events.list_dvsgesture(root, s),
+                  "cifar10-dvs": lambda s: events.list_cifar10_dvs(root, s)}[kind]
         splits = {}
         for s in ("train", "test"):
-            samples = events.read_nmnist_folder(root, s)
-            x = np.stack([events.to_frames(ev, T, (34, 34), by=by, denoise_dt=denoise_dt) for ev, _ in samples])
-            splits[s] = (x, np.array([c for _, c in samples], np.int64))
-        attrs = {"n_classes": 10, "static": False, "T": T, "binning": by, "denoise_dt": denoise_dt}
-    else:
-        raise DataError(f"convert {name!r}: supported here: mnist, fashion-mnist, cifar10, cifar100, nmnist "
-                        f"(see `stopnp data get {name}` for the layout)")
+            items = lister(s)
+            frames = ((events.to_frames(load(), T, sensor, out_hw, by=by, denoise_dt=denoise_dt), c)
+                      for load, c in items)
+            splits[s] = (len(items), (T, 2, *out_hw), np.uint16, frames)
+        attrs = {"n_classes": {"nmnist": 10, "dvsgesture": 11, "cifar10-dvs": 10}[kind], "static": False, "T": T,
+                 "binning": by, "denoise_dt": denoise_dt, "size": list(out_hw), "name": name,
+                 "source_root": os.path.abspath(root)}
+        return write_h5_streamed(out, splits, attrs)
     attrs.update({"name": name, "source_root": os.path.abspath(root)})
     return write_h5_atomic(out, splits, attrs)

@@ -19,6 +19,7 @@ bins by time, k = ⌊(t - t0)·T / (t1 - t0 + 1)⌋, or by count, k = ⌊i·T / 
 x' = ⌊x·W'/W⌋. Denoise: keep an event only if one of its 8 neighbours fired within ``dt`` µs before.
 """
 import csv
+import functools
 import os
 
 import numpy as np
@@ -67,8 +68,8 @@ def read_nmnist(path):
         return decode_nmnist(f.read(), path)
 
 
-def read_nmnist_folder(root, split):
-    """root/{Train,Test}/<digit>/*.bin -> list of (events, label)."""
+def list_nmnist(root, split):
+    """(loader, label) per recording of root/{Train,Test}/<digit>/*.bin (read lazily, one at a time)."""
     sub = os.path.join(root, "Train" if split == "train" else "Test")
     if not os.path.isdir(sub):
         raise _err(f"{root}: expected the N-MNIST layout {root}/Train/0..9/*.bin and {root}/Test/0..9/*.bin")
@@ -77,10 +78,14 @@ def read_nmnist_folder(root, split):
         folder = os.path.join(sub, str(d))
         if not os.path.isdir(folder):
             raise _err(f"{sub}: missing class folder {d}/ (expected {sub}/0 ... {sub}/9)")
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".bin"):
-                out.append((read_nmnist(os.path.join(folder, name)), d))
+        out += [(functools.partial(read_nmnist, os.path.join(folder, name)), d)
+                for name in sorted(os.listdir(folder)) if name.endswith(".bin")]
     return out
+
+
+def read_nmnist_folder(root, split):
+    """root/{Train,Test}/<digit>/*.bin -> list of (events, label)."""
+    return [(load(), d) for load, d in list_nmnist(root, split)]
 
 
 # --- AEDAT ---------------------------------------------------------------------------------------------
@@ -220,3 +225,64 @@ def to_frames(ev, T, in_shape, out_shape=None, by="time", denoise_dt=0):
     events_to_frames(frames, ev["t"], ev["x"].astype(np.int64), ev["y"].astype(np.int64),
                      ev["p"].astype(np.int64), in_h, in_w, by == "count")
     return frames
+
+
+# --- dataset layouts ------------------------------------------------------------------------------
+GESTURE_SENSOR = (128, 128)
+
+
+def list_dvsgesture(root, split):
+    """(events loader, label) per gesture sample of the original DvsGesture release, or of tonic's
+    per-sample ``.npy`` layout (<root>/<split>/<class>/*.npy)."""
+    npy_root = os.path.join(root, split)
+    if os.path.isdir(npy_root):
+        return [(functools.partial(read_tonic_npy, os.path.join(npy_root, c, f)), int(c))
+                for c in sorted(os.listdir(npy_root), key=int) for f in sorted(os.listdir(os.path.join(npy_root, c)))
+                if f.endswith(".npy")]
+    trials = os.path.join(root, f"trials_to_{split}.txt")
+    if not os.path.isfile(trials):
+        raise _err(f"{root}: expected DvsGesture's trials_to_train.txt / trials_to_test.txt with user*.aedat and "
+                   f"*_labels.csv beside them, or tonic's {root}/{split}/<class>/*.npy")
+    out = []
+    with open(trials) as f:
+        names = [line.strip() for line in f if line.strip()]
+    for name in names:
+        aedat = os.path.join(root, name)
+        labels = read_gesture_labels(aedat[:-len(".aedat")] + "_labels.csv")
+        for k, (c, t0, t1) in enumerate(labels):
+            out.append((functools.partial(_gesture_cut, aedat, t0, t1), c))
+    return out
+
+
+def _gesture_cut(path, t0, t1):
+    ev = read_aedat31(path)
+    return ev[(ev["t"] >= t0) & (ev["t"] < t1)]
+
+
+CIFAR10_DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def list_cifar10_dvs(root, split, test_every=10):
+    """(loader, label) per recording of <root>/<class>/*.aedat; a fixed split: every 10th file (sorted
+    by name) of each class is a test sample (90/10, the usual protocol)."""
+    out = []
+    for c, name in enumerate(CIFAR10_DVS_CLASSES):
+        folder = os.path.join(root, name)
+        if not os.path.isdir(folder):
+            raise _err(f"{root}: missing class folder {name}/ (expected {', '.join(CIFAR10_DVS_CLASSES)})")
+        files = sorted(f for f in os.listdir(folder) if f.endswith(".aedat"))
+        for i, f in enumerate(files):
+            if (i % test_every == test_every - 1) == (split == "test"):
+                out.append((functools.partial(read_aedat2, os.path.join(folder, f)), c))
+    return out
+
+
+def from_tonic(dataset, T, sensor_size, out_size=None, by="time"):
+    """Frames and labels from any tonic dataset yielding (events, label) with fields t, x, y, p
+    (the ``events`` extra); returns (x uint16 (N, T, 2, H, W), y int64)."""
+    xs, ys = [], []
+    for ev, label in dataset:
+        e = make_events(ev["t"], ev["x"], ev["y"], ev["p"])
+        xs.append(to_frames(e, T, sensor_size, out_size, by=by))
+        ys.append(int(label))
+    return np.stack(xs), np.asarray(ys, np.int64)
