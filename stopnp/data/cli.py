@@ -39,8 +39,8 @@ def cmd(args):
     if which == "get":
         print(f"wrote {download.get(args.name, args.root, args.url)}")
     elif which == "convert":
-        print(f"wrote {download.convert(args.name, args.root, T=args.T, size=args.size, by=args.by,
-                                           denoise_dt=args.denoise)}")
+        path = download.convert(args.name, args.root, T=args.T, size=args.size, by=args.by, denoise_dt=args.denoise)
+        print(f"wrote {path}")
     else:
         print(json.dumps(info(args.file), indent=2, default=str))
     return 0
