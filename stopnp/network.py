@@ -14,7 +14,6 @@ Containers are plain ``dict[str, ndarray]`` with documented names:
              running_var", "<layer>.shortcut.weight", "<layer>.shortcut.bn.*"
     grads  : the same names, for the parameters a rule learns
 """
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -367,6 +366,18 @@ def check_params(net: Network):
 
 
 def init_shapes(net: Network) -> dict:
-    cfg = json.loads(json.dumps(net.config))
-    p = init_params(net.layers, cfg, np.random.default_rng(0))
-    return {k: v.shape for k, v in p.items()}
+    """name -> shape of every parameter the layers expect (what ``init_params`` creates)."""
+    shapes = {}
+    for layer in net.layers:
+        for syn in layer.synapses:
+            if syn.op == "linear":
+                shapes[f"{syn.name}.weight"] = (syn.out_shape[0], syn.in_shape[0])
+            elif syn.op == "conv":
+                shapes[f"{syn.name}.weight"] = (syn.out_shape[0], syn.in_shape[0], syn.k, syn.k)
+            if syn.bn:
+                for k in ("gamma", "beta", "running_mean", "running_var"):
+                    shapes[f"{syn.name}.bn.{k}"] = (syn.out_shape[0],)
+        if layer.spiking:
+            shapes[f"{layer.name}.theta"] = theta_shape(layer)
+            shapes[f"{layer.name}.alpha"] = (1,)
+    return shapes

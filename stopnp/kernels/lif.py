@@ -209,15 +209,6 @@ def lif_bptt_backward(e_u, gtheta, galpha, g, u, s, v_prev, alpha, theta,
         galpha[j] += acc_a
 
 
-@njit(cache=True, parallel=True)
-def readout_bptt_backward(e_u, g):
-    """Non-spiking readout o = I: eU[t] = ∂E/∂o[t] (no membrane, no temporal term)."""
-    B, N = g.shape
-    for b in prange(B):
-        for j in range(N):
-            e_u[b, j] = g[b, j]
-
-
 def expand_theta(theta, layer_shape, mode):
     """Per-neuron view ``(N,)`` of a per-neuron, per-channel or per-layer threshold (once per batch)."""
     n = int(np.prod(layer_shape))
