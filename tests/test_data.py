@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -194,7 +195,11 @@ def test_nmnist_folder_convert_and_cache(tmp_path):
     assert download.convert("nmnist", str(root), cache_dir=str(tmp_path / "cache"), T=4) == out
     assert os.path.getmtime(out) == mtime  # idempotent
     info = data.info(out)
-    assert info["train"]["n"] == 10 and info["attrs"]["T"] == 4
+    assert info["train"]["n"] == 10 and info["attrs"]["T"] == 4 and info["attrs"]["stopnp_version"]
+    sums = json.loads(info["attrs"]["source_sha256"])
+    assert len(sums) == 20 and sums["Train/0/00001.bin"] == hashlib.sha256(
+        (root / "Train" / "0" / "00001.bin").read_bytes()).hexdigest()
+    assert json.loads(info["attrs"]["shapes"])["test"] == [10, 4, 2, 34, 34]
 
 
 def _frames_reference(ev, T, in_hw, out_hw, by_count):
@@ -299,6 +304,7 @@ def test_download_and_convert_mnist_from_local_server(tmp_path, server, monkeypa
     out = download.get("mnist", str(raw), base_url=url, cache_dir=str(tmp_path / "cache"))
     src = data.load(out, "test")
     assert src.x.shape == (4, 1, 28, 28)
+    assert set(json.loads(src.attrs["source_sha256"])) == set(files)
     # resume: a partial file is completed with a Range request, then verified
     name = "train-images-idx3-ubyte.gz"
     full = (www / name).read_bytes()

@@ -5,6 +5,7 @@ need a registration or a manual download, so ``get`` prints where to obtain them
 ``stopnp data convert`` expects. Offline, the error message gives the manual steps.
 """
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -112,6 +113,25 @@ def get(name, root=None, base_url=None, cache_dir=None):
     return convert(name, root, cache_dir=cache_dir)
 
 
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def source_checksums(root, exts):
+    """{relative path: sha256} of the original files under ``root`` (the cache's provenance)."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for f in sorted(files):
+            if f.endswith(exts):
+                p = os.path.join(folder, f)
+                out[os.path.relpath(p, root)] = sha256(p)
+    return dict(sorted(out.items()))
+
+
 def convert(name, root, cache_dir=None, T=None, size=None, by="time", denoise_dt=0):
     """Original files under ``root`` -> data/cache/<name>[-T<T>].h5 (idempotent, atomic)."""
     from . import cifar, events, idx
@@ -147,7 +167,11 @@ def convert(name, root, cache_dir=None, T=None, size=None, by="time", denoise_dt
             splits[s] = (len(items), (T, 2, *out_hw), np.uint16, frames)
         attrs = {"n_classes": {"nmnist": 10, "dvsgesture": 11, "cifar10-dvs": 10}[kind], "static": False, "T": T,
                  "binning": by, "denoise_dt": denoise_dt, "size": list(out_hw), "name": name,
-                 "source_root": os.path.abspath(root)}
+                 "source_root": os.path.abspath(root),
+                 "source_sha256": json.dumps(source_checksums(root, (".bin", ".aedat", ".csv", ".txt", ".npy"))),
+                 "shapes": json.dumps({s: [n, *shape] for s, (n, shape, _, _) in splits.items()})}
         return write_h5_streamed(out, splits, attrs)
-    attrs.update({"name": name, "source_root": os.path.abspath(root)})
+    attrs.update({"name": name, "source_root": os.path.abspath(root),
+                  "source_sha256": json.dumps(source_checksums(root, (".gz", "ubyte", ".bin", ".tar.gz"))),
+                  "shapes": json.dumps({s: list(x.shape) for s, (x, _) in splits.items()})})
     return write_h5_atomic(out, splits, attrs)
