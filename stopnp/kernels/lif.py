@@ -150,9 +150,6 @@ def stop_param_grads(gtheta, galpha, delta, th_trace, al_trace):
         galpha[j] += acc_a
 
 
-BLOCK = 256  # neurons per parallel chunk: each chunk owns its θ/α accumulators, rows stay contiguous
-
-
 @njit(cache=True, parallel=True)
 def stop_delta_grads(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kind):
     """Fused ``spatial_delta`` + ``stop_param_grads``: δ = g·φ(U-θ); gθ_j += δ(th~-1); gα_j += δ·al~.
@@ -161,10 +158,11 @@ def stop_delta_grads(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kin
     order, so memory is read contiguously and each sum has a fixed order (thread-count independent).
     """
     B, N = u.shape
-    nblocks = (N + BLOCK - 1) // BLOCK
+    block = 256  # neurons per parallel chunk: a chunk owns its θ/α accumulators; rows stay contiguous
+    nblocks = (N + block - 1) // block
     for blk in prange(nblocks):
-        j0 = blk * BLOCK
-        j1 = min(N, j0 + BLOCK)
+        j0 = blk * block
+        j1 = min(N, j0 + block)
         for b in range(B):
             for j in range(j0, j1):
                 d = g[b, j]
@@ -181,32 +179,34 @@ def lif_bptt_backward(e_u, gtheta, galpha, g, u, s, v_prev, alpha, theta,
     """One backward-in-time step of BPTT for one layer.
 
     ``e_u`` holds eU[t+1] on entry (zeros at t = T) and eU[t] on exit; ``g`` = ∂E/∂s[t] from above.
-    Parallel over neurons j: iteration j owns gtheta[j], galpha[j] and column j of e_u.
+    Parallel over blocks of neurons (a block owns its gθ_j, gα_j and its columns of e_u); rows are
+    walked in order inside a block, so reads are contiguous and sums have a fixed order.
     """
     B, N = u.shape
-    for j in prange(N):
-        th = theta[j]
-        acc_t = 0.0
-        acc_a = 0.0
+    block = 256  # neurons per parallel chunk: a chunk owns its θ/α accumulators; rows stay contiguous
+    nblocks = (N + block - 1) // block
+    for blk in prange(nblocks):
+        j0 = blk * block
+        j1 = min(N, j0 + block)
         for b in range(B):
-            e_v = alpha * e_u[b, j]
-            phi = surrogate(u[b, j] - th, kind)
-            gs = g[b, j]
-            if keep_reset:
+            for j in range(j0, j1):
+                th = theta[j]
+                e_v = alpha * e_u[b, j]
+                phi = surrogate(u[b, j] - th, kind)
+                gs = g[b, j]
+                if keep_reset:
+                    if hard_reset:
+                        gs -= u[b, j] * e_v
+                    else:
+                        gs -= th * e_v
                 if hard_reset:
-                    gs -= u[b, j] * e_v
+                    eu = gs * phi + e_v * (1.0 - s[b, j])
+                    gtheta[j] -= gs * phi
                 else:
-                    gs -= th * e_v
-            if hard_reset:
-                eu = gs * phi + e_v * (1.0 - s[b, j])
-                acc_t -= gs * phi
-            else:
-                eu = gs * phi + e_v
-                acc_t -= gs * phi + s[b, j] * e_v
-            acc_a += eu * v_prev[b, j]
-            e_u[b, j] = eu
-        gtheta[j] += acc_t
-        galpha[j] += acc_a
+                    eu = gs * phi + e_v
+                    gtheta[j] -= gs * phi + s[b, j] * e_v
+                galpha[j] += eu * v_prev[b, j]
+                e_u[b, j] = eu
 
 
 def expand_theta(theta, layer_shape, mode):
