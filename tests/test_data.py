@@ -383,6 +383,10 @@ def test_tonic_adapter_with_a_tonic_like_dataset():
         ds.append((ev, label))
     x, y = events.from_tonic(ds, 4, (34, 34))
     assert x.shape == (3, 4, 2, 34, 34) and x.sum() == 90 and y.tolist() == [0, 1, 2]
+    src = data.from_tonic(ds, 4, (34, 34), n_classes=10)
+    assert not src.static and src.T == 4 and src.input_shape == (2, 34, 34) and src.n_classes == 10
+    xb, yb = next(data.batches(src, 2, 4, shuffle=False))
+    assert xb.shape == (4, 2, 2, 34, 34) and xb.sum() == 60
     tonic = pytest.importorskip("tonic", reason="tonic (the 'events' extra) is not installed")
     assert hasattr(tonic, "datasets")
 

@@ -3,6 +3,7 @@
     load(name_or_path, split) -> Source       "mnist-builtin", a cache name under data/cache/, or a path
     batches(source, batch_size, T, ...)       yields x (T, B, C, H, W) float, y (B,) int64
     info(path) -> dict                        what a cache file holds
+    from_arrays(x, y), from_tonic(dataset, T, sensor_size)   sources without a cache file
 
 Static images are fed as the analog image at every step (direct coding) through a stride-0 view
 over T: no T copies. Event data are stored as per-step count frames (N, T, C, H, W).
@@ -72,6 +73,23 @@ def load(name_or_path: str, split: str) -> Source:
     shape = tuple(x.shape[1:]) if static else tuple(x.shape[2:])
     return Source(attrs.get("name", os.path.basename(path)), x, y, n_classes, shape, static,
                   None if static else int(x.shape[1]), attrs)
+
+
+def from_arrays(x, y, n_classes=None, name="arrays", T=None) -> Source:
+    """A Source over in-memory arrays: images (N, C, H, W) or frames (N, T, C, H, W)."""
+    y = np.asarray(y, np.int64)
+    if len(x) != len(y):
+        raise DataError(f"{name}: {len(x)} samples but {len(y)} labels")
+    static = x.ndim == 4
+    return Source(name, x, y, int(n_classes or (y.max() + 1)), tuple(x.shape[1:] if static else x.shape[2:]),
+                  static, None if static else int(x.shape[1]))
+
+
+def from_tonic(dataset, T, sensor_size, out_size=None, by="time", n_classes=None, name="tonic") -> Source:
+    """A Source from any tonic dataset (the ``events`` extra): events binned into T frames."""
+    from .events import from_tonic as frames
+    x, y = frames(dataset, T, sensor_size, out_size, by)
+    return from_arrays(x, y, n_classes, name)
 
 
 def _attr(v):
