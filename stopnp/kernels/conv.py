@@ -1,158 +1,211 @@
-"""2-D convolution kernels (cross-correlation, no bias), NCHW, square kernel K, stride s, zero pad p.
+"""2-D convolution kernels (cross-correlation, no bias), NCHW, kernel KH×KW, stride s, zero pad p.
+
+Shapes: x (B,Ci,H,W), W (Co,Ci,KH,KW), out (B,Co,Ho,Wo) with Ho = (H + 2p - KH)//s + 1,
+Wo = (W + 2p - KW)//s + 1; x[.., h, w] = 0 outside 0 <= h < H, 0 <= w < W (zero padding).
 
     forward          out[b,o,i,j]   = Σ_{c,u,v} W[o,c,u,v]·x[b,c, s·i+u-p, s·j+v-p]
-    input gradient   gx[b,c,h,w]   += Σ_{o,u,v: h = s·i+u-p, w = s·j+v-p} gout[b,o,i,j]·W[o,c,u,v]
+    input gradient   gx[b,c,h,w]   += Σ_{o,u,v,i,j: s·i+u-p = h, s·j+v-p = w} gout[b,o,i,j]·W[o,c,u,v]
     weight gradient  gW[o,c,u,v]   += Σ_{b,i,j} gout[b,o,i,j]·a[b,c, s·i+u-p, s·j+v-p]
                      (a = x for BPTT, the trace map w~ for STOP: the same correlation)
 
-``conv2d_*`` are the C-portable loop references (prange over the output an iteration owns). The
-``*_fast`` functions lower the same sums to GEMMs through im2col: cols[b, (c,u,v), (i,j)].
+``conv2d_*`` are the C-portable loop references: prange over the output block an iteration owns
+((b,o) planes, (b,c) planes, (o,c) filters), every sum in a fixed serial order inside it, so the
+results are bitwise identical for any thread count. Accumulators have the arrays' dtype.
+
+The ``*_fast`` functions lower the same sums to GEMMs (NumPy BLAS) through im2col:
+
+    cols[b, (c·KH + u)·KW + v, i·Wo + j] = x[b, c, s·i+u-p, s·j+v-p]            (im2col)
+    out[b]  = W₂ · cols[b]                      W₂ = W.reshape(Co, Ci·KH·KW)
+    gx     += col2im(W₂ᵀ · gout[b])             col2im = adjoint of im2col (scatter-add)
+    gW₂    += Σ_b gout[b] · cols(a)[b]ᵀ         (b summed serially, in order)
+
+with gout[b] viewed as (Co, Ho·Wo). ``cols`` is caller-provided scratch of ``im2col_shape(...)``.
 """
 import numpy as np
 from numba import njit, prange
 
 
 def out_size(h, k, stride, pad):
+    """Output length of a strided, zero-padded correlation along one axis (floor)."""
     return (h + 2 * pad - k) // stride + 1
 
 
+def im2col_shape(x_shape, KH, KW, stride, pad):
+    """Shape (B, Ci·KH·KW, Ho·Wo) of the im2col matrix of an input of shape ``x_shape``."""
+    B, C, H, W = x_shape
+    return (B, C * KH * KW, out_size(H, KH, stride, pad) * out_size(W, KW, stride, pad))
+
+
+# --- loop references ------------------------------------------------------------------------------
+
 @njit(cache=True, parallel=True)
 def conv2d_forward(out, x, w, stride, pad):
+    """out = W ⊛ x (overwritten)."""
     B, Co, Ho, Wo = out.shape
     Ci, H, W = x.shape[1], x.shape[2], x.shape[3]
-    K = w.shape[2]
-    for bo in prange(B * Co):
+    KH, KW = w.shape[2], w.shape[3]
+    zero = out.dtype.type(0)
+    for bo in prange(B * Co):  # iteration owns the plane out[b, o]
         b, o = bo // Co, bo % Co
         for i in range(Ho):
+            h0 = i * stride - pad
+            u0, u1 = max(0, -h0), min(KH, H - h0)  # kernel rows that land inside the image
             for j in range(Wo):
-                acc = 0.0
+                w0 = j * stride - pad
+                v0, v1 = max(0, -w0), min(KW, W - w0)
+                acc = zero
                 for c in range(Ci):
-                    for u in range(K):
-                        h = i * stride + u - pad
-                        if h < 0 or h >= H:
-                            continue
-                        for v in range(K):
-                            ww = j * stride + v - pad
-                            if ww < 0 or ww >= W:
-                                continue
-                            acc += w[o, c, u, v] * x[b, c, h, ww]
+                    for u in range(u0, u1):
+                        for v in range(v0, v1):
+                            acc += w[o, c, u, v] * x[b, c, h0 + u, w0 + v]
                 out[b, o, i, j] = acc
 
 
 @njit(cache=True, parallel=True)
 def conv2d_backward_input(gx, gout, w, stride, pad):
+    """gx += Wᵀ ⋆ gout, as a gather: each gx element sums its contributions, then adds once."""
     B, Co, Ho, Wo = gout.shape
     Ci, H, W = gx.shape[1], gx.shape[2], gx.shape[3]
-    K = w.shape[2]
-    for bc in prange(B * Ci):
+    KH, KW = w.shape[2], w.shape[3]
+    zero = gx.dtype.type(0)
+    for bc in prange(B * Ci):  # iteration owns the plane gx[b, c]
         b, c = bc // Ci, bc % Ci
-        for o in range(Co):
-            for i in range(Ho):
-                for j in range(Wo):
-                    g = gout[b, o, i, j]
-                    for u in range(K):
-                        h = i * stride + u - pad
-                        if h < 0 or h >= H:
+        for h in range(H):
+            for ww in range(W):
+                acc = zero
+                for o in range(Co):
+                    for u in range(KH):
+                        ti = h + pad - u  # = s·i for the output row i that sees x row h via u
+                        if ti < 0:
+                            break  # ti decreases with u
+                        if ti % stride != 0 or ti // stride >= Ho:
                             continue
-                        for v in range(K):
-                            ww = j * stride + v - pad
-                            if ww < 0 or ww >= W:
+                        i = ti // stride
+                        for v in range(KW):
+                            tj = ww + pad - v
+                            if tj < 0:
+                                break
+                            if tj % stride != 0 or tj // stride >= Wo:
                                 continue
-                            gx[b, c, h, ww] += g * w[o, c, u, v]
+                            acc += gout[b, o, i, tj // stride] * w[o, c, u, v]
+                gx[b, c, h, ww] += acc
 
 
 @njit(cache=True, parallel=True)
 def conv2d_backward_weight(gw, gout, a, stride, pad):
+    """gW += Σ_b gout ⋆ a (a = x for BPTT, the trace map for STOP)."""
     B, Co, Ho, Wo = gout.shape
     Ci, H, W = a.shape[1], a.shape[2], a.shape[3]
-    K = gw.shape[2]
-    for oc in prange(Co * Ci):
+    KH, KW = gw.shape[2], gw.shape[3]
+    zero = gw.dtype.type(0)
+    for oc in prange(Co * Ci):  # iteration owns the filter gw[o, c]
         o, c = oc // Ci, oc % Ci
-        for u in range(K):
-            for v in range(K):
-                acc = 0.0
+        for u in range(KH):
+            # output rows i with 0 <= s·i+u-p < H
+            i0 = max(0, (pad - u + stride - 1) // stride)
+            i1 = min(Ho, (H + pad - u + stride - 1) // stride)
+            for v in range(KW):
+                j0 = max(0, (pad - v + stride - 1) // stride)
+                j1 = min(Wo, (W + pad - v + stride - 1) // stride)
+                acc = zero
                 for b in range(B):
-                    for i in range(Ho):
+                    for i in range(i0, i1):
                         h = i * stride + u - pad
-                        if h < 0 or h >= H:
-                            continue
-                        for j in range(Wo):
-                            ww = j * stride + v - pad
-                            if ww < 0 or ww >= W:
-                                continue
-                            acc += gout[b, o, i, j] * a[b, c, h, ww]
+                        for j in range(j0, j1):
+                            acc += gout[b, o, i, j] * a[b, c, h, j * stride + v - pad]
                 gw[o, c, u, v] += acc
 
 
-# --- im2col lowering -----------------------------------------------------------------------------
-
-def im2col_shape(x_shape, KH, KW, stride, pad):
-    B, C, H, W = x_shape
-    return (B, C * KH * KW, out_size(H, KH, stride, pad) * out_size(W, KW, stride, pad))
-
+# --- im2col lowering ------------------------------------------------------------------------------
 
 @njit(cache=True, parallel=True)
 def im2col(cols, x, KH, KW, stride, pad):
-    """cols[b, (c·KH + u)·KW + v, i·Wo + j] = x[b, c, s·i+u-p, s·j+v-p] (0 outside)."""
+    """cols[b, (c·KH + u)·KW + v, i·Wo + j] = x[b, c, s·i+u-p, s·j+v-p] (0 outside; overwritten)."""
     B, C, H, W = x.shape
     Ho, Wo = (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
-    for b in prange(B):
-        for c in range(C):
-            for u in range(KH):
-                for v in range(KW):
-                    r = (c * KH + u) * KW + v
-                    for i in range(Ho):
-                        h = i * stride + u - pad
-                        for j in range(Wo):
-                            ww = j * stride + v - pad
-                            if h < 0 or h >= H or ww < 0 or ww >= W:
-                                cols[b, r, i * Wo + j] = 0.0
-                            else:
-                                cols[b, r, i * Wo + j] = x[b, c, h, ww]
+    zero = cols.dtype.type(0)
+    for bc in prange(B * C):  # iteration owns the rows cols[b, c·KH·KW : (c+1)·KH·KW]
+        b, c = bc // C, bc % C
+        for u in range(KH):
+            for v in range(KW):
+                r = (c * KH + u) * KW + v
+                for i in range(Ho):
+                    h = i * stride + u - pad
+                    for j in range(Wo):
+                        ww = j * stride + v - pad
+                        if h < 0 or h >= H or ww < 0 or ww >= W:
+                            cols[b, r, i * Wo + j] = zero
+                        else:
+                            cols[b, r, i * Wo + j] = x[b, c, h, ww]
 
 
 @njit(cache=True, parallel=True)
 def col2im_add(gx, cols, KH, KW, stride, pad):
-    """gx[b, c, s·i+u-p, s·j+v-p] += cols[b, (c,u,v), (i,j)] (the adjoint of im2col)."""
+    """gx[b, c, s·i+u-p, s·j+v-p] += cols[b, (c,u,v), (i,j)] (adjoint of im2col; padding dropped)."""
     B, C, H, W = gx.shape
     Ho, Wo = (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
-    for b in prange(B):
-        for c in range(C):
-            for u in range(KH):
-                for v in range(KW):
-                    r = (c * KH + u) * KW + v
-                    for i in range(Ho):
-                        h = i * stride + u - pad
-                        if h < 0 or h >= H:
+    for bc in prange(B * C):  # iteration owns the plane gx[b, c]; scatter order (u, v, i, j) fixed
+        b, c = bc // C, bc % C
+        for u in range(KH):
+            for v in range(KW):
+                r = (c * KH + u) * KW + v
+                for i in range(Ho):
+                    h = i * stride + u - pad
+                    if h < 0 or h >= H:
+                        continue
+                    for j in range(Wo):
+                        ww = j * stride + v - pad
+                        if ww < 0 or ww >= W:
                             continue
-                        for j in range(Wo):
-                            ww = j * stride + v - pad
-                            if ww < 0 or ww >= W:
-                                continue
-                            gx[b, c, h, ww] += cols[b, r, i * Wo + j]
+                        gx[b, c, h, ww] += cols[b, r, i * Wo + j]
+
+
+# --- fast path (im2col + BLAS GEMM; plain Python, not jitted) --------------------------------------
+
+def _flat_view(a, shape):
+    """``a`` reshaped without a copy (a copy would silently drop the writes into it)."""
+    v = a.reshape(shape)
+    if not np.may_share_memory(v, a):  # a reshape copy never overlaps
+        raise ValueError("output array must be reshapable without a copy (C-contiguous)")
+    return v
+
+
+def _check_cols(cols, x_shape, KH, KW, stride, pad):
+    if cols.shape != im2col_shape(x_shape, KH, KW, stride, pad):
+        raise ValueError(f"cols has shape {cols.shape}, "
+                         f"expected {im2col_shape(x_shape, KH, KW, stride, pad)}")
 
 
 def conv2d_forward_fast(out, x, w, stride, pad, cols):
-    K = w.shape[2]
-    im2col(cols, x, K, K, stride, pad)
-    B, Co = out.shape[:2]
-    np.matmul(w.reshape(Co, -1), cols, out=out.reshape(B, Co, -1))
+    """out[b] = W₂ · im2col(x)[b] (overwritten); ``cols`` is overwritten scratch."""
+    Co, Ci, KH, KW = w.shape
+    B = out.shape[0]
+    _check_cols(cols, x.shape, KH, KW, stride, pad)
+    im2col(cols, x, KH, KW, stride, pad)
+    np.matmul(w.reshape(Co, Ci * KH * KW), cols, out=_flat_view(out, (B, Co, cols.shape[2])))
 
 
 def conv2d_backward_input_fast(gx, gout, w, stride, pad, cols):
-    K = w.shape[2]
-    B, Co = gout.shape[:2]
-    np.matmul(w.reshape(Co, -1).T, gout.reshape(B, Co, -1), out=cols)
-    col2im_add(gx, cols, K, K, stride, pad)
+    """gx += col2im(W₂ᵀ · gout[b]); ``cols`` is overwritten scratch."""
+    Co, Ci, KH, KW = w.shape
+    B = gout.shape[0]
+    _check_cols(cols, gx.shape, KH, KW, stride, pad)
+    np.matmul(w.reshape(Co, Ci * KH * KW).T, gout.reshape(B, Co, cols.shape[2]), out=cols)
+    col2im_add(gx, cols, KH, KW, stride, pad)
 
 
 def conv2d_backward_weight_fast(gw, gout, a, stride, pad, cols, scratch=None):
-    """gW += Σ_b gout[b] · cols(a)[b]ᵀ, one GEMM per sample (``scratch``: (Co, Ci·K·K))."""
-    K = gw.shape[2]
-    im2col(cols, a, K, K, stride, pad)
-    B, Co = gout.shape[:2]
-    g3 = gout.reshape(B, Co, -1)
-    gw2 = gw.reshape(Co, -1)
+    """gW₂ += Σ_b gout[b] · im2col(a)[b]ᵀ, one GEMM per sample, summed in order of b.
+
+    ``cols`` is overwritten scratch; ``scratch`` (Co, Ci·KH·KW) holds one sample's GEMM (allocated
+    here once per call when not given).
+    """
+    Co, Ci, KH, KW = gw.shape
+    B = gout.shape[0]
+    _check_cols(cols, a.shape, KH, KW, stride, pad)
+    im2col(cols, a, KH, KW, stride, pad)
+    g3 = gout.reshape(B, Co, cols.shape[2])
+    gw2 = _flat_view(gw, (Co, Ci * KH * KW))
     if scratch is None:
         scratch = np.empty_like(gw2)
     for b in range(B):

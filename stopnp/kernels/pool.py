@@ -1,11 +1,16 @@
-"""Pooling kernels over (B, C, H, W), window = stride = k, no padding (floor).
+"""Pooling kernels over (B, C, H, W), window = stride = k, no padding, floor:
+Ho = H//k, Wo = W//k (trailing rows/columns that do not fill a window are dropped; they get no
+gradient).
 
-    avgpool   out[b,c,i,j]  = (1/k²) Σ_{p,q<k} x[b,c,ki+p,kj+q]
-              gx[b,c,ki+p,kj+q] += gout[b,c,i,j] / k²
-    maxpool   out[b,c,i,j]  = max_{p,q} x[b,c,ki+p,kj+q];  argmax = flat index (h·W + w) of the first max
-              gx[b,c,argmax] += gout[b,c,i,j]
+    avgpool   out[b,c,i,j]   = (1/k²) Σ_{p,q<k} x[b,c, k·i+p, k·j+q]
+              gx[b,c, k·i+p, k·j+q] += gout[b,c,i,j] / k²
+    maxpool   out[b,c,i,j]   = max_{p,q<k} x[b,c, k·i+p, k·j+q]
+              argmax[b,c,i,j] = h·W + w of the first maximum in row-major window order (ties -> first)
+              gx[b,c, argmax // W, argmax % W] += gout[b,c,i,j]
 
-Global average pooling is avgpool with k = H = W.
+Global average pooling is avgpool with k = H = W. prange over the (b, c) plane an iteration owns;
+windows do not overlap, so each gx element receives at most one term. Forward outputs (out, argmax)
+are overwritten, gx accumulates. Arithmetic in the arrays' dtype.
 """
 from numba import njit, prange
 
@@ -13,12 +18,13 @@ from numba import njit, prange
 @njit(cache=True, parallel=True)
 def avgpool2d_forward(out, x, k):
     B, C, Ho, Wo = out.shape
-    inv = 1.0 / (k * k)
-    for bc in prange(B * C):
+    inv = x.dtype.type(1.0 / (k * k))  # 1/k² in the array dtype (no silent float64 promotion)
+    zero = x.dtype.type(0)
+    for bc in prange(B * C):  # iteration owns the plane out[b, c]
         b, c = bc // C, bc % C
         for i in range(Ho):
             for j in range(Wo):
-                acc = 0.0
+                acc = zero
                 for p in range(k):
                     for q in range(k):
                         acc += x[b, c, i * k + p, j * k + q]
@@ -28,8 +34,8 @@ def avgpool2d_forward(out, x, k):
 @njit(cache=True, parallel=True)
 def avgpool2d_backward(gx, gout, k):
     B, C, Ho, Wo = gout.shape
-    inv = 1.0 / (k * k)
-    for bc in prange(B * C):
+    inv = gx.dtype.type(1.0 / (k * k))
+    for bc in prange(B * C):  # iteration owns the plane gx[b, c]
         b, c = bc // C, bc % C
         for i in range(Ho):
             for j in range(Wo):
@@ -43,7 +49,7 @@ def avgpool2d_backward(gx, gout, k):
 def maxpool2d_forward(out, argmax, x, k):
     B, C, Ho, Wo = out.shape
     W = x.shape[3]
-    for bc in prange(B * C):
+    for bc in prange(B * C):  # iteration owns the planes out[b, c], argmax[b, c]
         b, c = bc // C, bc % C
         for i in range(Ho):
             for j in range(Wo):
@@ -52,7 +58,7 @@ def maxpool2d_forward(out, argmax, x, k):
                 for p in range(k):
                     for q in range(k):
                         v = x[b, c, i * k + p, j * k + q]
-                        if v > best:
+                        if v > best:  # strict: the first maximum wins ties
                             best = v
                             idx = (i * k + p) * W + j * k + q
                 out[b, c, i, j] = best
@@ -63,7 +69,7 @@ def maxpool2d_forward(out, argmax, x, k):
 def maxpool2d_backward(gx, gout, argmax):
     B, C, Ho, Wo = gout.shape
     W = gx.shape[3]
-    for bc in prange(B * C):
+    for bc in prange(B * C):  # iteration owns the plane gx[b, c] (argmax stays inside it)
         b, c = bc // C, bc % C
         for i in range(Ho):
             for j in range(Wo):
