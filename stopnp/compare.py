@@ -5,7 +5,8 @@ Each rule trains LeNet-5 on the built-in MNIST subset with the base recipe
 threshold, surrogate, loss, readout), with the same seed, epoch budget and batch size, in its own
 subprocess (so its peak RSS is its own). Reported: best test accuracy, training time, peak RSS, and the
 mean over layers of the cosine between the rule's weight gradient and BPTT's on one test batch at the
-trained parameters. Memory vs T comes from the benchmark's mlp workload at T = 4..64.
+trained parameters (BPSTA: plain BPTT of its own neuron, see ``gradient_cosine``). Memory vs T comes
+from the benchmark's mlp workload at T = 4..64.
 """
 import json
 import os
@@ -33,13 +34,18 @@ def rule_config(rule, epochs, seed, out_dir, extra=()):
 
 
 def gradient_cosine(net, x, y, rule, learn):
-    """Mean over layers of cos(ΔW_rule, ΔW_bptt) on one batch (weights only, reset detached)."""
+    """Mean over layers of cos(ΔW_rule, ΔW_bptt) on one batch (weights only, reset detached).
+
+    BPSTA has its own neuron, so its reference is plain BPTT of *that* network (surrogate ∂s/∂v, no β
+    path: ``bpsta_plain``), not BPTT of the LIF network.
+    """
     from .api import gradients
     from .inspect import cosine
-    if rule == "bpsta":  # its own neuron model: BPTT of the LIF network is not a reference for it
-        return float("nan"), {}
     g = gradients(net, x, y, rule=rule, learn=learn, bn_mode="eval")
-    ref = gradients(net, x, y, rule="bptt", learn=learn, bn_mode="eval")
+    if rule == "bpsta":
+        ref = gradients(net, x, y, rule="bpsta", learn=learn, bn_mode="eval", bpsta_plain=True)
+    else:
+        ref = gradients(net, x, y, rule="bptt", learn=learn, bn_mode="eval")
     per_layer = {k: cosine(g[k], ref[k]) for k in g if k.endswith(".weight")}
     vals = [v for v in per_layer.values() if np.isfinite(v)]  # a silent layer has no gradient direction
     return (float(np.mean(vals)) if vals else float("nan")), per_layer

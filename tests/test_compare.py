@@ -14,6 +14,8 @@ def test_rule_recipes_apply_their_defaults(tmp_path):
 
 
 def test_compare_tiny(tmp_path):
+    import pytest
+    pytest.importorskip("stopnp.data")
     extra = ("data.limit_train=256", "data.limit_test=64", "data.batch_size=64")
     rows, mem = compare(("stop", "sltt"), epochs=1, out_dir=str(tmp_path / "runs"), plots_dir=str(tmp_path / "p"),
                         memory=False, extra=extra)
@@ -25,3 +27,19 @@ def test_compare_tiny(tmp_path):
     assert "| stop |" in table and "| sltt |" in table
     assert json.loads((tmp_path / "p" / "compare.json").read_text())["rows"][0]["rule"] == "stop"
     assert os.path.getsize(tmp_path / "p" / "compare_accuracy.png") > 1000
+
+
+def test_compare_cli_parses_and_rejects_unknown_rules(capsys):
+    import pytest
+    from stopnp import cli
+    args = cli.build_parser().parse_args(["compare", "--rules", "stop, ottt", "--epochs", "2", "--no-memory",
+                                          "--set", "data.limit_train=64"])
+    assert args.rules == ["stop", "ottt"] and args.epochs == 2 and args.no_memory
+    assert args.overrides == ["data.limit_train=64"]
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["compare", "--rules", "stop,backprop"])
+    assert "unknown rule(s) backprop" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["compare", "--help"])
+    out = capsys.readouterr().out
+    assert "compare_memory_vs_T.png" in out and "cosine" in out

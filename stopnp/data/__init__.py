@@ -4,6 +4,11 @@
     batches(source, batch_size, T, ...)       yields x (T, B, C, H, W) float, y (B,) int64
     info(path) -> dict                        what a cache file holds
     from_arrays(x, y), from_tonic(dataset, T, sensor_size)   sources without a cache file
+    DataError (a ValueError)                  any missing, truncated or inconsistent file; names it
+
+Source: x (N, C, H, W) uint8 images or (N, T, C, H, W) uint8/uint16 event counts (numpy array, or an
+h5py dataset for caches over 512 MiB), y int64 (N,), n_classes, input_shape (C, H, W), static, T
+(None for images), name, attrs (the cache file's attributes).
 
 Static images are fed as the analog image at every step (direct coding) through a stride-0 view
 over T: no T copies. Event data are stored as per-step count frames (N, T, C, H, W).
@@ -105,7 +110,14 @@ def _scale(x):
 
 def batches(source: Source, batch_size: int, T: int, *, seed=0, epoch=0, shuffle=True, augment=None,
             drop_last=False, dtype=np.float32):
-    """Mini-batches (x time-major (T, B, ...), y). Order is a pure function of (seed, epoch)."""
+    """Mini-batches (x time-major (T, B, ...), y). Order and augmentation are pure functions of
+    (seed, epoch). ``augment``: None / "none", "shift", "cifar" or "dvs" (see ``augment.py``)."""
+    from .augment import AUGMENTS
+    if int(batch_size) < 1 or int(T) < 1:
+        raise DataError(f"{source.name}: batch_size and T must be >= 1 (got {batch_size}, {T})")
+    augment = None if augment in (None, "none") else augment
+    if augment is not None and augment not in AUGMENTS:
+        raise DataError(f"augment {augment!r}: valid: none, {', '.join(AUGMENTS)}")
     n = len(source.y)
     order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
     aug_rng = np.random.default_rng([seed, epoch, 1])
@@ -136,15 +148,19 @@ def batches(source: Source, batch_size: int, T: int, *, seed=0, epoch=0, shuffle
 
 
 def info(path: str) -> dict:
-    """Shapes, dtypes, class counts and attributes of a cache file."""
+    """Shapes, dtypes, class counts and attributes of a cache file (a path, or a name as for ``load``)."""
     import h5py
+    path = _resolve_path(path)
     if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file; `stopnp data get NAME` or `stopnp data convert` makes caches")
     try:
         with h5py.File(path, "r") as f:
             out = {"path": path, "attrs": {k: _attr(v) for k, v in f.attrs.items()}}
             for split in f:
                 g = f[split]
+                if not isinstance(g, h5py.Group) or "x" not in g or "y" not in g:
+                    raise DataError(f"{path}: '{split}' is not a split group with x and y; not a stopnp "
+                                    f"dataset cache")
                 y = g["y"][...]
                 out[split] = {"x_shape": tuple(g["x"].shape), "x_dtype": str(g["x"].dtype),
                               "n": int(len(y)),

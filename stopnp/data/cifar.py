@@ -3,6 +3,9 @@ through a restricted unpickler.
 
 Binary records: CIFAR-10 = 1 label byte + 3072 pixel bytes (R, G, B planes of 32x32);
 CIFAR-100 = coarse label byte + fine label byte + 3072 bytes (the fine label is used).
+Python version: one pickle per batch, a dict {b"data": uint8 ndarray (N, 3072), b"labels" or
+b"fine_labels": list of ints}. Pickles can run code, so the unpickler admits only the three numpy
+callables an ndarray needs and refuses every other global.
 """
 import io
 import os
@@ -13,6 +16,37 @@ import numpy as np
 
 FILES = {"cifar10": {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]},
          "cifar100": {"train": ["train.bin"], "test": ["test.bin"]}}
+PY_FILES = {"cifar10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+            "cifar100": {"train": ["train"], "test": ["test"]}}
+N_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
+def _members(path, names, what):
+    """(bytes, source name) of each file in ``names``, from an extracted folder or a .tar.gz archive."""
+    from . import DataError
+    if not os.path.exists(path):
+        raise DataError(f"{path}: not found; expected the CIFAR {what} archive or the folder it extracts to, "
+                        f"holding {', '.join(names)}")
+    out = []
+    if os.path.isdir(path):
+        for fname in names:
+            cands = sorted(os.path.join(root, fname) for root, _, files in os.walk(path) if fname in files)
+            if not cands:
+                raise DataError(f"{path}: missing {fname}; expected the extracted CIFAR {what} "
+                                f"({', '.join(names)})")
+            with open(cands[0], "rb") as f:
+                out.append((f.read(), cands[0]))
+        return out
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = {m.name.rsplit("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}
+            for fname in names:
+                if fname not in members:
+                    raise DataError(f"{path}: archive has no {fname}; is this the CIFAR {what}?")
+                out.append((tar.extractfile(members[fname]).read(), f"{path}:{members[fname].name}"))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"{path}: corrupt or truncated archive ({e}); delete it and download it again") from None
+    return out
 
 
 def parse_binary(buf, name, source="<bytes>"):
@@ -33,29 +67,44 @@ def parse_binary(buf, name, source="<bytes>"):
 
 def read_binary(path, name, split):
     """From ``cifar-10-binary.tar.gz`` / ``cifar-100-binary.tar.gz`` or the folder it extracts to."""
-    from . import DataError
     xs, ys = [], []
-    for fname in FILES[name][split]:
-        if os.path.isdir(path):
-            cands = [os.path.join(root, fname) for root, _, files in os.walk(path) if fname in files]
-            if not cands:
-                raise DataError(f"{path}: missing {fname}; expected the extracted CIFAR binary version "
-                                f"({', '.join(FILES[name][split])})")
-            with open(cands[0], "rb") as f:
-                buf, src = f.read(), cands[0]
-        else:
-            try:
-                with tarfile.open(path, "r:gz") as tar:
-                    member = next((m for m in tar.getmembers() if m.name.endswith("/" + fname)), None)
-                    if member is None:
-                        raise DataError(f"{path}: archive has no {fname}")
-                    buf, src = tar.extractfile(member).read(), f"{path}:{member.name}"
-            except (tarfile.TarError, OSError, EOFError) as e:
-                raise DataError(f"{path}: corrupt or truncated archive ({e}); download it again") from None
+    for buf, src in _members(path, FILES[name][split], "binary version"):
         x, y = parse_binary(buf, name, src)
         xs.append(x)
         ys.append(y)
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def read_python(path, name, split):
+    """From ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` or the folder it extracts to."""
+    from . import DataError
+    xs, ys = [], []
+    for buf, src in _members(path, PY_FILES[name][split], "python version"):
+        x, y = parse_python_batch(buf, src)
+        if y.size and (y.min() < 0 or y.max() >= N_CLASSES[name]):
+            raise DataError(f"{src}: label {int(y.max() if y.max() >= N_CLASSES[name] else y.min())} out of "
+                            f"range 0..{N_CLASSES[name] - 1}; is this {name}?")
+        xs.append(x)
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def read_any(path, name, split):
+    """The binary version if ``path`` holds it, else the python version (errors other than a missing
+    file, e.g. truncation, are raised as they are)."""
+    from . import DataError
+    try:
+        return read_binary(path, name, split)
+    except DataError as e_bin:
+        if "missing" not in str(e_bin) and "archive has no" not in str(e_bin):
+            raise
+        try:
+            return read_python(path, name, split)
+        except DataError as e_py:
+            if "missing" in str(e_py) or "archive has no" in str(e_py):
+                raise DataError(f"{path}: holds neither the CIFAR binary version ({', '.join(FILES[name][split])}) "
+                                f"nor the python version ({', '.join(PY_FILES[name][split])})") from None
+            raise
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -71,23 +120,36 @@ class RestrictedUnpickler(pickle.Unpickler):
                         f"allowed in a CIFAR python-version file")
 
 
-def read_python_batch(path):
-    """One python-version batch -> (x uint8 (N, 3, 32, 32), y int64). Never runs arbitrary code."""
+def parse_python_batch(raw, source="<bytes>"):
+    """One python-version batch (pickle bytes) -> (x uint8 (N, 3, 32, 32), y int64). Runs no code."""
     from . import DataError
-    with open(path, "rb") as f:
-        raw = f.read()
     try:
         d = RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except DataError:
-        raise
+    except DataError as e:
+        raise DataError(f"{source}: {e}") from None
     except Exception as e:
-        raise DataError(f"{path}: not a readable CIFAR python batch ({e})") from None
+        raise DataError(f"{source}: not a readable CIFAR python batch ({type(e).__name__}: {e}); delete it "
+                        f"and download it again") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{source}: expected a dict with 'data' and 'labels', got {type(d).__name__}")
     d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
     labels = d.get("labels", d.get("fine_labels"))
     if "data" not in d or labels is None:
-        raise DataError(f"{path}: missing 'data' or 'labels' entries")
-    x = np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32)
+        raise DataError(f"{source}: missing 'data' or 'labels' / 'fine_labels' entries; not a CIFAR batch")
+    data = np.asarray(d["data"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{source}: 'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
+    x = data.reshape(-1, 3, 32, 32)
     y = np.asarray(labels, np.int64)
     if len(x) != len(y):
-        raise DataError(f"{path}: {len(x)} images but {len(y)} labels")
+        raise DataError(f"{source}: {len(x)} images but {len(y)} labels")
     return x, y
+
+
+def read_python_batch(path):
+    """One python-version batch file -> (x uint8 (N, 3, 32, 32), y int64)."""
+    from . import DataError
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        return parse_python_batch(f.read(), path)

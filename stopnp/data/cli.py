@@ -1,46 +1,80 @@
-"""``stopnp data``: get, convert and inspect datasets (argument parsing only)."""
+"""``stopnp data``: get, convert and inspect datasets (argument parsing only; the work is in
+``download.get``, ``download.convert`` and ``stopnp.data.info``).
+
+    register(subparsers)   adds the ``data`` command to the top-level parser
+    main(args) -> int      runs a parsed ``data`` command (exit status)
+"""
+import argparse
 import json
+
+DOWNLOADABLE = "mnist, fashion-mnist, cifar10, cifar100"
+MANUAL = "nmnist, dvsgesture, cifar10-dvs"
 
 
 def register(sub):
-    p = sub.add_parser("data", help="download, convert and inspect datasets",
-                       description="Datasets: `get` downloads (resumable, checksummed) and converts to HDF5 "
-                                   "under data/cache/; `convert` turns local original files into a cache; "
-                                   "`info` summarises a cache file. The built-in MNIST subset needs nothing.")
+    p = sub.add_parser(
+        "data", help="download, convert and inspect datasets",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Datasets. `get` downloads (resumable, checksummed) and converts to one HDF5 file under "
+                    "data/cache/; `convert` turns original files you already have into such a cache; `info` "
+                    "summarises a cache file. The built-in MNIST set (data.name = 'mnist-builtin') needs "
+                    "none of this.",
+        epilog="examples:\n  stopnp data get fashion-mnist\n"
+               "  stopnp data convert nmnist data/raw/nmnist --T 8\n"
+               "  stopnp data convert cifar10-dvs data/raw/cifar10-dvs --T 10 --size 48\n"
+               "  stopnp data info data/mnist_builtin.h5")
     ds = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     g = ds.add_parser("get", help="download and convert a dataset",
-                      description="Download MNIST, Fashion-MNIST, CIFAR-10 or CIFAR-100 and convert it; for "
-                                  "nmnist, dvsgesture and cifar10-dvs print where to obtain them.")
-    g.add_argument("name", help="mnist, fashion-mnist, cifar10, cifar100, nmnist, dvsgesture, cifar10-dvs")
+                      description=f"Download {DOWNLOADABLE} from their official addresses (or --url), verify "
+                                  f"the checksums, and convert to data/cache/NAME.h5. An interrupted download "
+                                  f"resumes. For {MANUAL} (registration or manual download needed) it prints "
+                                  f"where to obtain them and the folder layout `convert` expects.")
+    g.add_argument("name", metavar="NAME", help=f"{DOWNLOADABLE}, {MANUAL}")
     g.add_argument("--root", help="folder for the original files (default data/raw/NAME)")
-    g.add_argument("--url", help="base URL of a mirror holding the same files")
-    g.set_defaults(func=cmd)
+    g.add_argument("--url", metavar="BASE", help="base URL of a mirror holding the same file names")
+    g.add_argument("--cache-dir", help="folder for the HDF5 cache (default data/cache)")
+    g.set_defaults(func=main)
     c = ds.add_parser("convert", help="convert local original files to an HDF5 cache",
-                      description="Convert original files (IDX, CIFAR binary, N-MNIST folders) to data/cache/NAME.h5.")
-    c.add_argument("name")
-    c.add_argument("root", help="folder with the original files")
-    c.add_argument("--T", type=int, help="frames per sample (event data)")
-    c.add_argument("--by", choices=["time", "count"], default="time", help="bin events by time or count")
-    c.add_argument("--denoise", type=int, default=0, metavar="DT_US", help="background-activity filter window")
+                      description="Convert original files under ROOT to data/cache/NAME[-T..].h5: MNIST / "
+                                  "Fashion-MNIST IDX files, CIFAR binary or python version (archive or folder), "
+                                  "N-MNIST (ROOT/Train/0..9/*.bin), DVS128 Gesture (AEDAT 3.1 + *_labels.csv, or "
+                                  "tonic's ROOT/<split>/<class>/*.npy), CIFAR10-DVS (ROOT/<class>/*.aedat). "
+                                  "Event data are binned into T frames of 2 polarity channels. A finished cache "
+                                  "is reused.")
+    c.add_argument("name", metavar="NAME", help=f"{DOWNLOADABLE}, {MANUAL}")
+    c.add_argument("root", metavar="ROOT", help="folder (or archive, for CIFAR) with the original files")
+    c.add_argument("--T", type=int, help="frames per sample (event data; default 8 / 20 / 10)")
+    c.add_argument("--by", choices=["time", "count"], default="time",
+                   help="cut each recording into T equal time spans or T equal event counts")
+    c.add_argument("--denoise", type=int, default=0, metavar="DT_US",
+                   help="drop events with no 8-neighbour event within DT_US microseconds before (0 = off)")
     c.add_argument("--size", type=int, help="downsample event frames to SIZE x SIZE (e.g. 48 for CIFAR10-DVS)")
-    c.set_defaults(func=cmd)
-    i = ds.add_parser("info", help="summarise a cache file", description="Shapes, class counts and attributes.")
-    i.add_argument("file")
-    i.set_defaults(func=cmd)
-    p.set_defaults(func=cmd, _parser=p)
+    c.add_argument("--cache-dir", help="folder for the HDF5 cache (default data/cache)")
+    c.set_defaults(func=main)
+    i = ds.add_parser("info", help="summarise a cache file",
+                      description="Print shapes, dtypes, per-class counts and attributes (provenance, checksums, "
+                                  "binning) of a cache file, as JSON.")
+    i.add_argument("file", help="path of an .h5 cache, or a dataset name (mnist-builtin, a cache under data/cache)")
+    i.set_defaults(func=main)
+    p.set_defaults(func=main, _parser=p)
+    return p
 
 
-def cmd(args):
+def main(args) -> int:
     from . import download, info
     which = getattr(args, "data_command", None)
     if which is None:
         args._parser.print_help()
         return 0
     if which == "get":
-        print(f"wrote {download.get(args.name, args.root, args.url)}")
+        print(f"wrote {download.get(args.name, args.root, args.url, cache_dir=args.cache_dir)}")
     elif which == "convert":
-        path = download.convert(args.name, args.root, T=args.T, size=args.size, by=args.by, denoise_dt=args.denoise)
+        path = download.convert(args.name, args.root, cache_dir=args.cache_dir, T=args.T, size=args.size,
+                                by=args.by, denoise_dt=args.denoise)
         print(f"wrote {path}")
     else:
         print(json.dumps(info(args.file), indent=2, default=str))
     return 0
+
+
+cmd = main  # earlier name, kept for callers that used it

@@ -1,4 +1,5 @@
-"""``stopnp data get NAME``: download (resumable, checksummed), then convert once to an HDF5 cache.
+"""``stopnp data get NAME``: download (resumable via HTTP Range into ``<file>.part``; md5 or sha256
+verified before the rename), then convert once to an HDF5 cache (``convert``).
 
 MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 come from their official addresses; the event datasets
 need a registration or a manual download, so ``get`` prints where to obtain them and the layout that
@@ -58,17 +59,30 @@ MANUAL = {
 }
 
 
-def md5(path):
-    h = hashlib.md5()
+RETRY_WAIT = 1.0  # seconds before the first retry (then 2x, 3x ...)
+
+
+def digest(path, algo):
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def fetch(url, dest, expected_md5=None, retries=3, timeout=30):
-    """Download ``url`` to ``dest`` via ``dest.part``, resuming with an HTTP Range request."""
-    if os.path.isfile(dest) and (expected_md5 is None or md5(dest) == expected_md5):
+def md5(path):
+    return digest(path, "md5")
+
+
+def _matches(path, expected):
+    """``expected``: an md5 (32 hex digits, as the official pages publish) or a sha256 (64)."""
+    return expected is None or digest(path, "sha256" if len(expected) == 64 else "md5") == expected.lower()
+
+
+def fetch(url, dest, expected=None, retries=3, timeout=30):
+    """Download ``url`` to ``dest`` via ``dest.part``, resuming with an HTTP Range request; verify the
+    md5 or sha256 ``expected`` before the final rename."""
+    if os.path.isfile(dest) and _matches(dest, expected):
         return dest
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     part = dest + ".part"
@@ -77,18 +91,24 @@ def fetch(url, dest, expected_md5=None, retries=3, timeout=30):
         req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
+                # 206: the server resumed; 200: it ignored Range and sends everything again
                 mode = "ab" if have and r.status == 206 else "wb"
                 with open(part, mode) as f:
                     shutil.copyfileobj(r, f, 1 << 20)
             break
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have:  # nothing left to send: the .part is complete
+                break
+            if e.code in (403, 404) or attempt == retries - 1:
+                raise DataError(f"{url}: HTTP {e.code} {e.reason}; the partial file {part} is kept") from None
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             if attempt == retries - 1:
-                raise DataError(f"{url}: download failed ({e}); the partial file {part} is kept and the next "
-                                f"`stopnp data get` resumes it") from None
-            time.sleep(1 + attempt)
-    if expected_md5 is not None and md5(part) != expected_md5:
+                raise DataError(f"{url}: download failed ({getattr(e, 'reason', e)}); the partial file {part} is "
+                                f"kept and the next `stopnp data get` resumes it") from None
+        time.sleep(RETRY_WAIT * (1 + attempt))
+    if not _matches(part, expected):
         os.remove(part)
-        raise DataError(f"{url}: checksum mismatch (md5 {expected_md5} expected); the download was removed, "
+        raise DataError(f"{url}: checksum mismatch ({expected} expected); the download was removed, "
                         f"run the command again")
     os.replace(part, dest)
     return dest
@@ -121,12 +141,15 @@ def sha256(path):
     return h.hexdigest()
 
 
-def source_checksums(root, exts):
-    """{relative path: sha256} of the original files under ``root`` (the cache's provenance)."""
+def source_checksums(root, exts, names=()):
+    """{relative path: sha256} of the original files under ``root`` (a folder or one archive), those
+    whose name ends with one of ``exts`` or is one of ``names``: the cache's provenance."""
+    if os.path.isfile(root):
+        return {os.path.basename(root): sha256(root)}
     out = {}
     for folder, _, files in os.walk(root):
         for f in sorted(files):
-            if f.endswith(exts):
+            if f.endswith(exts) or f in names:
                 p = os.path.join(folder, f)
                 out[os.path.relpath(p, root)] = sha256(p)
     return dict(sorted(out.items()))
@@ -138,18 +161,30 @@ def convert(name, root, cache_dir=None, T=None, size=None, by="time", denoise_dt
     from .cache import write_h5_atomic
     cache_dir = cache_dir or CACHE
     kind = SOURCES.get(name, {}).get("kind", name)
+    if kind not in ("idx", "cifar", "nmnist", "dvsgesture", "cifar10-dvs"):
+        raise DataError(f"cannot convert {name!r}; known: {', '.join(list(SOURCES) + list(MANUAL))}")
+    if not os.path.exists(root):
+        layout = MANUAL.get(name) or (f"put {', '.join(SOURCES[name]['files'])} there (or run `stopnp data get "
+                                      f"{name}`)")
+        raise DataError(f"{root}: not found. Expected layout: {layout}")
     out = os.path.join(cache_dir, f"{name}.h5")
-    if kind in ("nmnist", "dvsgesture", "cifar10-dvs") and (T or size):
-        out = os.path.join(cache_dir, f"{name}-T{T or 0}" + (f"-{size}px" if size else "") + ".h5")
+    if kind in ("nmnist", "dvsgesture", "cifar10-dvs") and (T or size or by != "time" or denoise_dt):
+        # one file per representation: every binning parameter that changes the frames is in the name
+        out = os.path.join(cache_dir, f"{name}-T{T or 0}" + (f"-{size}px" if size else "")
+                           + ("-count" if by == "count" else "") + (f"-dn{denoise_dt}" if denoise_dt else "")
+                           + ".h5")
     if os.path.isfile(out):
         return out  # idempotent: a finished cache is never half-written (atomic rename)
+    if by not in ("time", "count"):
+        raise DataError(f"binning {by!r}: valid: time, count")
     if kind == "idx":
         splits = {s: idx.read_mnist_split(root, s) for s in ("train", "test")}
         attrs = {"n_classes": 10, "static": True}
     elif kind == "cifar":
-        arch = os.path.join(root, next(iter(SOURCES[name]["files"])))
-        path = arch if os.path.isfile(arch) else root
-        splits = {s: cifar.read_binary(path, name, s) for s in ("train", "test")}
+        archives = [os.path.join(root, a) for a in (next(iter(SOURCES[name]["files"])),
+                                                    name.replace("cifar", "cifar-") + "-python.tar.gz")]
+        path = next((a for a in archives if os.path.isfile(a)), root)
+        splits = {s: cifar.read_any(path, name, s) for s in ("train", "test")}
         attrs = {"n_classes": SOURCES[name]["n_classes"], "static": True}
     elif kind in ("nmnist", "dvsgesture", "cifar10-dvs"):
         from .cache import write_h5_streamed
@@ -172,6 +207,9 @@ def convert(name, root, cache_dir=None, T=None, size=None, by="time", denoise_dt
                  "shapes": json.dumps({s: [n, *shape] for s, (n, shape, _, _) in splits.items()})}
         return write_h5_streamed(out, splits, attrs)
     attrs.update({"name": name, "source_root": os.path.abspath(root),
-                  "source_sha256": json.dumps(source_checksums(root, (".gz", "ubyte", ".bin", ".tar.gz"))),
+                  "source_sha256": json.dumps(source_checksums(
+                      root, (".gz", "ubyte", ".bin"), names=("data_batch_1", "data_batch_2", "data_batch_3",
+                                                               "data_batch_4", "data_batch_5", "test_batch",
+                                                               "train", "test"))),
                   "shapes": json.dumps({s: list(x.shape) for s, (x, _) in splits.items()})})
     return write_h5_atomic(out, splits, attrs)

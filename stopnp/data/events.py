@@ -12,7 +12,9 @@ Formats read here:
                     capacity int32, number int32, valid int32) and events; polarity events (type 1,
                     8 bytes): data uint32 (bit 0 valid, bit 1 p, bits 2-16 y, bits 17-31 x),
                     timestamp int32 (+ overflow << 31)  (DVS128 Gesture, cut by its _labels.csv)
-    tonic .npy      a structured array saved by tonic (fields t, x, y, p)
+    tonic .npy      tonic's preprocessed DVS Gesture: ibmGestureTrain|ibmGestureTest/<user_light>/<label>.npy,
+                    each a plain (N, 4) array of columns x, y, p, t in milliseconds (label = file stem,
+                    0-based); a structured array with fields t, x, y, p (t in µs) is accepted too
 
 Frames (numba): frame[k, p, y', x'] = #events of polarity p in bin k at the (downsampled) pixel,
 bins by time, k = ⌊(t - t0)·T / (t1 - t0 + 1)⌋, or by count, k = ⌊i·T / n⌋;
@@ -172,10 +174,23 @@ def cut_gestures(ev, labels):
 
 
 def read_tonic_npy(path):
-    arr = np.load(path, allow_pickle=False)
-    if arr.dtype.names is None or not {"t", "x", "y", "p"} <= set(arr.dtype.names):
-        raise _err(f"{path}: expected a structured array with fields t, x, y, p (tonic's layout)")
-    return check_monotonic(make_events(arr["t"], arr["x"], arr["y"], arr["p"]), path)
+    """One tonic ``.npy`` sample: structured (t µs, x, y, p) or tonic's DVS Gesture (N, 4) x, y, p, t[ms]."""
+    if not os.path.isfile(path):
+        raise _err(f"{path}: file not found")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise _err(f"{path}: not a readable .npy file ({e}); extract the archive again") from None
+    if arr.dtype.names is not None and {"t", "x", "y", "p"} <= set(arr.dtype.names):
+        t = arr["t"]
+        x, y, p = arr["x"], arr["y"], arr["p"]
+    elif arr.dtype.names is None and arr.ndim == 2 and arr.shape[1] == 4:
+        # tonic stores DVS Gesture time in ms (possibly fractional); back to integer µs
+        x, y, p, t = arr[:, 0], arr[:, 1], arr[:, 2], np.rint(arr[:, 3].astype(np.float64) * 1000)
+    else:
+        raise _err(f"{path}: expected a structured array with fields t, x, y, p or an (N, 4) array of x, y, "
+                   f"p, t[ms] (tonic's layouts), got {arr.dtype} {arr.shape}")
+    return check_monotonic(make_events(t.astype(np.int64), x, y, (np.asarray(p) > 0)), path)
 
 
 # --- frames (numba) -----------------------------------------------------------------------------------
@@ -223,7 +238,7 @@ def to_frames(ev, T, in_shape, out_shape=None, by="time", denoise_dt=0):
         ev = ev[keep]
     frames = np.zeros((T, 2, out_h, out_w), np.uint16)
     events_to_frames(frames, ev["t"], ev["x"].astype(np.int64), ev["y"].astype(np.int64),
-                     ev["p"].astype(np.int64), in_h, in_w, by == "count")
+                     (ev["p"] > 0).astype(np.int64), in_h, in_w, by == "count")
     return frames
 
 
@@ -231,31 +246,50 @@ def to_frames(ev, T, in_shape, out_shape=None, by="time", denoise_dt=0):
 GESTURE_SENSOR = (128, 128)
 
 
+TONIC_GESTURE_DIRS = {"train": "ibmGestureTrain", "test": "ibmGestureTest"}
+
+
 def list_dvsgesture(root, split):
-    """(events loader, label) per gesture sample of the original DvsGesture release, or of tonic's
-    per-sample ``.npy`` layout (<root>/<split>/<class>/*.npy)."""
-    npy_root = os.path.join(root, split)
-    if os.path.isdir(npy_root):
-        return [(functools.partial(read_tonic_npy, os.path.join(npy_root, c, f)), int(c))
-                for c in sorted(os.listdir(npy_root), key=int) for f in sorted(os.listdir(os.path.join(npy_root, c)))
-                if f.endswith(".npy")]
+    """(events loader, label) per gesture sample, from the original DvsGesture release
+    (trials_to_<split>.txt, user*.aedat, user*_labels.csv) or from tonic's preprocessed layout
+    (ibmGestureTrain|ibmGestureTest/<user_light>/<label>.npy)."""
+    tonic_root = os.path.join(root, TONIC_GESTURE_DIRS[split])
+    if os.path.isdir(tonic_root):
+        out = []
+        for folder, dirs, files in os.walk(tonic_root):
+            dirs.sort()
+            for f in sorted(files):
+                if f.endswith(".npy"):
+                    stem = f[:-4]
+                    if not stem.isdigit() or not 0 <= int(stem) <= 10:
+                        raise _err(f"{os.path.join(folder, f)}: tonic names gesture samples <label>.npy with "
+                                   f"label 0..10")
+                    out.append((functools.partial(read_tonic_npy, os.path.join(folder, f)), int(stem)))
+        return out
     trials = os.path.join(root, f"trials_to_{split}.txt")
     if not os.path.isfile(trials):
         raise _err(f"{root}: expected DvsGesture's trials_to_train.txt / trials_to_test.txt with user*.aedat and "
-                   f"*_labels.csv beside them, or tonic's {root}/{split}/<class>/*.npy")
+                   f"*_labels.csv beside them, or tonic's {root}/{TONIC_GESTURE_DIRS[split]}/<user>/<label>.npy")
     out = []
     with open(trials) as f:
         names = [line.strip() for line in f if line.strip()]
     for name in names:
         aedat = os.path.join(root, name)
+        if not os.path.isfile(aedat):
+            raise _err(f"{trials}: lists {name}, which is not in {root}")
         labels = read_gesture_labels(aedat[:-len(".aedat")] + "_labels.csv")
-        for k, (c, t0, t1) in enumerate(labels):
-            out.append((functools.partial(_gesture_cut, aedat, t0, t1), c))
+        out += [(functools.partial(_gesture_cut, aedat, t0, t1), c) for c, t0, t1 in labels]
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _read_aedat31_cached(path):
+    # a recording holds ~11 gestures, cut one after the other: read each file once, not once per gesture
+    return read_aedat31(path)
+
+
 def _gesture_cut(path, t0, t1):
-    ev = read_aedat31(path)
+    ev = _read_aedat31_cached(path)
     return ev[(ev["t"] >= t0) & (ev["t"] < t1)]
 
 

@@ -10,7 +10,14 @@ Backward (BPTT with two changed derivatives), em[t] = ∂E/∂m[t] = ev[t+1]:
     ev[t] = gs·H(v-θ)/v + λ(1 - s[t])·em[t]
     eI[t] = ev[t]·1[I[t] > 0]                (ReLU)
 ANN warm-up (spiking nodes bypassed: a ReLU network, one step):  a = I,  eI = g·1[I > 0]
+Plain BPTT of the same neuron (the reference BPSTA changes; compare's cosine): no β path and
+    ∂s/∂v     = φ(v - θ)                    surrogate (codes as in kernels/lif.py)
+    ∂m[t]/∂s[t] = -λ·v[t] (reset kept) or 0 (reset detached)
+    gs    = g[t] + (keep_reset ? -λ·v·em[t] : 0)
+    ev[t] = gs·φ(v - θ) + λ(1 - s[t])·em[t];   eI[t] = ev[t]·1[I[t] > 0]
 """
+import math
+
 from numba import njit, prange
 
 
@@ -62,3 +69,33 @@ def relu_backward_(g, i_in):
         for j in range(N):
             if i_in[b, j] <= 0.0:
                 g[b, j] = 0.0
+
+
+@njit(cache=True, inline="always")
+def phi(z, kind):
+    """Surrogate ∂s/∂v, codes 0..4 = exp, triangle, sigmoid (slope 4), atan, rectangle (as kernels/lif.py)."""
+    if kind == 0:
+        return math.exp(-abs(z))
+    elif kind == 1:
+        return max(0.0, 1.0 - abs(z))
+    elif kind == 2:
+        sg = 1.0 / (1.0 + math.exp(-4.0 * z))
+        return 4.0 * sg * (1.0 - sg)
+    elif kind == 3:
+        return 1.0 / (1.0 + (math.pi * z) ** 2)
+    return 1.0 if abs(z) < 0.5 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def bpsta_bptt_backward(e, g, v, s, i_in, lam, theta, surr, keep_reset):
+    """Plain BPTT step of the BPSTA neuron; ``e`` and ``g`` as in ``bpsta_backward``."""
+    B, N = v.shape
+    for b in prange(B):
+        for j in range(N):
+            em = e[b, j]
+            gs = g[b, j]
+            if keep_reset:
+                gs -= lam * v[b, j] * em
+            ev = gs * phi(v[b, j] - theta[j], surr) + lam * (1.0 - s[b, j]) * em
+            e[b, j] = ev
+            g[b, j] = ev if i_in[b, j] > 0.0 else 0.0

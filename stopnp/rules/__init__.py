@@ -15,7 +15,11 @@ from . import bpsta, bptt, stop
 
 
 def sltt_k(net, params, x, y, opts, *, rng=None, **kw):
-    """SLTT-K: K distinct steps drawn uniformly (from ``rng``) get a backward; the others are forward-only."""
+    """SLTT-K: K distinct steps drawn uniformly (from ``rng``) get a backward; the others are forward-only.
+
+    Training passes its run rng (fresh steps every batch); ``rng=None`` uses ``default_rng(0)``, so
+    repeated calls without an rng draw the same steps (reproducible ``stopnp.gradients``).
+    """
     from ..config import ConfigError
     T = x.shape[0]
     K = opts["k"]

@@ -8,6 +8,11 @@ is the mean spike of its group, averaged over T:
     ∂E/∂s^L[t, b, c·G + k] = 2 (o[b, c] - onehot) / (B·C·T·G)
 
 θ = neuron.theta_init (0.5), λ = rule.bpsta_lambda (0.9), β = rule.bpsta_beta (0.2); none is learned.
+The neuron always resets hard and ∂s/∂v is BPSA's H(v - θ)/v: neuron.reset, neuron.surrogate and
+neuron.alpha_init do not apply to it (the recipe sets reset = "hard" to say so).
+Option ``bpsta_plain=True``: the same forward with the plain BPTT derivatives instead (∂s/∂v = φ(v - θ)
+with neuron.surrogate, no β path, reset path kept only with rule.detach_reset = false): the reference
+the two BPSTA adjustments change, used for compare's cosine.
 Memory grows with T like BPTT. ANN warm-up (option ``ann=True``, the first rule.warmup_epochs epochs of
 training): the spiking nodes are bypassed, a^l = ReLU(BN(W ⊛ a^{l-1})), one step, same voting MSE loss.
 """
@@ -69,6 +74,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     go = np.repeat(2.0 * (o - onehot) / (B * C * T * G), G, axis=1).astype(dtype)   # (B, C·G), same every t
     if grads is None:
         grads = zero_grads(net, params, opts["learn"], dtype)
+    plain, keep_reset = opts.get("bpsta_plain", False), not opts["detach_reset"]
     for e in ws.e:
         e.fill(0)
     for t in range(T - 1, -1, -1):
@@ -79,6 +85,9 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
             li = layer.index
             if ann:
                 kb.relu_backward_(flat(ws.g[li]), flat(ws.v_prev[li][t]))
+            elif plain:
+                kb.bpsta_bptt_backward(flat(ws.e[li]), flat(ws.g[li]), flat(ws.u[li][t]), flat(ws.s[li][t]),
+                                       flat(ws.v_prev[li][t]), lam, ws.theta[li], opts["surr"], keep_reset)
             else:
                 kb.bpsta_backward(flat(ws.e[li]), flat(ws.g[li]), flat(ws.u[li][t]), flat(ws.s[li][t]),
                                   flat(ws.v_prev[li][t]), lam, beta, ws.theta[li])

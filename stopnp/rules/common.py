@@ -27,11 +27,12 @@ OPTION_DEFAULTS = {
     "loss": ("loss", "kind"), "loss_reduce": ("loss", "reduce"), "mix": ("loss", "mix"),
     "kernels": ("run", "kernels"),
     "reset": ("neuron", "reset"), "surrogate": ("neuron", "surrogate"),
-    "bn_mode": "train", "smooth": False, "ann": False,
+    "bn_mode": "train", "smooth": False, "ann": False, "bpsta_plain": False,
 }
 
 
 WEIGHTS_ONLY = ("sltt", "sltt-k", "ottt", "bpsta")
+STORED = ("bptt", "bpsta")          # backward in time after the sequence: no per-step (online) update
 
 
 def resolve_options(net, rule, options) -> dict:
@@ -58,6 +59,10 @@ def resolve_options(net, rule, options) -> dict:
     if rule in WEIGHTS_ONLY and opts["learn"] != "W":
         raise ConfigError(f"rule {rule!r} learns weights only; set rule.learn = 'W' (learn={opts['learn']!r} "
                           f"asks for thresholds/leaks too, which only 'stop' and 'bptt' learn)")
+    if opts["online"] and rule in STORED:
+        raise ConfigError(f"rule.online = true (apply the gradients after every step) needs an online rule "
+                          f"(stop, sltt, sltt-k, ottt); {rule!r} computes its gradients backward in time after "
+                          f"the whole sequence, so set rule.online = false")
     opts["surr"] = klif.SURROGATES[opts["surrogate"]]
     opts["hard"] = opts["reset"] == "hard"
     return opts

@@ -41,13 +41,18 @@ def check(opts):
                           f"neuron.reset = 'soft', or rule 'bptt' for the hard reset")
 
 
-def trace_decay(opts, alpha):
-    """λ of the weight trace: α (STOP), 0 (SLTT: instantaneous input), fixed λ (OTTT)."""
+def trace_decay(opts, alpha, dtype):
+    """λ of the weight trace: α (STOP), 0 (SLTT: instantaneous input), fixed λ (OTTT).
+
+    ``alpha`` is None for a non-spiking readout (o[t] = I[t], no membrane): STOP's exact own-layer error
+    is then δ itself (decay 0), while OTTT's presynaptic trace â belongs to the *input* spikes and keeps
+    its λ whatever the target layer is.
+    """
     if opts["rule"] in ("sltt", "sltt-k"):
-        return alpha.dtype.type(0)
+        return dtype.type(0)
     if opts["rule"] == "ottt":
-        return alpha.dtype.type(opts["ottt_lambda"])
-    return alpha
+        return dtype.type(opts["ottt_lambda"])
+    return dtype.type(0) if alpha is None else alpha
 
 
 def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on_step=None,
@@ -77,7 +82,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     go = np.zeros((B, n_out), dtype)
     counts = {layer.name: 0.0 for layer in net.layers if layer.spiking}
     alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
-    decays = [trace_decay(opts, a) if a is not None else dtype.type(0) for a in alphas]
+    decays = [trace_decay(opts, a, dtype) for a in alphas]
     theta_learn = "T" in learn or "L" in learn
     # static input (time stride 0, e.g. direct-coded images): W ⊛ x once per sequence, and the
     # input layer's ΔW as (Σ_t c_t·ĝ[t]) ⊗ x with c_t = λ·c_{t-1} + 1 (w~[t] = c_t·x)
