@@ -24,8 +24,9 @@ def run_batch(net, x, y=None, rule="stop", *, rng=None, record=(), **options):
     return runner(rule)(net, params, x, y, opts, rng=rng, record=record)
 
 
-def gradients(net, x, y, rule="stop", **options) -> dict:
-    """Gradients of one batch without updating anything. float64 ``x`` gives float64 arithmetic.
+def gradients(net, x, y, rule="stop", numerics=None, **options) -> dict:
+    """Gradients of one batch without updating anything. float64 ``x`` gives float64 arithmetic;
+    ``numerics="fixed"`` (default: the config's numerics.kind): the integer STOP step of fixed.py.
 
     Options (defaults from ``net.config``): learn ("W", "WT", "WL", "WTL"), alpha_reduce, detach_reset,
     loss, loss_reduce, mix, kernels ("blas" | "loop"), reset, surrogate, bn_mode ("train" | "eval"),
@@ -33,20 +34,58 @@ def gradients(net, x, y, rule="stop", **options) -> dict:
     """
     if y is None:
         raise ValueError("gradients: labels y are required")
+    if (numerics or net.config["numerics"]["kind"]) == "fixed":
+        return _gradients_fixed(net, x, y, rule, **options)
     return run_batch(net, x, y, rule, **options).grads
 
 
-def simulate(net, x, record=("u", "s"), y=None, rule="stop", **options) -> dict:
+def _gradients_fixed(net, x, y, rule, learn_last=0):
+    """STOP gradients of the integer network (fixed.py), dequantized: what the MCU accumulates."""
+    from . import fixed
+    from .numerics import dequantize
+    if rule != "stop":
+        raise ValueError("numerics='fixed' computes STOP gradients only; use rule='stop'")
+    check_input(net, x, y)
+    fixed.check_supported(net, learn=True)
+    qnet = fixed.quantize(net)
+    _, grads, _ = fixed.run(qnet, fixed.quantize_input(qnet, x), y, learn_last=learn_last)
+    return {k: dequantize(v, qnet.fmt.g_frac) for k, v in grads.items()}
+
+
+def simulate(net, x, record=("u", "s"), y=None, rule="stop", numerics=None, **options) -> dict:
     """Forward pass recording per layer and step: u, s, v, i; with labels y also delta, g, w_trace,
-    th_trace, al_trace (the STOP learning quantities; nothing is updated)."""
+    th_trace, al_trace (the STOP learning quantities; nothing is updated).
+
+    ``numerics="fixed"`` (default: the config's numerics.kind) runs the integer network of fixed.py and
+    records u, s, v, i (with labels also delta) as the integers the C export holds, dequantized to float64.
+    """
+    if (numerics or net.config["numerics"]["kind"]) == "fixed":
+        return _simulate_fixed(net, x, y)
     if rule != "stop":
         raise ValueError("simulate records the online (stop) pass; use rule='stop'")
     res = run_batch(net, x, y, rule, record=tuple(record), **options)
     return res.records
 
 
-def predict(net, x, **options) -> np.ndarray:
-    """argmax over classes of Σ_t o[t] (BN in eval mode), with the network's own neuron model."""
+def _simulate_fixed(net, x, y=None):
+    from . import fixed
+    from .numerics import dequantize
+    check_input(net, x, y)
+    qnet = fixed.quantize(net)
+    rec = {}
+    fixed.run(qnet, fixed.quantize_input(qnet, x), y, record=rec)
+    f = qnet.fmt
+    frac = {"u": f.v_frac, "v": f.v_frac, "i": f.v_frac, "delta": f.e_frac, "s": 0}
+    return {k: dequantize(np.array(v), frac[k.rsplit(".", 1)[1]]) for k, v in rec.items()}
+
+
+def predict(net, x, numerics=None, **options) -> np.ndarray:
+    """argmax over classes of Σ_t o[t] (BN in eval mode), with the network's own neuron model;
+    ``numerics="fixed"`` (default: the config's numerics.kind): the integer network of fixed.py."""
+    if (numerics or net.config["numerics"]["kind"]) == "fixed":
+        from . import fixed
+        check_input(net, x)
+        return fixed.predict(fixed.quantize(net), x)
     rule = "bpsta" if net.config["rule"]["name"] == "bpsta" else "stop"
     res = run_batch(net, x, None, rule, bn_mode="eval", **{"learn": "W", **options})
     return res.out_sum.argmax(axis=1)

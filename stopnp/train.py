@@ -65,8 +65,13 @@ def guard(loss, grads, ws, net):
                             f"optim.grad_clip")
 
 
-def evaluate(net, source, T, batch_size, *, ws_cache=None, kernels="blas"):
-    """Test accuracy (prediction = argmax Σ_t o[t]) with BN in eval mode; forward only."""
+def evaluate(net, source, T, batch_size, *, ws_cache=None, kernels="blas", numerics=None):
+    """Test accuracy (prediction = argmax Σ_t o[t]) with BN in eval mode; forward only.
+
+    ``numerics="fixed"`` (default: the config's numerics.kind) evaluates the integer network of fixed.py."""
+    if (numerics or net.config["numerics"]["kind"]) == "fixed":
+        from . import fixed
+        return fixed.accuracy(net, data.batches(source, batch_size, T, shuffle=False, dtype=np.float32))
     rule = "bpsta" if net.config["rule"]["name"] == "bpsta" else "stop"
     opts = resolve_options(net, rule, {"bn_mode": "eval", "kernels": kernels, "learn": "W"})
     run = forward_runner(rule)
@@ -115,6 +120,11 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
     _check_data(net, test_src, "test")
     rule = cfg["rule"]["name"]
     run = runner(rule)
+    is_fixed = cfg["numerics"]["kind"] == "fixed"
+    if is_fixed:
+        from . import fixed
+        fixed.check_training(cfg)
+        fixed.check_supported(net, learn=True)
     opts = resolve_options(net, rule, {})
     names = net.trainable(opts["learn"])
     opt_state = optim.init_state(ocfg, net.params, names)
@@ -137,6 +147,9 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
     log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
     best = max([m.get("test_acc", 0.0) for m in metrics], default=0.0)
     ws_cache = {}
+    qnet = fixed.quantize(net) if is_fixed else None
+    if is_fixed:
+        fixed.to_float(qnet, net)   # the float copy holds exactly the integer parameters (checkpoints, eval)
     t_start = time.perf_counter()
     interrupted = False
     done_batches = 0
@@ -163,15 +176,22 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
                     for g in grads.values():
                         g.fill(0)
 
-                ann = rule == "bpsta" and epoch < cfg["rule"]["warmup_epochs"]
-                res = run(net, net.params, x, y, dict(opts, ann=True) if ann else opts, ws=ws, rng=rng,
-                          on_step=apply if cfg["rule"]["online"] else None)
-                guard(res.loss, res.grads, ws, net)
-                if not cfg["rule"]["online"]:
-                    apply(None, res.grads)
-                optim.update_bn_running(net.params, res.bn_stats)
-                loss_sum += res.loss * len(y)
-                correct += int((res.out_sum.argmax(axis=1) == y).sum())
+                if is_fixed:   # integer STOP step and SGD: what the exported C computes (fixed.py)
+                    out_sum, grads, loss = fixed.run(qnet, fixed.quantize_input(qnet, x), y,
+                                                     learn_last=cfg["numerics"]["learn_last"])
+                    fixed.apply(qnet, grads, lr, ocfg["theta_lr_scale"], ocfg["alpha_lr_scale"])
+                    fixed.to_float(qnet, net)
+                else:
+                    ann = rule == "bpsta" and epoch < cfg["rule"]["warmup_epochs"]
+                    res = run(net, net.params, x, y, dict(opts, ann=True) if ann else opts, ws=ws, rng=rng,
+                              on_step=apply if cfg["rule"]["online"] else None)
+                    guard(res.loss, res.grads, ws, net)
+                    if not cfg["rule"]["online"]:
+                        apply(None, res.grads)
+                    optim.update_bn_running(net.params, res.bn_stats)
+                    out_sum, loss = res.out_sum, res.loss
+                loss_sum += loss * len(y)
+                correct += int((out_sum.argmax(axis=1) == y).sum())
                 seen += len(y)
                 bar.update(len(y), loss=loss_sum / seen, acc=100.0 * correct / seen)
                 done_batches += 1

@@ -1,0 +1,111 @@
+"""``stopnp export {c,nir}`` argument parsing (the work is in export/c.py and export/nir.py)."""
+import argparse
+import os
+
+from ..config import ConfigError
+
+
+def register(sub):
+    p = sub.add_parser("export", help="export a checkpoint to microcontroller C or to NIR",
+                       description="Export a trained network: self-contained C99 (fixed point or float, "
+                                   "optionally with the on-device STOP learning step) or a NIR graph.")
+    esub = p.add_subparsers(dest="format", metavar="FORMAT")
+    c = esub.add_parser(
+        "c", help="C99 library: stopnp.h + stopnp.c (+ harness.c)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write OUTDIR/stopnp.h and OUTDIR/stopnp.c: parameters as static arrays (BN folded), static\n"
+                    "buffers sized for --batch, no malloc, no libm in fixed point; API stopnp_init, stopnp_reset,\n"
+                    "stopnp_step (and with --learn stop: stopnp_learn_step, stopnp_apply). The memory footprint is\n"
+                    "printed and written in the header. Fixed-point formats come from the checkpoint's\n"
+                    "[numerics] section (see stopnp/numerics.py).",
+        epilog="examples:\n"
+               "  stopnp export c runs/default/best.h5 build/mcu\n"
+               "  stopnp export c runs/default/best.h5 build/mcu --learn stop --learn-last 2 --vectors 4 --check\n"
+               "  make -C examples/mcu            (exports runs/default/best.h5 and runs it on a test digit)")
+    c.add_argument("checkpoint")
+    c.add_argument("outdir")
+    c.add_argument("--numerics", choices=["fixed", "float"], default="fixed",
+                   help="integer arithmetic (bit-exact to stopnp's fixed point; default) or float32")
+    c.add_argument("--learn", choices=["stop"], help="add the on-device STOP learning step")
+    c.add_argument("--learn-last", type=int, default=0, metavar="N",
+                   help="learn only the last N layers (default 0: all)")
+    c.add_argument("--batch", type=int, default=1, help="samples per step the buffers hold (default 1)")
+    c.add_argument("--vectors", type=int, default=0, metavar="N",
+                   help="also write OUTDIR/vectors.bin: N sequences of test samples with every expected value")
+    c.add_argument("--sample", type=int, default=None, metavar="INDEX",
+                   help="also write OUTDIR/sample.h: test sample INDEX and its label (examples/mcu/main.c)")
+    c.add_argument("--check", action="store_true",
+                   help="compile with gcc -std=c99 -Wall -Wextra -Werror -O2 and run the harness on vectors.bin")
+    c.add_argument("--lr", type=float, default=None, help="learning rate in the vectors (default: optim.lr)")
+    c.set_defaults(func=cmd_c)
+    n = esub.add_parser("nir", help="NIR graph (needs: pip install 'stopnp[nir]')",
+                        description="Write a NIR graph (HDF5) of the network: BN and thresholds folded where "
+                                    "NIR needs it. See stopnp/export/nir.py for what NIR cannot carry.")
+    n.add_argument("checkpoint")
+    n.add_argument("out", help="output file, e.g. net.nir")
+    n.set_defaults(func=cmd_nir)
+    p.set_defaults(func=lambda args: p.print_help() or 0)
+
+
+def _test_batches(net, n, batch, T):
+    """The first n·batch test samples of the checkpoint's dataset as (n, T, batch, ...) and (n, batch)."""
+    import numpy as np
+    from .. import data
+    src = data.load(net.config["data"]["name"], "test")
+    need = n * batch
+    if len(src.y) < need:
+        raise ConfigError(f"the test split has {len(src.y)} samples; --vectors {n} with --batch {batch} needs {need}")
+    xs, ys = [], []
+    for x, y in data.batches(src, batch, T, shuffle=False, dtype=np.float32):
+        xs.append(np.ascontiguousarray(x))
+        ys.append(y)
+        if len(xs) == n:
+            break
+    return np.stack(xs), np.stack(ys)
+
+
+def cmd_c(args):
+    from .. import load
+    from . import c as cexp
+    net = load(args.checkpoint)
+    info = cexp.export(net, args.outdir, numerics=args.numerics, learn=args.learn, learn_last=args.learn_last,
+                       batch=args.batch, source=os.path.basename(args.checkpoint))
+    fp = info["footprint"]
+    print(f"wrote {', '.join(os.path.join(args.outdir, f) for f in info['files'])}")
+    print(f"memory: parameters {fp['params']:,} B, state {fp['state']:,} B, learning {fp['learn']:,} B, "
+          f"total {fp['total']:,} B ({args.numerics}, batch {args.batch})")
+    T = net.config["data"]["T"]
+    if args.sample is not None:
+        x, y = _test_batches(net, 1, args.sample + 1, T)
+        path = cexp.write_sample(os.path.join(args.outdir, "sample.h"), net, x[0][:, args.sample],
+                                 y[0][args.sample], args.numerics)
+        print(f"wrote {path} (test sample {args.sample}, label {int(y[0][args.sample])})")
+    if args.vectors:
+        x, y = _test_batches(net, args.vectors, args.batch, T)
+        vec = os.path.join(args.outdir, "vectors.bin")
+        if args.numerics == "float":
+            if args.learn:
+                raise ConfigError("--vectors with --numerics float checks inference only; drop --learn")
+            cexp.write_float_vectors(vec, net, x)
+        else:
+            lr = args.lr if args.lr is not None else net.config["optim"]["lr"]
+            o = net.config["optim"]
+            cexp.write_vectors(vec, net, x, y if args.learn else None, learn_last=args.learn_last,
+                               lr=(lr, lr * o["theta_lr_scale"], lr * o["alpha_lr_scale"]))
+        print(f"wrote {vec} ({args.vectors} sequences of {args.batch} test samples, T = {T})")
+    if args.check:
+        if not args.vectors:
+            raise ConfigError("--check runs the harness on vectors.bin; add --vectors N")
+        rc, out = cexp.compile_and_check(args.outdir, os.path.join(args.outdir, "vectors.bin"))
+        print(out.strip())
+        return 1 if rc else 0
+    return 0
+
+
+def cmd_nir(args):
+    from .. import load
+    from .nir import export_nir
+    net = load(args.checkpoint)
+    summary = export_nir(net, args.out)
+    print(f"wrote {args.out}" + (f": {summary}" if summary else ""))
+    return 0
