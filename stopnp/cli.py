@@ -1,11 +1,12 @@
 """The ``stopnp`` command line: argument parsing only; every command calls the library.
 
     stopnp train [CONFIG] [--set SECTION.KEY=VALUE ...] [--resume CKPT]
-    stopnp eval CHECKPOINT [--data NAME] [--split test]
+    stopnp eval CHECKPOINT [--data NAME] [--split test] [--numerics fixed]
     stopnp inspect CHECKPOINT [--out FILE.h5] [--batch N]
     stopnp plot RUN_DIR [--out DIR]
     stopnp data {get,info,convert} ...
     stopnp bench [...]
+    stopnp export {c,nir} CHECKPOINT OUT
 """
 import argparse
 import os
@@ -74,6 +75,9 @@ def _add_eval(sub):
     p.add_argument("--data", help="dataset name or HDF5 cache (default: the checkpoint's data.name)")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--T", type=int, help="time steps (default: the checkpoint's data.T)")
+    p.add_argument("--numerics", choices=["float", "fixed"],
+                   help="float (run.dtype) or fixed: the integer arithmetic of the C export "
+                        "(default: the checkpoint's numerics.kind)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -83,8 +87,9 @@ def cmd_eval(args):
     net, ck = load_network(args.checkpoint)
     d = net.config["data"]
     src = data.load(args.data or d["name"], args.split)
-    acc = evaluate(net, src, args.T or d["T"], d["test_batch_size"])
-    print(f"{args.checkpoint}: {args.split} accuracy {100 * acc:.2f}% on {len(src.y)} samples")
+    kind = args.numerics or net.config["numerics"]["kind"]
+    acc = evaluate(net, src, args.T or d["T"], d["test_batch_size"], numerics=kind)
+    print(f"{args.checkpoint}: {args.split} accuracy {100 * acc:.2f}% on {len(src.y)} samples ({kind})")
     return 0
 
 

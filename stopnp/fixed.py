@@ -8,7 +8,7 @@ saturation, in the same order as export/templates/stopnp.c, so the two agree bit
 Per layer l and step t (a spike is ONE_X = 2^x_frac at the next layer's input, 1 in I's units):
 
     x[t]   = pre(s^src[t])               avgpool: rdiv(Σ window, k²); maxpool: max; flatten
-    I[t]   = sat(rshift(W ⊛ x[t], w_frac + x_frac - v_frac)) + bias
+    I[t]   = sat(rshift(W ⊛ x[t], w_frac + x_frac - v_frac)) + bias      (w_frac: this layer's)
     U[t]   = sat(rshift(α·V[t-1], a_frac) + I[t])
     s[t]   = U[t] >= θ
     V[t]   = U[t] - θ·s[t]  (soft)   or   U[t]·(1 - s[t])  (hard)
@@ -62,6 +62,7 @@ class QLayer:
     pad: int
     spiking: bool
     theta_shape: tuple
+    w_frac: int = 12      # this layer's weight format (numerics.weight_frac)
 
     @property
     def size(self):
@@ -137,16 +138,17 @@ def quantize(net, fmt=None) -> QNet:
     for layer in net.layers:
         syn = layer.synapses[0]
         pre = tuple((p.kind, p.in_shape, p.out_shape, p.k) for p in syn.pre if p.kind != "dropout")
-        layers.append(QLayer(layer.name, layer.shape, pre, syn.op, syn.in_shape, syn.k, syn.stride, syn.pad,
-                             layer.spiking, theta_shape(layer)))
         w = np.asarray(net.params[f"{syn.name}.weight"], np.float64)
         bias = np.zeros(syn.out_shape[0])
         if syn.bn:
             p = {k: np.asarray(net.params[f"{syn.name}.bn.{k}"], np.float64)
                  for k in ("gamma", "beta", "running_mean", "running_var")}
             w, bias = bn_fold(w, p["gamma"], p["beta"], p["running_mean"], p["running_var"], eps)
+        wf = nm.weight_frac(fmt, w)
+        layers.append(QLayer(layer.name, layer.shape, pre, syn.op, syn.in_shape, syn.k, syn.stride, syn.pad,
+                             layer.spiking, theta_shape(layer), wf))
         lo, hi = fmt.w_range
-        params[f"{layer.name}.weight"] = nm.quantize(w, fmt.w_frac, lo, hi)
+        params[f"{layer.name}.weight"] = nm.quantize(w, wf, lo, hi)
         params[f"{layer.name}.bias"] = nm.quantize(bias, fmt.v_frac)
         names.append(layer.name)
         if layer.spiking:
@@ -166,7 +168,7 @@ def to_float(qnet, net):
         if np.any(qnet.params[f"{ql.name}.bias"]):
             raise ConfigError(f"layer {ql.name!r} has a folded BN bias; a BN network cannot be written back")
         w = net.params[f"{ql.name}.weight"]
-        w[...] = nm.dequantize(qnet.params[f"{ql.name}.weight"], f.w_frac).astype(w.dtype)
+        w[...] = nm.dequantize(qnet.params[f"{ql.name}.weight"], ql.w_frac).astype(w.dtype)
         if ql.spiking:
             for key, frac in (("theta", f.v_frac), ("alpha", f.a_frac)):
                 p = net.params[f"{ql.name}.{key}"]
@@ -356,7 +358,7 @@ def step(qnet, st, x_t, y=None, grads=None, learned=(), record=None):
         w = P[f"{ql.name}.weight"]
         bias = P[f"{ql.name}.bias"]
         bshape = (1, -1) + (1,) * (len(ql.shape) - 1)
-        cur = nm.sat(nm.sat(nm.rshift(weight_forward(ql, w, x), f.w_frac + f.x_frac - f.v_frac)) + bias.reshape(bshape))
+        cur = nm.sat(nm.sat(nm.rshift(weight_forward(ql, w, x), ql.w_frac + f.x_frac - f.v_frac)) + bias.reshape(bshape))
         if i in st.w_tr:   # STOP traces first (V, s still hold step t-1)
             a = int(P[f"{ql.name}.alpha"][0]) if ql.spiking else 0
             st.w_tr[i] = nm.sat(nm.rshift(a * st.w_tr[i], f.a_frac) + x)
@@ -405,7 +407,7 @@ def step(qnet, st, x_t, y=None, grads=None, learned=(), record=None):
         if record is not None:
             record.setdefault(f"{name}.delta", []).append(d)
         if i > lowest:
-            gx = nm.sat(nm.rshift(weight_backward_input(ql, P[f"{name}.weight"], d), f.w_frac))
+            gx = nm.sat(nm.rshift(weight_backward_input(ql, P[f"{name}.weight"], d), ql.w_frac))
             g = pre_backward(ql, gx, st.s[i - 1] * one_x)
     return o
 
@@ -421,10 +423,12 @@ def apply_q(qnet, grads, lrq):
     θ ≥ θ_min and 0 ≤ α ≤ 1; zeroes ``grads``."""
     f, P = qnet.fmt, qnet.params
     lrs = dict(zip(("weight", "theta", "alpha"), lrq))
-    fracs = {"weight": f.w_frac, "theta": f.v_frac, "alpha": f.a_frac}
+    fracs = {"theta": f.v_frac, "alpha": f.a_frac}
+    fracs.update({f"{ql.name}.weight": ql.w_frac for ql in qnet.layers})
     for name, g in grads.items():
         kind = name.rsplit(".", 1)[1]
-        new = P[name] - nm.rshift(lrs[kind] * g, f.lr_frac + f.g_frac - fracs[kind])
+        frac = fracs[name] if kind == "weight" else fracs[kind]
+        new = P[name] - nm.rshift(lrs[kind] * g, f.lr_frac + f.g_frac - frac)
         if kind == "weight":
             new = nm.sat(new, *f.w_range)
         elif kind == "theta":

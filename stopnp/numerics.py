@@ -4,7 +4,11 @@ A fixed-point value with ``f`` fractional bits stores the integer q = round(x ·
 of the network has its own format (``Formats``, all configurable in the ``numerics`` config section):
 
     name   holds                                        storage          default
-    w      weights W (BN folded in)                     int{w_bits}      Q3.12  (w_bits 16, w_frac 12)
+    w      weights W (BN folded in)                     int{w_bits}      w_bits 16; per layer the most
+                                                                         fractional bits that hold max|W|
+                                                                         (w_scale "layer"), or w_frac for
+                                                                         every layer (w_scale "global");
+                                                                         w_headroom 1 spare bit to grow
     x      layer inputs: image pixels, pooled spikes,   int32            x_frac 8  (a spike is 2^8)
            and the STOP weight trace w~
     v      I, U, V, θ, BN-folded bias, th~, al~          int32            v_frac 12
@@ -41,6 +45,8 @@ class Formats:
     """Fractional bits (and the weight storage width) of every fixed-point quantity."""
     w_bits: int = 16
     w_frac: int = 12
+    w_scale: str = "layer"
+    w_headroom: int = 1
     x_frac: int = 8
     v_frac: int = 12
     a_frac: int = 15
@@ -54,10 +60,14 @@ class Formats:
         if self.w_bits not in (8, 16, 32):
             raise ConfigError(f"numerics.w_bits = {self.w_bits}: weights are stored as int8, int16 or int32 "
                               f"(8, 16 or 32)")
+        if self.w_scale not in ("layer", "global"):
+            raise ConfigError(f"numerics.w_scale = {self.w_scale!r}: valid choices are layer, global")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name != "w_bits" and not 0 <= v <= 24:
+            if f.name not in ("w_bits", "w_scale", "w_headroom") and not 0 <= v <= 24:
                 raise ConfigError(f"numerics.{f.name} = {v}: fractional bits must be in 0..24")
+        if not 0 <= self.w_headroom <= 8:
+            raise ConfigError(f"numerics.w_headroom = {self.w_headroom}: expected 0..8 bits")
         if self.w_frac >= self.w_bits:
             raise ConfigError(f"numerics.w_frac = {self.w_frac} leaves no integer bit in int{self.w_bits} "
                               f"weights; use w_frac < w_bits")
@@ -75,7 +85,21 @@ class Formats:
 
 def formats_from_config(cfg: dict) -> Formats:
     sec = cfg.get("numerics", {})
-    return Formats(**{f.name: int(sec.get(f.name, f.default)) for f in fields(Formats)}).check()
+    return Formats(**{f.name: type(f.default)(sec.get(f.name, f.default)) for f in fields(Formats)}).check()
+
+
+def weight_frac(fmt: Formats, w) -> int:
+    """Fractional bits of one layer's weights: ``fmt.w_frac`` (global), or (per layer) the most bits
+    with which 2^w_headroom · max|W| still fits the int{w_bits} range (headroom: room for the weights
+    to grow during on-device learning before they saturate), in 0..min(24, w_bits - 1)."""
+    if fmt.w_scale == "global":
+        return fmt.w_frac
+    top = min(24, fmt.w_bits - 1)
+    m = float(np.max(np.abs(w))) if np.size(w) else 0.0
+    if m == 0.0:
+        return top
+    frac = int(np.floor(np.log2(fmt.w_range[1] / m))) - fmt.w_headroom
+    return max(0, min(top, frac))
 
 
 def is_fixed(cfg: dict) -> bool:

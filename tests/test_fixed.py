@@ -81,21 +81,22 @@ def test_learn_last_only_touches_the_last_layers():
 
 
 def test_float_roundtrip_is_exact_and_training_lowers_the_loss():
-    net = stopnp.build(mlp3().config)   # float32 parameters, as training keeps them
+    net = stopnp.build(mlp3(readout="membrane").config)   # float32 parameters, as training keeps them
     q = fixed.quantize(net)
     fixed.to_float(q, net)
     again = fixed.quantize(net)
     for k in q.params:
         assert np.array_equal(q.params[k], again.params[k]), k
+    assert [ql.w_frac for ql in q.layers] == [ql.w_frac for ql in again.layers]
     x, y = data(net, B=16, seed=3)
     xq = fixed.quantize_input(q, x)
     losses = []
-    for _ in range(15):
+    for _ in range(20):
         _, g, loss = fixed.run(q, xq, y)
-        fixed.apply(q, g, 0.5)
+        fixed.apply(q, g, 0.3)
         losses.append(loss)
         assert all(not v.any() for v in g.values())   # apply zeroes the accumulators
-    assert losses[-1] < 0.9 * losses[0]
+    assert np.mean(losses[-5:]) < 0.75 * losses[0]
     lo, hi = q.fmt.w_range
     for k, v in q.params.items():
         if k.endswith(".weight"):
@@ -104,6 +105,20 @@ def test_float_roundtrip_is_exact_and_training_lowers_the_loss():
             assert v.min() >= q.theta_min
         if k.endswith(".alpha"):
             assert 0 <= v.min() and v.max() <= 1 << q.fmt.a_frac
+
+
+def test_per_layer_weight_formats():
+    w = np.array([[11.4, -0.5]])
+    assert nm.weight_frac(nm.Formats(w_bits=8, w_headroom=0), w) == 3          # 11.4·2^3 = 91 <= 127
+    assert nm.weight_frac(nm.Formats(w_bits=8), w) == 2                        # one spare bit
+    assert nm.weight_frac(nm.Formats(w_bits=16, w_headroom=0), w) == 11
+    assert nm.weight_frac(nm.Formats(w_scale="global", w_frac=9), w) == 9
+    assert nm.weight_frac(nm.Formats(w_bits=8, w_headroom=0), w * 0) == 7
+    net = convnet()
+    q = fixed.quantize(net, nm.Formats(w_bits=8, w_headroom=0))
+    for ql in q.layers:
+        wq = q.params[f"{ql.name}.weight"]
+        assert np.abs(wq).max() <= 127 and np.abs(wq).max() > 63   # the range is used, nothing saturates
 
 
 def test_api_predict_and_simulate_fixed():
@@ -150,6 +165,6 @@ def test_train_in_fixed_point(tmp_path):
     assert res.best_acc > 0.5
     net = stopnp.load(tmp_path / "last.h5")
     q = fixed.quantize(net)   # the checkpoint holds the integer parameters exactly
-    for k, v in q.params.items():
-        if k.endswith(".weight"):
-            assert np.array_equal(nm.dequantize(v, q.fmt.w_frac), net.params[k].astype(np.float64))
+    for ql in q.layers:
+        w = net.params[f"{ql.name}.weight"].astype(np.float64)
+        assert np.array_equal(nm.dequantize(q.params[f"{ql.name}.weight"], ql.w_frac), w)

@@ -69,7 +69,7 @@ def plan(qnet):
                          n_in=int(np.prod(in3)), oc=out3[0], oh=out3[1], ow=out3[2], n_out=ql.size,
                          k=max(ql.k, 1), stride=max(ql.stride, 1), pad=ql.pad,
                          n_theta=int(np.prod(ql.theta_shape)) if ql.spiking else 1,
-                         n_w=int(qnet.params[f"{ql.name}.weight"].size)))
+                         n_w=int(qnet.params[f"{ql.name}.weight"].size), w_frac=ql.w_frac))
         src_shape = ql.shape
     return rows
 
@@ -151,7 +151,7 @@ def generate(net, *, numerics="fixed", learn=None, learn_last=0, batch=1, fmt=No
  * Network: {net.config['model']['name']} ({names}); {'fixed point' if numerics == 'fixed' else 'float32'};
  * {'on-device STOP learning for layers ' + str(learn_from) + '..' + str(n - 1) if learn else 'inference only'}.
  * Memory: parameters {fp['params']} B, state {fp['state']} B, learning {fp['learn']} B, total {fp['total']} B.
- * Formats (fractional bits): w {f.w_frac} (int{f.w_bits}), x {f.x_frac}, v {f.v_frac}, alpha {f.a_frac},
+ * Formats (fractional bits): w {', '.join(str(ql.w_frac) for ql in qnet.layers)} per layer (int{f.w_bits}), x {f.x_frac}, v {f.v_frac}, alpha {f.a_frac},
  * surrogate/probabilities {f.p_frac}, errors {f.e_frac}, gradients {f.g_frac}, learning rate {f.lr_frac}.
  */
 #ifndef STOPNP_H
@@ -170,7 +170,6 @@ def generate(net, *, numerics="fixed", learn=None, learn_last=0, batch=1, fmt=No
 #define STOPNP_RESET_HARD {1 if qnet.reset == 'hard' else 0}
 #define STOPNP_SURROGATE {SURROGATE_CODE[qnet.surrogate]}
 #define STOPNP_ALPHA_MEAN {1 if qnet.alpha_reduce == 'mean' else 0}
-#define STOPNP_W_FRAC {f.w_frac}
 #define STOPNP_X_FRAC {f.x_frac}
 #define STOPNP_V_FRAC {f.v_frac}
 #define STOPNP_A_FRAC {f.a_frac}
@@ -188,7 +187,7 @@ def generate(net, *, numerics="fixed", learn=None, learn_last=0, batch=1, fmt=No
 #if STOPNP_FIXED
 typedef int32_t sn_val;            /* I, U, V, θ (Q{f.v_frac}), inputs and traces (Q{f.x_frac}), α (Q{f.a_frac}) */
 typedef int64_t sn_acc;            /* exact products and sums */
-typedef {wtype} sn_w;              /* weights, Q{f.w_frac} */
+typedef {wtype} sn_w;              /* weights, fractional bits per layer (sn_layer.w_frac) */
 typedef int32_t sn_grad;           /* gradient accumulators, Q{f.g_frac} */
 typedef int32_t sn_lr;             /* learning rates, Q{f.lr_frac} */
 #define STOPNP_ONE(frac) ((sn_acc)1 << (frac))
@@ -224,7 +223,7 @@ void stopnp_apply(sn_lr lr_w, sn_lr lr_theta, sn_lr lr_alpha);
     int sc, sh, sw;                      /* source map: the input or the layer below */
     int ic, ih, iw, n_in;                /* layer input after pooling */
     int oc, oh, ow, n_out;               /* neurons */
-    int k, stride, pad, n_theta, n_w;
+    int k, stride, pad, n_theta, n_w, w_frac;   /* w_frac: this layer's weight format */
     %ssn_w *w;
     const sn_val *bias;
     %ssn_val *theta;
@@ -260,7 +259,7 @@ void stopnp_apply(sn_lr lr_w, sn_lr lr_theta, sn_lr lr_alpha);
                 lrn[1:4], lrn[5:7] = [f"sn_thtr{i}", f"sn_altr{i}", f"sn_phi{i}"], [f"sn_gth{i}", f"sn_gal{i}"]
         fields = ", ".join(str(r[k]) for k in ("op", "spiking", "pool", "pk", "sc", "sh", "sw", "ic", "ih", "iw",
                                                "n_in", "oc", "oh", "ow", "n_out", "k", "stride", "pad",
-                                               "n_theta", "n_w"))
+                                               "n_theta", "n_w", "w_frac"))
         layer_inits.append(f"    {{{fields}, sn_w{i}, sn_b{i}, {th}, {al}, sn_x{i}, sn_v{i}, sn_s{i}, "
                            f"{', '.join(lrn)}}}")
     maxn = max(r["n_out"] for r in rows)

@@ -127,7 +127,7 @@ static void sn_current(const sn_layer *L, sn_val *cur)
                 sn_acc acc = 0;
                 const sn_w *w = L->w + o * L->n_in;
                 for (c = 0; c < L->n_in; c++) acc += (sn_acc)w[c] * xb[c];
-                cb[o] = (sn_val)SAT((sn_acc)SAT(NARROW(acc, STOPNP_W_FRAC + STOPNP_X_FRAC - STOPNP_V_FRAC)) + L->bias[o]);
+                cb[o] = (sn_val)SAT((sn_acc)SAT(NARROW(acc, L->w_frac + STOPNP_X_FRAC - STOPNP_V_FRAC)) + L->bias[o]);
             }
             continue;
         }
@@ -147,7 +147,7 @@ static void sn_current(const sn_layer *L, sn_val *cur)
                             }
                         }
                     cb[(o * L->oh + y) * L->ow + x] = (sn_val)SAT(
-                        (sn_acc)SAT(NARROW(acc, STOPNP_W_FRAC + STOPNP_X_FRAC - STOPNP_V_FRAC)) + L->bias[o]);
+                        (sn_acc)SAT(NARROW(acc, L->w_frac + STOPNP_X_FRAC - STOPNP_V_FRAC)) + L->bias[o]);
                 }
     }
 }
@@ -340,7 +340,7 @@ static void sn_backward_input(const sn_layer *L, const sn_val *d, const sn_layer
             for (i = 0; i < L->n_in; i++) {
                 sn_acc acc = 0;
                 for (o = 0; o < L->n_out; o++) acc += (sn_acc)db[o] * L->w[o * L->n_in + i];
-                gb[i] = (sn_val)SAT(NARROW(acc, STOPNP_W_FRAC));
+                gb[i] = (sn_val)SAT(NARROW(acc, L->w_frac));
             }
         } else {
             for (c = 0; c < L->ic; c++)
@@ -362,7 +362,7 @@ static void sn_backward_input(const sn_layer *L, const sn_val *d, const sn_layer
                                            * L->w[((o * L->ic + c) * L->k + ky) * L->k + kx];
                                 }
                             }
-                        gb[(c * L->ih + y) * L->iw + x] = (sn_val)SAT(NARROW(acc, STOPNP_W_FRAC));
+                        gb[(c * L->ih + y) * L->iw + x] = (sn_val)SAT(NARROW(acc, L->w_frac));
                     }
         }
     }
@@ -413,11 +413,11 @@ void stopnp_learn_step(const sn_val *x, const int32_t *label, sn_val *out)
 void stopnp_apply(sn_lr lr_w, sn_lr lr_theta, sn_lr lr_alpha)
 {
     int l, i;
-    const int sw = STOPNP_LR_FRAC + STOPNP_G_FRAC - STOPNP_W_FRAC;
     const int sv = STOPNP_LR_FRAC + STOPNP_G_FRAC - STOPNP_V_FRAC;
     const int sa = STOPNP_LR_FRAC + STOPNP_G_FRAC - STOPNP_A_FRAC;
     for (l = STOPNP_LEARN_FROM; l < STOPNP_N_LAYERS; l++) {
         sn_layer *L = &sn_layers[l];
+        const int sw = STOPNP_LR_FRAC + STOPNP_G_FRAC - L->w_frac;
         for (i = 0; i < L->n_w; i++) {
             L->w[i] = SATW((sn_acc)L->w[i] - NARROW((sn_acc)lr_w * L->gw[i], sw));
             L->gw[i] = 0;
