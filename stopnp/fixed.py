@@ -236,36 +236,57 @@ def _cols(ql, x):
     return win.transpose(0, 2, 3, 1, 4, 5).reshape(x.shape[0], ql.shape[1], ql.shape[2], -1)
 
 
+EXACT = float(2 ** 53)   # float64 holds every integer below this exactly
+
+
+def imatmul(a, b):
+    """a @ b for int64 arrays, exact. Through float64 BLAS when no partial sum can reach 2^53 (then
+    every product and sum is an exactly representable integer, so the result is identical), else in
+    int64 (NumPy's integer loop). Both paths are tested equal."""
+    if a.size and b.size:
+        bound = float(np.abs(a).max()) * float(np.abs(b).max()) * a.shape[-1]
+        if bound < EXACT:
+            return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    return a @ b
+
+
 def weight_forward(ql, w, x):
     """Σ W·x in int64 (w_frac + x_frac)."""
     if ql.op == "linear":
-        return x @ w.T
-    cols = _cols(ql, x)
-    return np.einsum("bhwk,ok->bohw", cols, w.reshape(w.shape[0], -1))
+        return imatmul(x, w.T)
+    cols = _cols(ql, x)                                       # (B, Ho, Wo, C·k·k)
+    B, Ho, Wo, K = cols.shape
+    out = imatmul(cols.reshape(-1, K), w.reshape(w.shape[0], -1).T)
+    return out.reshape(B, Ho, Wo, -1).transpose(0, 3, 1, 2)
 
 
 def weight_backward_input(ql, w, d):
     """Σ Wᵀ·δ in int64 (e_frac + w_frac), shaped as the layer input."""
     if ql.op == "linear":
-        return d @ w
+        return imatmul(d, w)
     B = d.shape[0]
     C, H, W = ql.in_shape
     k, st, p = ql.k, ql.stride, ql.pad
+    Co, Ho, Wo = ql.shape
+    # col2im: every (ky, kx) tap of δ·W lands on the input positions it read
+    dc = d.transpose(0, 2, 3, 1).reshape(-1, Co)
+    taps = imatmul(dc, w.reshape(Co, -1)).reshape(B, Ho, Wo, C, k, k)
     gp = np.zeros((B, C, H + 2 * p, W + 2 * p), np.int64)
-    Ho, Wo = ql.shape[1], ql.shape[2]
     for ky in range(k):
         for kx in range(k):
-            gp[:, :, ky:ky + st * Ho:st, kx:kx + st * Wo:st] += np.einsum("bohw,oc->bchw", d, w[:, :, ky, kx])
+            gp[:, :, ky:ky + st * Ho:st, kx:kx + st * Wo:st] += taps[:, :, :, :, ky, kx].transpose(0, 3, 1, 2)
     return gp[:, :, p:p + H, p:p + W]
 
 
 def weight_grad(ql, d, tr):
     """Σ_b δ ⊗ w~ in int64 (e_frac + x_frac), shaped as W."""
     if ql.op == "linear":
-        return d.T @ tr
+        return imatmul(np.ascontiguousarray(d.T), tr)
     cols = _cols(ql, tr)
-    k = ql.k
-    return np.einsum("bohw,bhwk->ok", d, cols).reshape(ql.shape[0], ql.in_shape[0], k, k)
+    B, Ho, Wo, K = cols.shape
+    Co = ql.shape[0]
+    dc = d.transpose(1, 0, 2, 3).reshape(Co, -1)
+    return imatmul(dc, cols.reshape(-1, K)).reshape(Co, ql.in_shape[0], ql.k, ql.k)
 
 
 def phi(qnet, z):

@@ -168,3 +168,17 @@ def test_train_in_fixed_point(tmp_path):
     for ql in q.layers:
         w = net.params[f"{ql.name}.weight"].astype(np.float64)
         assert np.array_equal(nm.dequantize(q.params[f"{ql.name}.weight"], ql.w_frac), w)
+
+
+def test_blas_path_equals_integer_path(monkeypatch):
+    """imatmul's float64 BLAS path (taken when no sum can reach 2^53) gives the int64 results exactly."""
+    net = stopnp.build(convnet().config)
+    x, y = data(net, B=4)
+    q = fixed.quantize(net)
+    xq = fixed.quantize_input(q, x)
+    out, g, _ = fixed.run(q, xq, y)
+    monkeypatch.setattr(fixed, "EXACT", 0.0)      # force the int64 loop
+    out2, g2, _ = fixed.run(q, xq, y)
+    assert np.array_equal(out, out2) and all(np.array_equal(g[k], g2[k]) for k in g)
+    a = np.array([[2 ** 40, 3]], np.int64)
+    assert fixed.imatmul(a, np.array([[2 ** 20], [1]], np.int64))[0, 0] == 2 ** 60 + 3   # beyond 2^53: int64
