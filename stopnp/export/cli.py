@@ -43,6 +43,12 @@ def register(sub):
                                     "NIR needs it. See stopnp/export/nir.py for what NIR cannot carry.")
     n.add_argument("checkpoint")
     n.add_argument("out", help="output file, e.g. net.nir")
+    n.add_argument("--dt", type=float, default=1e-4,
+                   help="time step of the importer's Euler step (default 1e-4: snntorch, SpikingJelly)")
+    n.add_argument("--pool", choices=["avg", "sum"], default="avg",
+                   help="AvgPool2d (snntorch, SpikingJelly) or SumPool2d with 1/k² in the next weights (Norse)")
+    n.add_argument("--unit-threshold", action="store_true",
+                   help="fold 1/θ into the weights so every threshold is 1 (importers needing one θ per layer)")
     n.set_defaults(func=cmd_nir)
     p.set_defaults(func=lambda args: p.print_help() or 0)
 
@@ -106,6 +112,6 @@ def cmd_nir(args):
     from .. import load
     from .nir import export_nir
     net = load(args.checkpoint)
-    summary = export_nir(net, args.out)
+    summary = export_nir(net, args.out, dt=args.dt, pool=args.pool, unit_threshold=args.unit_threshold)
     print(f"wrote {args.out}" + (f": {summary}" if summary else ""))
     return 0
