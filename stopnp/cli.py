@@ -78,13 +78,20 @@ def _add_eval(sub):
     p.add_argument("--numerics", choices=["float", "fixed"],
                    help="float (run.dtype) or fixed: the integer arithmetic of the C export "
                         "(default: the checkpoint's numerics.kind)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="numerics.KEY=VALUE",
+                   help="override a [numerics] format for this evaluation, e.g. --set numerics.w_bits=8")
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args):
     from . import data
     from .train import evaluate, load_network
+    from . import config as C
     net, ck = load_network(args.checkpoint)
+    bad = [o for o in args.overrides if not o.startswith("numerics.")]
+    if bad:
+        raise C.ConfigError(f"eval --set changes [numerics] only (the network is the checkpoint's): {bad[0]}")
+    net.config = C.resolve(net.config, args.overrides)
     d = net.config["data"]
     src = data.load(args.data or d["name"], args.split)
     kind = args.numerics or net.config["numerics"]["kind"]

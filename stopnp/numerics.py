@@ -68,7 +68,7 @@ class Formats:
                 raise ConfigError(f"numerics.{f.name} = {v}: fractional bits must be in 0..24")
         if not 0 <= self.w_headroom <= 8:
             raise ConfigError(f"numerics.w_headroom = {self.w_headroom}: expected 0..8 bits")
-        if self.w_frac >= self.w_bits:
+        if self.w_scale == "global" and self.w_frac >= self.w_bits:
             raise ConfigError(f"numerics.w_frac = {self.w_frac} leaves no integer bit in int{self.w_bits} "
                               f"weights; use w_frac < w_bits")
         if self.a_frac > 30 or self.p_frac > EXP_FRAC:

@@ -62,6 +62,6 @@ def test_formats_validation():
     with pytest.raises(ConfigError, match="w_bits"):
         nm.Formats(w_bits=12).check()
     with pytest.raises(ConfigError, match="w_frac"):
-        nm.Formats(w_bits=8, w_frac=8).check()
+        nm.Formats(w_bits=8, w_frac=8, w_scale="global").check()
     f = nm.formats_from_config({"numerics": {"w_bits": 8, "w_frac": 6}})
     assert f.w_range == (-128, 127) and f.w_frac == 6
