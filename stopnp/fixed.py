@@ -46,6 +46,7 @@ from . import numerics as nm
 from .config import ConfigError
 from .kernels.norm import bn_fold
 from .network import theta_shape
+from .ops import BN_EPS
 
 SURROGATES = ("exp", "triangle", "rectangle")
 
@@ -128,22 +129,27 @@ def check_supported(net, learn=False):
             raise ConfigError(f"{where}: on-device learning uses loss.kind = 'ce' with loss.reduce = 'sum'")
 
 
+def folded_weights(net, layer):
+    """(W, bias) of a layer's synapse in float64 with BN (eval mode) folded in; bias 0 without BN."""
+    syn = layer.synapses[0]
+    w = np.asarray(net.params[f"{syn.name}.weight"], np.float64)
+    if not syn.bn:
+        return w, np.zeros(syn.out_shape[0])
+    p = {k: np.asarray(net.params[f"{syn.name}.bn.{k}"], np.float64)
+         for k in ("gamma", "beta", "running_mean", "running_var")}
+    return bn_fold(w, p["gamma"], p["beta"], p["running_mean"], p["running_var"], BN_EPS)
+
+
 def quantize(net, fmt=None) -> QNet:
     """Integer parameters of ``net`` (BN in eval mode folded into W and a per-channel bias)."""
     fmt = fmt or nm.formats_from_config(net.config)
     check_supported(net)
-    eps = 1e-5
     layers, params, names = [], {}, []
     one_a = 1 << fmt.a_frac
     for layer in net.layers:
         syn = layer.synapses[0]
         pre = tuple((p.kind, p.in_shape, p.out_shape, p.k) for p in syn.pre if p.kind != "dropout")
-        w = np.asarray(net.params[f"{syn.name}.weight"], np.float64)
-        bias = np.zeros(syn.out_shape[0])
-        if syn.bn:
-            p = {k: np.asarray(net.params[f"{syn.name}.bn.{k}"], np.float64)
-                 for k in ("gamma", "beta", "running_mean", "running_var")}
-            w, bias = bn_fold(w, p["gamma"], p["beta"], p["running_mean"], p["running_var"], eps)
+        w, bias = folded_weights(net, layer)
         wf = nm.weight_frac(fmt, w)
         layers.append(QLayer(layer.name, layer.shape, pre, syn.op, syn.in_shape, syn.k, syn.stride, syn.pad,
                              layer.spiking, theta_shape(layer), wf))

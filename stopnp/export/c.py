@@ -104,17 +104,9 @@ def _fmt_array(values, numerics, per_line=12):
 
 def float_params(net):
     """Float parameters with BN folded (the float build's numbers), keyed like QNet.params."""
-    from ..kernels.norm import bn_fold
     out = {}
     for layer in net.layers:
-        syn = layer.synapses[0]
-        w = np.asarray(net.params[f"{syn.name}.weight"], np.float64)
-        bias = np.zeros(syn.out_shape[0])
-        if syn.bn:
-            p = {k: np.asarray(net.params[f"{syn.name}.bn.{k}"], np.float64)
-                 for k in ("gamma", "beta", "running_mean", "running_var")}
-            w, bias = bn_fold(w, p["gamma"], p["beta"], p["running_mean"], p["running_var"], 1e-5)
-        out[f"{layer.name}.weight"], out[f"{layer.name}.bias"] = w, bias
+        out[f"{layer.name}.weight"], out[f"{layer.name}.bias"] = fx.folded_weights(net, layer)
         if layer.spiking:
             out[f"{layer.name}.theta"] = np.asarray(net.params[f"{layer.name}.theta"], np.float64)
             out[f"{layer.name}.alpha"] = np.asarray(net.params[f"{layer.name}.alpha"], np.float64)
