@@ -18,6 +18,7 @@ EPILOG = """examples:
   stopnp eval runs/default/best.h5
   stopnp inspect runs/default/last.h5 --out plots/inspect.h5
   stopnp plot runs/default
+  stopnp export c runs/default/best.h5 build/mcu  C99 library (fixed point), see: stopnp export c --help
 """
 
 
