@@ -130,7 +130,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "run": {
         "epochs": Field(10, int, check=_pos, hint="> 0"),
         "seed": Field(0, int),
-        "threads": Field(0, int, check=_nonneg, hint=">= 0 (0 = all cores)"),
+        "threads": Field(0, int, check=_nonneg, hint=">= 0 (0 = auto: numba 1 thread, large GEMMs on all cores; n = numba on n cores, BLAS 1)"),
         "out_dir": Field("runs/default", str),
         "kernels": Field("blas", str, ("blas", "loop")),
         "dtype": Field("float32", str, ("float32", "float64")),

@@ -173,3 +173,70 @@ def test_fused_delta_grads_equal_separate_kernels():
         np.testing.assert_allclose(gt2, gt1, rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(ga2, ga1, rtol=1e-13, atol=1e-15)
         assert np.abs(gt1).max() > 0
+
+
+@pytest.mark.parametrize("N", [700, 5000], ids=["serial", "parallel"])
+def test_fast_delta_grads_equal_loop_reference(N):
+    """Fast path (row slices, per-surrogate loops, serial for small arrays) = the loop reference."""
+    rng = np.random.default_rng(7)
+    B = 9
+    g, u, th, al = (rng.normal(size=(B, N)) for _ in range(4))
+    g[0, :10] = 0.0
+    theta = rng.uniform(0.5, 1.5, N)
+    for kind in lif.SURROGATES.values():
+        for dtype, tol in ((np.float64, 1e-12), (np.float32, 2e-6)):
+            args = [a.astype(dtype) for a in (g, u, theta, th, al)]
+            d1, gt1, ga1 = np.zeros((B, N), dtype), np.full(N, 0.5, dtype), np.full(N, -0.5, dtype)
+            d2, gt2, ga2 = d1.copy(), gt1.copy(), ga1.copy()
+            lif.stop_delta_grads_loop(d1, gt1, ga1, *args, kind)
+            lif.stop_delta_grads(d2, gt2, ga2, *args, kind)
+            if dtype == np.float64:
+                assert np.array_equal(d1, d2)
+            assert rel_err(d2, d1) < tol and rel_err(gt2, gt1) < tol and rel_err(ga2, ga1) < tol
+            assert np.abs(d1).max() > 0
+
+
+def test_exp_neg_f32_accuracy():
+    z = -np.concatenate([np.linspace(0, 90, 200001), [0.0, 1e-8, 86.9, 87.0, 200.0]]).astype(np.float32)
+    got = np.array([lif.exp_neg_f32(v) for v in z[::50]] + [lif.exp_neg_f32(v) for v in z[-5:]])
+    zz = np.concatenate([z[::50], z[-5:]]).astype(np.float64)
+    ref = np.exp(zz)
+    ok = zz > -87.0
+    assert (np.abs(got[ok] - ref[ok]) / ref[ok]).max() < 2e-7
+    assert np.all(np.abs(got[~ok] - ref[~ok]) < 2e-38)
+
+
+@pytest.mark.parametrize("N", [700, 5000], ids=["serial", "parallel"])
+def test_fast_lif_stop_forward_equals_loop_reference(N):
+    rng = np.random.default_rng(8)
+    B, T = 7, 5
+    for dtype in (np.float64, np.float32):
+        I = rng.uniform(0, 1.5, (T, B, N)).astype(dtype)
+        theta = rng.uniform(0.8, 1.2, N).astype(dtype)
+        alpha = dtype(0.7)
+        states = [[np.zeros((B, N), dtype) for _ in range(5)] for _ in range(2)]
+        for t in range(T):
+            for fn, (u, s, v, th, al) in zip((lif.lif_stop_forward_loop, lif.lif_stop_forward), states):
+                fn(u, s, v, th, al, I[t], alpha, theta, False, 0)
+            for a, b in zip(*states):
+                assert np.array_equal(a, b)
+        assert 0 < states[1][1].mean() < 1
+
+
+def test_fast_paths_one_and_two_threads_bitwise():
+    rng = np.random.default_rng(9)
+    B, N = 8, 6000
+    g, u, th, al, I = (rng.normal(size=(B, N)).astype(np.float32) for _ in range(5))
+    theta = np.ones(N, np.float32)
+    res = []
+    for n in (1, 2):
+        numba.set_num_threads(n)
+        d, gt, ga = np.zeros((B, N), np.float32), np.zeros(N, np.float32), np.zeros(N, np.float32)
+        lif.stop_delta_grads(d, gt, ga, g, u, theta, th, al, lif.EXP)
+        st = [np.zeros((B, N), np.float32) for _ in range(5)]
+        for _ in range(3):
+            lif.lif_stop_forward(*st, I, np.float32(0.6), theta, False, lif.EXP)
+        res.append([d, gt, ga] + st)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for a, b in zip(*res):
+        assert np.array_equal(a, b)

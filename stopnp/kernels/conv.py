@@ -24,6 +24,8 @@ with gout[b] viewed as (Co, Ho·Wo). ``cols`` is caller-provided scratch of ``im
 import numpy as np
 from numba import njit, prange
 
+from ..threads import gemm_threads
+
 
 def out_size(h, k, stride, pad):
     """Output length of a strided, zero-padded correlation along one axis (floor)."""
@@ -182,6 +184,7 @@ def conv2d_forward_fast(out, x, w, stride, pad, cols):
     B = out.shape[0]
     _check_cols(cols, x.shape, KH, KW, stride, pad)
     im2col(cols, x, KH, KW, stride, pad)
+    gemm_threads(Co * cols.shape[1] * cols.shape[2])
     np.matmul(w.reshape(Co, Ci * KH * KW), cols, out=_flat_view(out, (B, Co, cols.shape[2])))
 
 
@@ -190,6 +193,7 @@ def conv2d_backward_input_fast(gx, gout, w, stride, pad, cols):
     Co, Ci, KH, KW = w.shape
     B = gout.shape[0]
     _check_cols(cols, gx.shape, KH, KW, stride, pad)
+    gemm_threads(Co * cols.shape[1] * cols.shape[2])
     np.matmul(w.reshape(Co, Ci * KH * KW).T, gout.reshape(B, Co, cols.shape[2]), out=cols)
     col2im_add(gx, cols, KH, KW, stride, pad)
 
@@ -208,6 +212,7 @@ def conv2d_backward_weight_fast(gw, gout, a, stride, pad, cols, scratch=None):
     gw2 = _flat_view(gw, (Co, Ci * KH * KW))
     if scratch is None:
         scratch = np.empty_like(gw2)
+    gemm_threads(Co * cols.shape[1] * cols.shape[2])
     for b in range(B):
         np.matmul(g3[b], cols[b].T, out=scratch)
         gw2 += scratch

@@ -100,8 +100,8 @@ def lif_forward(u, s, v, i_in, alpha, theta, hard_reset, smooth, kind):
 
 
 @njit(cache=True, parallel=True)
-def lif_stop_forward(u, s, v, th_trace, al_trace, i_in, alpha, theta, smooth, kind):
-    """Fused STOP step (soft reset): traces from V[t-1], s[t-1], then charge, fire, reset.
+def lif_stop_forward_loop(u, s, v, th_trace, al_trace, i_in, alpha, theta, smooth, kind):
+    """Reference fused STOP step (soft reset): traces from V[t-1], s[t-1], then charge, fire, reset.
 
     ``s`` holds s[t-1] on entry and s[t] on exit; ``v`` holds V[t-1] on entry and V[t] on exit.
     """
@@ -151,8 +151,8 @@ def stop_param_grads(gtheta, galpha, delta, th_trace, al_trace):
 
 
 @njit(cache=True, parallel=True)
-def stop_delta_grads(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kind):
-    """Fused ``spatial_delta`` + ``stop_param_grads``: δ = g·φ(U-θ); gθ_j += δ(th~-1); gα_j += δ·al~.
+def stop_delta_grads_loop(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kind):
+    """Reference fused ``spatial_delta`` + ``stop_param_grads``: δ = g·φ(U-θ); gθ_j += δ(th~-1); gα_j += δ·al~.
 
     Parallel over blocks of neurons (a block owns its gθ_j, gα_j); inside, batch rows are walked in
     order, so memory is read contiguously and each sum has a fixed order (thread-count independent).
@@ -171,6 +171,137 @@ def stop_delta_grads(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kin
                     gtheta[j] += d * (th_trace[b, j] - 1.0)
                     galpha[j] += d * al_trace[b, j]
                 delta[b, j] = d
+
+
+# --- fast paths of the two STOP per-step kernels ------------------------------------------------
+# Same sums in the same order as the references above (each neuron's θ/α sum over b in order), written
+# so that LLVM vectorizes them: contiguous row slices, one surrogate per loop (no per-element switch),
+# arithmetic in the arrays' dtype, and for float32 with the exp surrogate a branch-free exp
+# (``exp_neg_f32``, < 1e-7 relative error) instead of a scalar libm call per neuron. float64 results
+# equal the references' (tests/test_kernels_lif.py); small arrays run serially (no parallel launch).
+
+SERIAL_BELOW = 1 << 15      # elements (B·N) under which the serial variant is used
+BLOCK = 1024                # neurons per parallel chunk (a chunk owns its θ/α accumulators)
+
+
+@njit(cache=True, inline="always")
+def exp_neg_f32(x):
+    """exp(x) for float32 x <= 0 (x < -87 is clamped: result < 1.7e-38): Cody-Waite reduction
+    x = k·ln2 + r, |r| <= ln2/2, a degree-7 polynomial for e^r, 2^k built from k's bits (exact)."""
+    f = np.float32
+    x = max(x, f(-87.0))
+    kf = (x * f(1.4426950408889634) + f(12582912.0)) - f(12582912.0)  # round to nearest integer
+    r = x - kf * f(0.693359375)
+    r = r - kf * f(-2.12194440e-4)
+    p = f(1.9875691500e-4)
+    p = p * r + f(1.3981999507e-3)
+    p = p * r + f(8.3334519073e-3)
+    p = p * r + f(4.1665795894e-2)
+    p = p * r + f(1.6666665459e-1)
+    p = p * r + f(5.0000001201e-1)
+    p = p * r * r + r + f(1.0)
+    m = np.int32(-kf)  # 0 <= m <= 126
+    sc = f(1.0)
+    sc = sc * (f(0.5) if m & 1 else f(1.0))
+    sc = sc * (f(0.25) if m & 2 else f(1.0))
+    sc = sc * (f(0.0625) if m & 4 else f(1.0))
+    sc = sc * (f(0.00390625) if m & 8 else f(1.0))
+    sc = sc * (f(1.52587890625e-05) if m & 16 else f(1.0))
+    sc = sc * (f(2.3283064365386963e-10) if m & 32 else f(1.0))
+    sc = sc * (f(5.421010862427522e-20) if m & 64 else f(1.0))
+    return p * sc
+
+
+@njit(cache=True, inline="always")
+def _delta_rows(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kind, fast_exp, j0, j1):
+    B = u.shape[0]
+    one = u.dtype.type(1)
+    gt, ga, thr = gtheta[j0:j1], galpha[j0:j1], theta[j0:j1]
+    n = j1 - j0
+    for b in range(B):
+        dr, gr, ur, tr, ar = delta[b, j0:j1], g[b, j0:j1], u[b, j0:j1], th_trace[b, j0:j1], al_trace[b, j0:j1]
+        if fast_exp:
+            for j in range(n):
+                d = gr[j] * exp_neg_f32(-abs(ur[j] - thr[j]))
+                gt[j] += d * (tr[j] - one)
+                ga[j] += d * ar[j]
+                dr[j] = d
+        elif kind == EXP:
+            for j in range(n):
+                d = gr[j] * math.exp(-abs(ur[j] - thr[j]))
+                gt[j] += d * (tr[j] - one)
+                ga[j] += d * ar[j]
+                dr[j] = d
+        else:
+            for j in range(n):
+                d = gr[j] * u.dtype.type(surrogate(ur[j] - thr[j], kind))
+                gt[j] += d * (tr[j] - one)
+                ga[j] += d * ar[j]
+                dr[j] = d
+
+
+@njit(cache=True, parallel=True)
+def _stop_delta_grads_par(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kind, fast_exp):
+    N = u.shape[1]
+    for blk in prange((N + BLOCK - 1) // BLOCK):  # a block owns gθ, gα of its neurons
+        _delta_rows(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kind, fast_exp,
+                    blk * BLOCK, min(N, (blk + 1) * BLOCK))
+
+
+@njit(cache=True)
+def _stop_delta_grads_ser(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kind, fast_exp):
+    N = u.shape[1]
+    for blk in range((N + BLOCK - 1) // BLOCK):
+        _delta_rows(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kind, fast_exp,
+                    blk * BLOCK, min(N, (blk + 1) * BLOCK))
+
+
+def stop_delta_grads(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kind):
+    """δ = g·φ(U-θ); gθ_j += Σ_b δ(th~-1); gα_j += Σ_b δ·al~ (fast path of ``stop_delta_grads_loop``)."""
+    fast_exp = kind == EXP and u.dtype == np.float32
+    fn = _stop_delta_grads_ser if u.size < SERIAL_BELOW else _stop_delta_grads_par
+    fn(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kind, fast_exp)
+
+
+@njit(cache=True, inline="always")
+def _lif_stop_rows(u, s, v, th_trace, al_trace, i_in, alpha, theta, b0, b1):
+    N = u.shape[1]
+    zero, one = u.dtype.type(0), u.dtype.type(1)
+    for b in range(b0, b1):
+        for j0 in range(0, N, 512):  # chunks that stay in L1 between the two passes
+            j1 = min(N, j0 + 512)
+            ur, sr, vr, ir, th = u[b, j0:j1], s[b, j0:j1], v[b, j0:j1], i_in[b, j0:j1], theta[j0:j1]
+            tr, ar = th_trace[b, j0:j1], al_trace[b, j0:j1]
+            for j in range(j1 - j0):  # traces from s[t-1], V[t-1] (few arrays per loop: vectorizes)
+                tr[j] = alpha * (tr[j] - sr[j])
+                ar[j] = alpha * ar[j] + vr[j]
+            for j in range(j1 - j0):
+                uu = alpha * vr[j] + ir[j]
+                sp = one if uu - th[j] >= zero else zero
+                ur[j] = uu
+                sr[j] = sp
+                vr[j] = uu - th[j] * sp
+
+
+@njit(cache=True, parallel=True)
+def _lif_stop_forward_par(u, s, v, th_trace, al_trace, i_in, alpha, theta):
+    for b in prange(u.shape[0]):  # iteration owns row b
+        _lif_stop_rows(u, s, v, th_trace, al_trace, i_in, alpha, theta, b, b + 1)
+
+
+@njit(cache=True)
+def _lif_stop_forward_ser(u, s, v, th_trace, al_trace, i_in, alpha, theta):
+    _lif_stop_rows(u, s, v, th_trace, al_trace, i_in, alpha, theta, 0, u.shape[0])
+
+
+def lif_stop_forward(u, s, v, th_trace, al_trace, i_in, alpha, theta, smooth, kind):
+    """Fused STOP step (soft reset), fast path of ``lif_stop_forward_loop`` (``smooth``: the reference)."""
+    if smooth:
+        lif_stop_forward_loop(u, s, v, th_trace, al_trace, i_in, alpha, theta, smooth, kind)
+    elif u.size < SERIAL_BELOW:
+        _lif_stop_forward_ser(u, s, v, th_trace, al_trace, i_in, u.dtype.type(alpha), theta)
+    else:
+        _lif_stop_forward_par(u, s, v, th_trace, al_trace, i_in, u.dtype.type(alpha), theta)
 
 
 @njit(cache=True, parallel=True)

@@ -11,6 +11,8 @@ they take a caller-allocated scratch so that nothing is allocated per step.
 import numpy as np
 from numba import njit, prange
 
+from ..threads import gemm_threads
+
 
 @njit(cache=True, parallel=True)
 def linear_forward_loop(out, x, w):
@@ -49,14 +51,17 @@ def linear_backward_weight_loop(gw, gout, a):
 
 
 def linear_forward_blas(out, x, w):
+    gemm_threads(out.size * x.shape[1])
     np.matmul(x, w.T, out=out)
 
 
 def linear_backward_input_blas(gx, gout, w, scratch):
+    gemm_threads(gout.size * w.shape[1])
     np.matmul(gout, w, out=scratch)
     gx += scratch
 
 
 def linear_backward_weight_blas(gw, gout, a, scratch):
+    gemm_threads(gw.size * a.shape[0])
     np.matmul(gout.T, a, out=scratch)
     gw += scratch
