@@ -11,6 +11,11 @@ from .rules import runner
 from .rules.common import resolve_options
 
 
+def _is_fixed(net, numerics):
+    """The explicit ``numerics`` option, else the network's config, names the integer network."""
+    return (numerics or net.config["numerics"]["kind"]) == "fixed"
+
+
 def _params_as(net, dtype):
     return {k: (v if v.dtype == dtype else v.astype(dtype)) for k, v in net.params.items()}
 
@@ -34,7 +39,7 @@ def gradients(net, x, y, rule="stop", numerics=None, **options) -> dict:
     """
     if y is None:
         raise ValueError("gradients: labels y are required")
-    if (numerics or net.config["numerics"]["kind"]) == "fixed":
+    if _is_fixed(net, numerics):
         return _gradients_fixed(net, x, y, rule, **options)
     return run_batch(net, x, y, rule, **options).grads
 
@@ -59,7 +64,7 @@ def simulate(net, x, record=("u", "s"), y=None, rule="stop", numerics=None, **op
     ``numerics="fixed"`` (default: the config's numerics.kind) runs the integer network of fixed.py and
     records u, s, v, i (with labels also delta) as the integers the C export holds, dequantized to float64.
     """
-    if (numerics or net.config["numerics"]["kind"]) == "fixed":
+    if _is_fixed(net, numerics):
         return _simulate_fixed(net, x, y)
     if rule != "stop":
         raise ValueError("simulate records the online (stop) pass; use rule='stop'")
@@ -82,7 +87,7 @@ def _simulate_fixed(net, x, y=None):
 def predict(net, x, numerics=None, **options) -> np.ndarray:
     """argmax over classes of Σ_t o[t] (BN in eval mode), with the network's own neuron model;
     ``numerics="fixed"`` (default: the config's numerics.kind): the integer network of fixed.py."""
-    if (numerics or net.config["numerics"]["kind"]) == "fixed":
+    if _is_fixed(net, numerics):
         from . import fixed
         check_input(net, x)
         return fixed.predict(fixed.quantize(net), x)

@@ -38,7 +38,7 @@ Supported: chains of conv/linear layers (one synapse each) with avgpool, maxpool
 flatten and p = 0 dropout; spiking or membrane readout; loss "ce" summed over steps; surrogates exp,
 triangle, rectangle. Everything else is refused with a message.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -82,7 +82,6 @@ class QNet:
     surrogate: str
     theta_min: int
     alpha_reduce: str = "mean"
-    names: list = field(default_factory=list)
 
 
 @dataclass
@@ -144,7 +143,7 @@ def quantize(net, fmt=None) -> QNet:
     """Integer parameters of ``net`` (BN in eval mode folded into W and a per-channel bias)."""
     fmt = fmt or nm.formats_from_config(net.config)
     check_supported(net)
-    layers, params, names = [], {}, []
+    layers, params = [], {}
     one_a = 1 << fmt.a_frac
     for layer in net.layers:
         syn = layer.synapses[0]
@@ -156,7 +155,6 @@ def quantize(net, fmt=None) -> QNet:
         lo, hi = fmt.w_range
         params[f"{layer.name}.weight"] = nm.quantize(w, wf, lo, hi)
         params[f"{layer.name}.bias"] = nm.quantize(bias, fmt.v_frac)
-        names.append(layer.name)
         if layer.spiking:
             params[f"{layer.name}.theta"] = np.maximum(nm.quantize(net.params[f"{layer.name}.theta"], fmt.v_frac), 1)
             params[f"{layer.name}.alpha"] = np.clip(nm.quantize(net.params[f"{layer.name}.alpha"], fmt.a_frac),
@@ -164,7 +162,7 @@ def quantize(net, fmt=None) -> QNet:
     cfg = net.config
     return QNet(layers, params, fmt, tuple(net.input_shape), net.n_classes, cfg["neuron"]["reset"],
                 cfg["neuron"]["surrogate"], max(1, int(nm.quantize(cfg["neuron"]["theta_min"], fmt.v_frac))),
-                cfg["rule"]["alpha_reduce"], names)
+                cfg["rule"]["alpha_reduce"])
 
 
 def to_float(qnet, net):
@@ -311,16 +309,9 @@ def softmax_grad(qnet, o, y):
     f = qnet.fmt
     B = o.shape[0]
     e = nm.exp_neg(o - o.max(axis=1, keepdims=True), f.v_frac, f.p_frac)
-    p = _rdiv_rows(e << f.p_frac, e.sum(axis=1))
+    p = nm.rdiv(e << f.p_frac, e.sum(axis=1, keepdims=True))
     p[np.arange(B), y] -= 1 << f.p_frac
     return nm.rdiv(nm.rshift(p, f.p_frac - f.e_frac), B)
-
-
-def _rdiv_rows(a, d):
-    """Row-wise a / d[b] rounded half away from zero (d > 0)."""
-    d = d.reshape(-1, 1)
-    mag = (np.abs(a) + d // 2) // d
-    return np.where(a < 0, -mag, mag)
 
 
 def expand_theta(ql, theta):

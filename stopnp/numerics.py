@@ -115,11 +115,13 @@ def sat(a, lo=INT32_MIN, hi=INT32_MAX):
 
 
 def rshift(a, n):
-    """a / 2^n rounded half away from zero; n < 0 shifts left (exact)."""
+    """a / 2^n rounded half away from zero; n may be an array (per element, shifts past 62 give 0);
+    a scalar n < 0 shifts left (exact)."""
     a = np.asarray(a, np.int64)
-    if n <= 0:
+    if np.ndim(n) == 0 and n <= 0:
         return a << (-n)
-    h = np.int64(1) << (n - 1)
+    n = np.minimum(np.asarray(n, np.int64), 62)
+    h = np.where(n > 0, np.int64(1) << np.maximum(n - 1, 0), 0)
     mag = (np.abs(a) + h) >> n
     return np.where(a < 0, -mag, mag)
 
@@ -157,13 +159,4 @@ def exp_neg(z, z_frac, out_frac):
     p = c2 + rshift(r * p, EXP_FRAC)
     p = c1 + rshift(r * p, EXP_FRAC)
     p = (1 << EXP_FRAC) + rshift(r * p, EXP_FRAC)      # 2^r in Q16, in [1, 2)
-    return _rshift_var(p, k + EXP_FRAC - out_frac)
-
-
-def _rshift_var(a, n):
-    """rshift with a per-element shift n ≥ 0 (shifts beyond 62 give 0)."""
-    a = np.asarray(a, np.int64)
-    n = np.minimum(np.asarray(n, np.int64), 62)
-    h = np.where(n > 0, np.int64(1) << np.maximum(n - 1, 0), 0)
-    mag = (np.abs(a) + h) >> n
-    return np.where(a < 0, -mag, mag)
+    return rshift(p, k + EXP_FRAC - out_frac)

@@ -55,15 +55,13 @@ def plan(qnet):
             raise ConfigError(f"export c: layer {ql.name!r} has {len(pools)} pooling steps before it; the C "
                               f"engine supports one (avgpool, maxpool or global) per layer")
         pool, pk = 0, 1
-        in3 = src_shape if len(src_shape) == 3 else (int(np.prod(src_shape)), 1, 1)
+        sc = src_shape if len(src_shape) == 3 else (int(np.prod(src_shape)), 1, 1)
+        in3 = sc
         if pools:
             kind, in_shape, out_shape, k = pools[0]
             pool, pk = (2 if kind == "maxpool" else 1), k
             in3 = tuple(out_shape)
-        sc = src_shape if len(src_shape) == 3 else (int(np.prod(src_shape)), 1, 1)
         out3 = ql.shape if len(ql.shape) == 3 else (ql.shape[0], 1, 1)
-        if ql.op == "linear":
-            in3 = (int(np.prod(in3)), 1, 1) if not pools else in3
         rows.append(dict(op=0 if ql.op == "linear" else 1, spiking=int(ql.spiking), pool=pool, pk=pk,
                          sc=sc[0], sh=sc[1], sw=sc[2], ic=in3[0], ih=in3[1], iw=in3[2],
                          n_in=int(np.prod(in3)), oc=out3[0], oh=out3[1], ow=out3[2], n_out=ql.size,
@@ -393,11 +391,12 @@ def write_sample(path, net, x, label, numerics="fixed", fmt=None):
     """A C header with one input sequence ``x`` (T, *input) and its label, for examples/mcu/main.c."""
     T = x.shape[0]
     if numerics == "fixed":
-        vals = fx.quantize_input(fx.quantize(net, fmt), x)
+        qnet = fx.quantize(net, fmt)
+        vals, unit = fx.quantize_input(qnet, x), f"Q{qnet.fmt.x_frac}"
     else:
-        vals = np.asarray(x, np.float32)
+        vals, unit = np.asarray(x, np.float32), "float"
     text = (f"/* one test input for the exported network: T = {T} frames of {int(np.prod(x.shape[1:]))} values "
-            f"({'Q' + str(fx.quantize(net, fmt).fmt.x_frac) if numerics == 'fixed' else 'float'}), label {int(label)} */\n"
+            f"({unit}), label {int(label)} */\n"
             f"#define SAMPLE_T {T}\n#define SAMPLE_LABEL {int(label)}\n"
             f"static const sn_val sample_x[{vals.size}] = {_fmt_array(vals, numerics)};\n")
     with atomic_write(path) as tmp, open(tmp, "w") as fh:
