@@ -226,6 +226,23 @@ def syn_backward_x(net, syn, P, gz, st, t):
     return gx
 
 
+def syn_backward(net, syn, P, d, a, st, t, grads, g, bn_train):
+    """One synapse's backward at step t: BN (γ, β into ``grads``), ΔW += gz ⊗ a (``a``: the input or a
+    trace), and the input gradient added to ``g`` of the source layer."""
+    B = d.shape[0]
+    gz = d
+    if syn.bn:
+        gz, ggam, gbet = bn_bwd(d, st["bn"][syn.name][t], P[f"{syn.name}.bn.gamma"], bn_train)
+        grads[f"{syn.name}.bn.gamma"] += ggam
+        grads[f"{syn.name}.bn.beta"] += gbet
+    if syn.op == "linear":
+        grads[f"{syn.name}.weight"] += gz.reshape(B, -1).T @ a.reshape(B, -1)
+    elif syn.op == "conv":
+        grads[f"{syn.name}.weight"] += conv_grad_w(gz, a, P[f"{syn.name}.weight"].shape, syn.stride, syn.pad)
+    if syn.src >= 0:
+        g[net.layers[syn.src].name] += syn_backward_x(net, syn, P, gz, st, t)
+
+
 def stop_identity(net, P, x, y, *, surrogate="exp", bn_train=False, alpha_reduce="mean"):
     """Own-layer gradients with e = δ + α e[t+1], computed backward in time; only δ is sent down."""
     st = forward(net, P, x, surrogate=surrogate, bn_train=bn_train)

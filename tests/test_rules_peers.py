@@ -264,20 +264,7 @@ def peer_reference(net, P, x, y, *, decay, steps, surrogate, reset, loss, bn_tra
                 th = reference.expand_theta(P[f"{layer.name}.theta"], layer.shape, layer.theta_mode)
                 d = d * reference.phi(st["U"][layer.name][t] - th, surrogate)
             for syn in layer.synapses:
-                gz = d
-                if syn.bn:
-                    gz, ggam, gbet = reference.bn_bwd(d, st["bn"][syn.name][t], P[f"{syn.name}.bn.gamma"],
-                                                      bn_train)
-                    grads[f"{syn.name}.bn.gamma"] += ggam
-                    grads[f"{syn.name}.bn.beta"] += gbet
-                a = trace[syn.name]
-                if syn.op == "linear":
-                    grads[f"{syn.name}.weight"] += gz.reshape(B, -1).T @ a.reshape(B, -1)
-                elif syn.op == "conv":
-                    grads[f"{syn.name}.weight"] += reference.conv_grad_w(gz, a, P[f"{syn.name}.weight"].shape,
-                                                                         syn.stride, syn.pad)
-                if syn.src >= 0:
-                    g[L[syn.src].name] += reference.syn_backward_x(net, syn, P, gz, st, t)
+                reference.syn_backward(net, syn, P, d, trace[syn.name], st, t, grads, g, bn_train)
     return grads, st
 
 
@@ -449,20 +436,7 @@ def bpsta_reference_general(net, P, x, y, *, bn_train, lam=0.9, beta=0.2, plain=
             e[n] = gs * dsdv + lam * (1 - s) * em
             eI = e[n] * (I > 0)
             for syn in layer.synapses:
-                gz = eI
-                if syn.bn:
-                    gz, ggam, gbet = reference.bn_bwd(eI, st["bn"][syn.name][t], P[f"{syn.name}.bn.gamma"],
-                                                      bn_train)
-                    grads[f"{syn.name}.bn.gamma"] += ggam
-                    grads[f"{syn.name}.bn.beta"] += gbet
-                a = st["x"][syn.name][t]
-                if syn.op == "linear":
-                    grads[f"{syn.name}.weight"] += gz.reshape(B, -1).T @ a.reshape(B, -1)
-                else:
-                    grads[f"{syn.name}.weight"] += reference.conv_grad_w(gz, a, P[f"{syn.name}.weight"].shape,
-                                                                         syn.stride, syn.pad)
-                if syn.src >= 0:
-                    g[L[syn.src].name] += reference.syn_backward_x(net, syn, P, gz, st, t)
+                reference.syn_backward(net, syn, P, eI, st["x"][syn.name][t], st, t, grads, g, bn_train)
     return grads, {layer.name: float(np.mean(st["s"][layer.name])) for layer in L}
 
 
