@@ -91,9 +91,9 @@ class Workspace:
                     self.gz[n] = z(B, *out)
                 if syn.op == "conv":
                     if backend == "blas":
-                        self.conv_gw[n] = z(out[0], syn.in_shape[0] * syn.k * syn.k)
-                    cols = max(cols, int(np.prod(kconv.im2col_shape((B, *syn.in_shape), syn.k, syn.k,
-                                                                   syn.stride, syn.pad))))
+                        self.conv_gw[n] = z(2, syn.in_shape[0] * syn.k * syn.k, out[0])
+                    cols = max(cols, int(np.prod(kconv.cols_chunk((B, *syn.in_shape), syn.k, syn.k, syn.stride,
+                                                                 syn.pad, self.dtype.itemsize))))
                 elif syn.op == "linear" and backend == "blas":
                     self.lin_gx[n] = z(B, syn.in_shape[0])
                     self.lin_gw[n] = z(out[0], syn.in_shape[0])
@@ -205,7 +205,7 @@ def weight_forward(ws, params, syn, x):
 
 
 def _cols(ws, syn):
-    shape = kconv.im2col_shape((ws.B, *syn.in_shape), syn.k, syn.k, syn.stride, syn.pad)
+    shape = kconv.cols_chunk((ws.B, *syn.in_shape), syn.k, syn.k, syn.stride, syn.pad, ws.dtype.itemsize)
     return ws.cols[:int(np.prod(shape))].reshape(shape)
 
 
@@ -287,21 +287,23 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
         w = params[f"{n}.weight"]
         if learn_w and static_coef is not None:
             kel.axpy(flat(ws.gacc[n]), flat(gz), gz.dtype.type(static_coef))
-        elif learn_w:
-            weight_grad(ws, grads, syn, gz, a)
-        if not send_down:
-            return
-        gx = ws.gx[n]
-        gx.fill(0)
-        if syn.op == "linear":
-            if ws.backend == "blas":
-                klin.linear_backward_input_blas(gx, gz, w, ws.lin_gx[n])
-            else:
-                klin.linear_backward_input_loop(gx, gz, w)
-        elif ws.backend == "blas":
-            kconv.conv2d_backward_input_fast(gx, gz, w, syn.stride, syn.pad, _cols(ws, syn))
+        own_w = learn_w and static_coef is None
+        gx = ws.gx[n] if send_down else None
+        if send_down:
+            gx.fill(0)
+        if syn.op == "conv" and ws.backend == "blas":  # one pass over the batch for both GEMMs
+            if own_w or send_down:
+                kconv.conv2d_backward_fast(gx, grads[f"{n}.weight"] if own_w else None, gz, w, a, syn.stride,
+                                           syn.pad, _cols(ws, syn), ws.conv_gw[n])
         else:
-            kconv.conv2d_backward_input(gx, gz, w, syn.stride, syn.pad)
+            if own_w:
+                weight_grad(ws, grads, syn, gz, a)
+            if send_down and syn.op == "linear" and ws.backend == "blas":
+                klin.linear_backward_input_blas(gx, gz, w, ws.lin_gx[n])
+            elif send_down and syn.op == "linear":
+                klin.linear_backward_input_loop(gx, gz, w)
+            elif send_down:
+                kconv.conv2d_backward_input(gx, gz, w, syn.stride, syn.pad)
     if send_down:
         pre_backward(ws, syn, gx, ti)
 

@@ -6,7 +6,8 @@
   negative control (the same checker rejects a 1%-perturbed gradient);
 * gradients accumulate (+=): twice the call, twice the gradient; a non-zero start is kept;
 * the im2col + GEMM fast path equals the loop reference (1e-12 float64, 1e-5 float32) on random
-  shapes; im2col and col2im_add are adjoint;
+  shapes, bitwise the same for any chunk of samples and for the fused backward; im2col and
+  col2im_add are adjoint; ``cols_chunk`` keeps the lowered chunk within its byte budget;
 * bitwise-identical results for 1 and 2 numba threads.
 """
 import numba
@@ -162,13 +163,24 @@ def test_fast_path_equals_loop_reference(dtype, tol):
         gw, gw_f, gw_s = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
         conv.conv2d_backward_weight(gw, R, x, s, p)
         conv.conv2d_backward_weight_fast(gw_f, R, x, s, p, cols)
-        conv.conv2d_backward_weight_fast(gw_s, R, x, s, p, cols, np.empty((ws[0], np.prod(ws[1:])), dtype))
+        conv.conv2d_backward_weight_fast(gw_s, R, x, s, p, cols, np.empty((2, np.prod(ws[1:]), ws[0]), dtype))
         case = (xs, ws, s, p)
         assert out_f.dtype == gx_f.dtype == gw_f.dtype == dtype
         assert rel_err(out_f, out) < tol, case
         assert rel_err(gx_f, gx) < tol, case
         assert rel_err(gw_f, gw) < tol, case
         assert np.array_equal(gw_s, gw_f), case
+        # both gradients in one call, and any chunk of samples: the same per-sample GEMMs, summed in
+        # the same order, so bitwise the same
+        for c in sorted({1, 2, xs[0]}):
+            if c > xs[0]:
+                continue
+            cc = np.empty((c, *cols.shape[1:]), dtype)
+            out_c, gx_c, gw_c = np.empty(os_, dtype), np.zeros_like(x), np.zeros_like(w)
+            conv.conv2d_forward_fast(out_c, x, w, s, p, cc)
+            conv.conv2d_backward_fast(gx_c, gw_c, R, w, x, s, p, cc)
+            assert np.array_equal(out_c, out_f) and np.array_equal(gx_c, gx_f), (case, c)
+            assert np.array_equal(gw_c, gw_f), (case, c)
 
 
 def test_im2col_col2im_adjoint_and_layout():
@@ -193,6 +205,8 @@ def test_fast_path_rejects_bad_buffers():
     out = np.zeros((1, 3, 3, 3))
     with pytest.raises(ValueError):
         conv.conv2d_forward_fast(out, x, w, 1, 0, np.zeros((1, 18, 8)))  # wrong cols shape
+    with pytest.raises(ValueError, match="cols_chunk"):
+        conv.conv2d_forward_fast(out, x, w, 1, 0, np.zeros((2, 18, 9)))  # chunk larger than the batch
     cols = np.zeros(conv.im2col_shape(x.shape, 3, 3, 1, 0))
     big = np.zeros((1, 3, 3, 6))
     with pytest.raises(ValueError):
@@ -232,3 +246,11 @@ def test_threads_bitwise_identical():
     for one, two in results:
         for a, b in zip(one, two):
             assert np.array_equal(a, b)
+
+
+def test_cols_chunk_budget():
+    B, K, P = conv.im2col_shape((16, 64, 32, 32), 3, 3, 1, 1)
+    c, K2, P2 = conv.cols_chunk((16, 64, 32, 32), 3, 3, 1, 1)
+    assert (K2, P2) == (K, P) and 1 <= c < B and c * K * P * 4 <= conv.COLS_BYTES
+    assert conv.cols_chunk((4, 1, 8, 8), 3, 3, 1, 1)[0] == 4  # small layer: the whole batch
+    assert conv.cols_chunk((2, 512, 64, 64), 3, 3, 1, 1)[0] == 1  # one sample over budget: still 1
