@@ -87,12 +87,14 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0):
     from .rules import runner
     from .rules.common import resolve_options
     from .rules import stop as stop_rule
-    from .threads import set_threads
+    from .ops import max_gemm_macs
+    from .threads import describe as threads_describe, fit as threads_fit, set_threads
     import numba
     set_threads(threads)
     cfg = resolve(config_for(workload, rule, T, threads))
     net = from_config(cfg)
     T, B = cfg["data"]["T"], cfg["data"]["batch_size"]
+    threads_fit(max_gemm_macs(net, B))
     rng = np.random.default_rng(0)
     batches = []
     for _ in range(4):
@@ -142,7 +144,7 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0):
     peak = _rss_kib("VmHWM")
     fwd, train_flops = flops_per_sample(net, T)
     return {"workload": workload, "rule": rule, "T": T, "batch": B, "threads": numba.get_num_threads(),
-            "thread_policy": "auto" if threads <= 0 else f"numba {threads}, blas 1",
+            "thread_policy": threads_describe(),
             "train_per_s": B / tr_med, "train_best_per_s": B / tr_min, "infer_per_s": B / inf_med,
             "ms_per_batch": 1000 * tr_med, "timed_batches": tr_n, "compile_s": compile_s, "import_s": import_s,
             "peak_rss_mib": peak / 1024, "rss_before_mib": rss_before / 1024,

@@ -153,6 +153,18 @@ class Workspace:
         self.bn_steps = 0
 
 
+def max_gemm_macs(net, B) -> int:
+    """Multiply-adds of the largest single BLAS call of a step at batch B (linear: B·in·out over the
+    batch; conv: Co·Ci·k²·Ho·Wo, one sample per GEMM). For the thread policy (``threads.fit``)."""
+    macs = 0
+    for syn in (s for layer in net.layers for s in layer.synapses):
+        if syn.op == "linear":
+            macs = max(macs, B * syn.in_shape[0] * syn.out_shape[0])
+        elif syn.op == "conv":
+            macs = max(macs, int(np.prod(syn.out_shape)) * syn.in_shape[0] * syn.k * syn.k)
+    return macs
+
+
 # ------------------------------------------------------------------------------------------------
 # forward
 

@@ -17,8 +17,9 @@ import numpy as np
 from . import checkpoint, data, optim
 from . import config as config_mod
 from .network import from_config, check_params
+from .ops import max_gemm_macs
 from .progress import MetricsLog, Progress
-from .threads import set_threads
+from . import threads
 from .rules import forward_runner, runner
 from .rules.common import resolve_options
 
@@ -111,11 +112,12 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
     cfg = config_mod.resolve(cfg) if not _is_resolved(cfg) else cfg
     run_cfg, dcfg, ocfg = cfg["run"], cfg["data"], cfg["optim"]
     quiet = run_cfg["quiet"] if quiet is None else quiet
-    set_threads(run_cfg["threads"])
+    threads.set_threads(run_cfg["threads"])
     dtype = np.dtype(run_cfg["dtype"])
     train_src = _limit(data.load(dcfg["name"], "train"), dcfg["limit_train"])
     test_src = _limit(data.load(dcfg["name"], "test"), dcfg["limit_test"])
     net = from_config(cfg)
+    threads.fit(max_gemm_macs(net, dcfg["batch_size"]))
     _check_data(net, train_src, "train")
     _check_data(net, test_src, "test")
     rule = cfg["rule"]["name"]

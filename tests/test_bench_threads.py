@@ -1,4 +1,5 @@
-"""Thread policy (stopnp.threads): auto = numba on one thread, large GEMMs on all cores, small on one."""
+"""Thread policy (stopnp.threads): auto = numba on one thread, large GEMMs on all cores, small on one;
+``fit`` gives the cores to numba when no GEMM is large."""
 import numba
 
 from stopnp import threads
@@ -20,3 +21,37 @@ def test_auto_policy_switches_blas_by_gemm_size():
         assert threads._policy["cur"] in (None, 1)
     finally:
         threads.set_threads(cores)
+
+
+def test_fit_gives_the_cores_to_one_pool_only():
+    """Small GEMMs only: numba on all cores and BLAS pinned to 1; a big GEMM: numba 1, BLAS switches."""
+    cores = numba.config.NUMBA_NUM_THREADS
+    try:
+        threads.set_threads(0)
+        threads.fit(threads.BIG_GEMM_MACS - 1)
+        assert numba.get_num_threads() == cores and "numba" in threads.describe()
+        threads.gemm_threads(10 * threads.BIG_GEMM_MACS)  # stays on one BLAS thread: no second pool
+        assert threads._policy["cur"] in (None, 1)
+        threads.fit(threads.BIG_GEMM_MACS)
+        assert numba.get_num_threads() == 1 and "BLAS" in threads.describe()
+        if threads._policy["fn"]:
+            threads.gemm_threads(threads.BIG_GEMM_MACS)
+            assert threads._policy["cur"] == cores
+        threads.set_threads(cores)  # explicit policy: fit is a no-op
+        threads.fit(0)
+        assert numba.get_num_threads() == cores and threads._policy["blas_pool"]
+    finally:
+        threads.set_threads(cores)
+
+
+def test_max_gemm_macs_counts_the_largest_call():
+    from stopnp import bench
+    from stopnp.config import resolve
+    from stopnp.network import from_config
+    from stopnp.ops import max_gemm_macs
+    lenet = from_config(resolve(bench.config_for("lenet", "stop")))
+    # fc 400 -> 120 over the batch (32·400·120) beats one sample's conv2 (16·6·25·100)
+    assert max_gemm_macs(lenet, 32) == 32 * 400 * 120
+    assert max_gemm_macs(lenet, 1) == 16 * 6 * 25 * 100
+    vgg = from_config(resolve(bench.config_for("vgg", "stop")))
+    assert max_gemm_macs(vgg, 16) == 64 * 64 * 9 * 32 * 32  # conv2: one sample, 64 -> 64 channels at 32x32
