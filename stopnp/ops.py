@@ -26,6 +26,7 @@ from .kernels import linear as klin
 from .kernels import lif as klif
 from .kernels import norm as knorm
 from .kernels import pool as kpool
+from .threads import gemm_threads
 
 BN_EPS = 1e-5
 
@@ -153,16 +154,19 @@ class Workspace:
         self.bn_steps = 0
 
 
+def gemm_macs(syn, B) -> int:
+    """Multiply-adds of one BLAS call of this synapse at batch B: linear B·in·out (the whole batch),
+    conv Co·Ci·k²·Ho·Wo (one sample per GEMM); 0 for an identity synapse."""
+    if syn.op == "linear":
+        return B * syn.in_shape[0] * syn.out_shape[0]
+    if syn.op == "conv":
+        return int(np.prod(syn.out_shape)) * syn.in_shape[0] * syn.k * syn.k
+    return 0
+
+
 def max_gemm_macs(net, B) -> int:
-    """Multiply-adds of the largest single BLAS call of a step at batch B (linear: B·in·out over the
-    batch; conv: Co·Ci·k²·Ho·Wo, one sample per GEMM). For the thread policy (``threads.fit``)."""
-    macs = 0
-    for syn in (s for layer in net.layers for s in layer.synapses):
-        if syn.op == "linear":
-            macs = max(macs, B * syn.in_shape[0] * syn.out_shape[0])
-        elif syn.op == "conv":
-            macs = max(macs, int(np.prod(syn.out_shape)) * syn.in_shape[0] * syn.k * syn.k)
-    return macs
+    """The largest single BLAS call of a step at batch B, for the thread policy (``threads.fit``)."""
+    return max([gemm_macs(s, B) for layer in net.layers for s in layer.synapses] + [0])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,6 +208,8 @@ def syn_input(ws, syn, x_t, ti):
 def weight_forward(ws, params, syn, x):
     w = params[f"{syn.name}.weight"]
     z = ws.z[syn.name]
+    if ws.backend == "blas":
+        gemm_threads(gemm_macs(syn, ws.B))
     if syn.op == "linear":
         if ws.backend == "blas":
             klin.linear_forward_blas(z, x, w)
@@ -301,6 +307,8 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
             kel.axpy(flat(ws.gacc[n]), flat(gz), gz.dtype.type(static_coef))
         own_w = learn_w and static_coef is None
         gx = ws.gx[n] if send_down else None
+        if ws.backend == "blas":
+            gemm_threads(gemm_macs(syn, ws.B))
         if send_down:
             gx.fill(0)
         if syn.op == "conv" and ws.backend == "blas":  # one pass over the batch for both GEMMs
@@ -323,6 +331,8 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
 def weight_grad(ws, grads, syn, gz, a):
     """ΔW += ĝ ⊗ a with the workspace's backend."""
     gw = grads[f"{syn.name}.weight"]
+    if ws.backend == "blas":
+        gemm_threads(gemm_macs(syn, ws.B))
     if syn.op == "linear":
         if ws.backend == "blas":
             klin.linear_backward_weight_blas(gw, gz, a, ws.lin_gw[syn.name])

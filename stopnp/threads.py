@@ -7,9 +7,9 @@ samples/s). Two policies:
 * ``set_threads(0)`` (auto, the default): the numba kernels run on one thread and the BLAS GEMMs take
   turns with them: a GEMM of at least ``BIG_GEMM_MACS`` multiply-adds in one BLAS call (the mlp
   layers, the VGG convolutions) runs on all cores, a smaller one on one thread (``gemm_threads``,
-  called by the kernels just before each GEMM). Only one pool is ever busy, so nothing spins against
-  anything; measured on the shared 2-core host (STOP, samples/s): vgg 26 vs 17, mlp 7400 vs 6200,
-  against numba on both cores with auto BLAS. Once the training workload is known, ``fit(macs)``
+  called by ``ops`` before each synapse's GEMMs; the kernels themselves import nothing). Only one
+  pool is ever busy, so nothing spins against anything; measured on the shared 2-core host (STOP,
+  samples/s): vgg 26 vs 17, mlp 7400 vs 6200, against numba on both cores with auto BLAS. Once the training workload is known, ``fit(macs)``
   hands the cores to numba instead when none of its GEMMs reaches ``BIG_GEMM_MACS`` (BLAS then stays
   on one thread, also for larger evaluation batches): LeNet-5 at B = 32, 1227-1395 vs 916-1352
   samples/s in five paired runs.

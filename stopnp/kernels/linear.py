@@ -6,12 +6,12 @@
 
 The ``*_loop`` functions are the C-portable references (numba, prange over the output an iteration
 owns, fixed summation order). The ``*_blas`` functions compute the same through NumPy's sgemm/dgemm;
-they take a caller-allocated scratch so that nothing is allocated per step.
+they take a caller-allocated scratch so that nothing is allocated per step. How many BLAS threads a
+GEMM gets is the caller's business (``stopnp.threads``): kernels import nothing from the package.
 """
 import numpy as np
 from numba import njit, prange
 
-from ..threads import gemm_threads
 
 
 @njit(cache=True, parallel=True)
@@ -51,17 +51,14 @@ def linear_backward_weight_loop(gw, gout, a):
 
 
 def linear_forward_blas(out, x, w):
-    gemm_threads(out.size * x.shape[1])
     np.matmul(x, w.T, out=out)
 
 
 def linear_backward_input_blas(gx, gout, w, scratch):
-    gemm_threads(gout.size * w.shape[1])
     np.matmul(gout, w, out=scratch)
     gx += scratch
 
 
 def linear_backward_weight_blas(gw, gout, a, scratch):
-    gemm_threads(gw.size * a.shape[0])
     np.matmul(gout.T, a, out=scratch)
     gw += scratch
