@@ -206,3 +206,21 @@ def test_dropout_one_mask_per_sequence():
     assert np.array_equal(mask, [m for ms in ws.mask.values() for m in ms if m is not None][0])
     eval_run = stop.run(net, net.params, x, None, resolve_options(net, "stop", {"bn_mode": "eval"}), ws=ws)
     assert np.isfinite(again.loss) and eval_run.out_sum.shape == (8, 3)
+
+
+@pytest.mark.parametrize("rule", ["stop", "bptt"])
+@pytest.mark.parametrize("bn", [False, True])
+def test_conv_chunks_of_one_sample_give_the_same_gradients(rule, bn, monkeypatch):
+    """The fast conv path walks the batch in chunks sized by COLS_BYTES; a 1-byte budget forces one
+    sample per chunk, which must give bitwise the same gradients (same per-sample GEMMs, same order)."""
+    from stopnp.kernels import conv as kconv
+    net = convnet(bn=bn)
+    x, y = data(net, T=4, B=5, scale=1.2)
+    whole = stopnp.gradients(net, x, y, rule=rule)
+    assert kconv.cols_chunk((5, *net.input_shape), 3, 3, 1, 1)[0] == 5  # default: the whole batch
+    monkeypatch.setattr(kconv, "COLS_BYTES", 1)
+    assert kconv.cols_chunk((5, *net.input_shape), 3, 3, 1, 1)[0] == 1
+    chunked = stopnp.gradients(net, x, y, rule=rule)
+    for k in whole:
+        assert np.abs(whole[k]).max() > 0, k
+        assert np.array_equal(whole[k], chunked[k]), k
