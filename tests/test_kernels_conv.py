@@ -207,6 +207,8 @@ def test_fast_path_rejects_bad_buffers():
         conv.conv2d_forward_fast(out, x, w, 1, 0, np.zeros((1, 18, 8)))  # wrong cols shape
     with pytest.raises(ValueError, match="cols_chunk"):
         conv.conv2d_forward_fast(out, x, w, 1, 0, np.zeros((2, 18, 9)))  # chunk larger than the batch
+    with pytest.raises(ValueError, match="scratch"):  # the pre-chunking (Co, K) layout is refused
+        conv.conv2d_backward_weight_fast(np.zeros_like(w), out, x, 1, 0, np.zeros((1, 18, 9)), np.zeros((3, 18)))
     cols = np.zeros(conv.im2col_shape(x.shape, 3, 3, 1, 0))
     big = np.zeros((1, 3, 3, 6))
     with pytest.raises(ValueError):

@@ -228,6 +228,8 @@ def conv2d_backward_fast(gx, gw, gout, w, a, stride, pad, cols, scratch=None):
         gw2 = _flat_view(gw, (Co, K))
         if scratch is None:
             scratch = np.empty((2, K, Co), gw.dtype)
+        elif scratch.shape != (2, K, Co):
+            raise ValueError(f"scratch has shape {scratch.shape}, expected (2, {K}, {Co})")
         acc, s = scratch[0], scratch[1]
     for b0, b1, cc in _chunks(B, cols):
         if gw is not None:
