@@ -181,7 +181,7 @@ def run_all(workloads=("mlp", "lenet", "vgg"), rules=("stop", "bptt"), threads=0
 
 
 HEADER = (f"{'workload':<8} {'rule':<6} {'T':>3} {'B':>3} {'train/s':>9} {'infer/s':>9} {'ms/batch':>9} "
-          f"{'peakMiB':>8} {'dRSS':>7} {'MFLOP':>8} {'GFLOP/s':>8} {'compile':>8}")
+          f"{'peakMiB':>8} {'dRSS':>7} {'MFLOP':>8} {'GFLOP/s':>8} {'compile':>8}  threads")
 
 
 def fmt(r):
@@ -190,7 +190,7 @@ def fmt(r):
     return (f"{r['workload']:<8} {r['rule']:<6} {r['T']:>3} {r['batch']:>3} {r['train_per_s']:>9.0f} "
             f"{r['infer_per_s']:>9.0f} {r['ms_per_batch']:>9.2f} {r['peak_rss_mib']:>8.1f} "
             f"{r['rss_growth_mib']:>7.1f} {r['train_mflop_per_sample']:>8.2f} {r['train_gflops']:>8.1f} "
-            f"{r['compile_s']:>7.2f}s")
+            f"{r['compile_s']:>7.2f}s  {r.get('thread_policy', '')}")
 
 
 if __name__ == "__main__":
