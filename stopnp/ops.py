@@ -307,25 +307,32 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
             kel.axpy(flat(ws.gacc[n]), flat(gz), gz.dtype.type(static_coef))
         own_w = learn_w and static_coef is None
         gx = ws.gx[n] if send_down else None
-        if ws.backend == "blas":
-            gemm_threads(gemm_macs(syn, ws.B))
         if send_down:
             gx.fill(0)
         if syn.op == "conv" and ws.backend == "blas":  # one pass over the batch for both GEMMs
             if own_w or send_down:
+                gemm_threads(gemm_macs(syn, ws.B))
                 kconv.conv2d_backward_fast(gx, grads[f"{n}.weight"] if own_w else None, gz, w, a, syn.stride,
                                            syn.pad, _cols(ws, syn), ws.conv_gw[n])
         else:
             if own_w:
                 weight_grad(ws, grads, syn, gz, a)
-            if send_down and syn.op == "linear" and ws.backend == "blas":
-                klin.linear_backward_input_blas(gx, gz, w, ws.lin_gx[n])
-            elif send_down and syn.op == "linear":
-                klin.linear_backward_input_loop(gx, gz, w)
-            elif send_down:
-                kconv.conv2d_backward_input(gx, gz, w, syn.stride, syn.pad)
+            if send_down:
+                input_grad(ws, syn, gx, gz, w)
     if send_down:
         pre_backward(ws, syn, gx, ti)
+
+
+def input_grad(ws, syn, gx, gz, w):
+    """gx += Wᵀ ĝ: linear (BLAS or loop) and the conv loop reference (the BLAS conv input gradient
+    runs fused with ΔW in ``synapse_backward``)."""
+    if syn.op == "linear" and ws.backend == "blas":
+        gemm_threads(gemm_macs(syn, ws.B))
+        klin.linear_backward_input_blas(gx, gz, w, ws.lin_gx[syn.name])
+    elif syn.op == "linear":
+        klin.linear_backward_input_loop(gx, gz, w)
+    else:
+        kconv.conv2d_backward_input(gx, gz, w, syn.stride, syn.pad)
 
 
 def weight_grad(ws, grads, syn, gz, a):

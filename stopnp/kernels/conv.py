@@ -29,7 +29,6 @@ import numpy as np
 from numba import njit, prange
 
 
-
 def out_size(h, k, stride, pad):
     """Output length of a strided, zero-padded correlation along one axis (floor)."""
     return (h + 2 * pad - k) // stride + 1

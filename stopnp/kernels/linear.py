@@ -13,7 +13,6 @@ import numpy as np
 from numba import njit, prange
 
 
-
 @njit(cache=True, parallel=True)
 def linear_forward_loop(out, x, w):
     B, I = x.shape
