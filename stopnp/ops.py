@@ -26,7 +26,7 @@ from .kernels import linear as klin
 from .kernels import lif as klif
 from .kernels import norm as knorm
 from .kernels import pool as kpool
-from .threads import gemm_threads
+from .threads import gemm_threads, inner_blas_single
 
 BN_EPS = 1e-5
 
@@ -90,15 +90,17 @@ class Workspace:
                     self.bn_mean[n], self.bn_invstd[n] = z(T_store, c), z(T_store, c)
                     self.bn_mean_sum[n], self.bn_var_sum[n] = z(c), z(c)
                     self.gz[n] = z(B, *out)
-                if syn.op == "conv":
-                    if backend == "blas":
-                        self.conv_gw[n] = z(2, syn.in_shape[0] * syn.k * syn.k, out[0])
-                    cols = max(cols, int(np.prod(kconv.cols_chunk((B, *syn.in_shape), syn.k, syn.k, syn.stride,
-                                                                 syn.pad, self.dtype.itemsize))))
+                if syn.op == "conv" and backend == "blas":
+                    cshape, wshape = kconv.fast_scratch_shapes((B, *syn.in_shape), out[0], syn.k, syn.k,
+                                                               syn.stride, syn.pad, self.dtype.itemsize)
+                    self.conv_gw[n] = z(*wshape)
+                    cols = max(cols, int(np.prod(cshape)))
                 elif syn.op == "linear" and backend == "blas":
                     self.lin_gx[n] = z(B, syn.in_shape[0])
                     self.lin_gw[n] = z(out[0], syn.in_shape[0])
         self.cols = np.zeros(cols, self.dtype) if backend == "blas" else None
+        if backend == "blas":
+            inner_blas_single()
         self.bn_steps = 0
 
     def nbytes(self, persistent_only=False) -> int:
@@ -155,12 +157,11 @@ class Workspace:
 
 
 def gemm_macs(syn, B) -> int:
-    """Multiply-adds of one BLAS call of this synapse at batch B: linear B·in·out (the whole batch),
-    conv Co·Ci·k²·Ho·Wo (one sample per GEMM); 0 for an identity synapse."""
+    """Multiply-adds of one NumPy BLAS call of this synapse at batch B: linear B·in·out (the whole
+    batch); 0 for conv (its per-sample GEMMs run inside numba's parallel loop, ``kernels.conv``) and
+    for an identity synapse."""
     if syn.op == "linear":
         return B * syn.in_shape[0] * syn.out_shape[0]
-    if syn.op == "conv":
-        return int(np.prod(syn.out_shape)) * syn.in_shape[0] * syn.k * syn.k
     return 0
 
 
@@ -208,10 +209,9 @@ def syn_input(ws, syn, x_t, ti):
 def weight_forward(ws, params, syn, x):
     w = params[f"{syn.name}.weight"]
     z = ws.z[syn.name]
-    if ws.backend == "blas":
-        gemm_threads(gemm_macs(syn, ws.B))
     if syn.op == "linear":
         if ws.backend == "blas":
+            gemm_threads(gemm_macs(syn, ws.B))
             klin.linear_forward_blas(z, x, w)
         else:
             klin.linear_forward_loop(z, x, w)
@@ -223,7 +223,8 @@ def weight_forward(ws, params, syn, x):
 
 
 def _cols(ws, syn):
-    shape = kconv.cols_chunk((ws.B, *syn.in_shape), syn.k, syn.k, syn.stride, syn.pad, ws.dtype.itemsize)
+    shape = kconv.fast_scratch_shapes((ws.B, *syn.in_shape), syn.out_shape[0], syn.k, syn.k, syn.stride,
+                                      syn.pad, ws.dtype.itemsize)[0]
     return ws.cols[:int(np.prod(shape))].reshape(shape)
 
 
@@ -311,7 +312,6 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
             gx.fill(0)
         if syn.op == "conv" and ws.backend == "blas":  # one pass over the batch for both GEMMs
             if own_w or send_down:
-                gemm_threads(gemm_macs(syn, ws.B))
                 kconv.conv2d_backward_fast(gx, grads[f"{n}.weight"] if own_w else None, gz, w, a, syn.stride,
                                            syn.pad, _cols(ws, syn), ws.conv_gw[n])
         else:
@@ -338,10 +338,9 @@ def input_grad(ws, syn, gx, gz, w):
 def weight_grad(ws, grads, syn, gz, a):
     """ΔW += ĝ ⊗ a with the workspace's backend."""
     gw = grads[f"{syn.name}.weight"]
-    if ws.backend == "blas":
-        gemm_threads(gemm_macs(syn, ws.B))
     if syn.op == "linear":
         if ws.backend == "blas":
+            gemm_threads(gemm_macs(syn, ws.B))
             klin.linear_backward_weight_blas(gw, gz, a, ws.lin_gw[syn.name])
         else:
             klin.linear_backward_weight_loop(gw, gz, a)

@@ -2,22 +2,23 @@
 
 numba's OpenMP workers busy-wait after a parallel region, and OpenBLAS's do too; on a 2-core box
 the two pools fight and every small kernel becomes ~10x slower (measured: LeNet-5 STOP 144 vs 843
-samples/s). Two policies:
+samples/s). So only one pool is ever multi-threaded:
 
-* ``set_threads(0)`` (auto, the default): the numba kernels run on one thread and the BLAS GEMMs take
-  turns with them: a GEMM of at least ``BIG_GEMM_MACS`` multiply-adds in one BLAS call (the mlp
-  layers, the VGG convolutions) runs on all cores, a smaller one on one thread (``gemm_threads``,
-  called by ``ops`` before each synapse's GEMMs; the kernels themselves import nothing). Only one
-  pool is ever busy, so nothing spins against anything; measured on the shared 2-core host (STOP,
-  samples/s): vgg 26 vs 17, mlp 7400 vs 6200, against numba on both cores with auto BLAS. Once the training workload is known, ``fit(macs)``
-  hands the cores to numba instead when none of its GEMMs reaches ``BIG_GEMM_MACS`` (BLAS then stays
-  on one thread, also for larger evaluation batches): LeNet-5 at B = 32, 1227-1395 vs 916-1352
-  samples/s in five paired runs.
-* ``set_threads(n > 0, blas=k)``: numba kernels on n threads, BLAS fixed at k threads (default 1: the
-  GEMMs stay single-threaded so that the two pools never spin against each other).
+* The conv GEMMs run inside numba's pool: each iteration of the conv kernels' parallel loop calls
+  single-threaded BLAS (``np.dot`` in numba, which is SciPy's OpenBLAS; ``inner_blas_single`` pins
+  that library to one thread). They never start NumPy's BLAS pool.
+* ``set_threads(0)`` (auto, the default; numba on one thread until ``fit`` knows the workload): the
+  numba kernels run on all cores, and NumPy's BLAS (the linear layers) on one thread, unless ``fit(macs)`` sees a NumPy GEMM of at least ``BIG_GEMM_MACS``
+  multiply-adds in the training step (the mlp layers): then numba runs on one thread and each GEMM
+  of that size takes all cores (``gemm_threads``, called by ``ops`` before each linear GEMM; the
+  kernels themselves import nothing). Measured on the shared 2-core host: mlp 7400 vs 6200 samples/s
+  against numba on both cores with auto BLAS; LeNet-5 at B = 32, 1227-1395 vs 916-1352 samples/s with
+  the cores given to numba.
+* ``set_threads(n > 0, blas=k)``: numba kernels on n threads, NumPy's BLAS fixed at k threads
+  (default 1: the GEMMs stay single-threaded so that the two pools never spin against each other).
 
-The BLAS count is set through the OpenBLAS library that NumPy loaded (the same call threadpoolctl
-makes).
+The BLAS counts are set through the OpenBLAS libraries that NumPy and SciPy loaded (the same call
+threadpoolctl makes).
 """
 import ctypes
 import glob
@@ -28,7 +29,7 @@ _SYMBOLS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads
 
 
 BIG_GEMM_MACS = 4_000_000
-_policy = {"auto": False, "max": 1, "cur": None, "fn": None, "blas_pool": True}
+_policy = {"auto": False, "max": 1, "cur": None, "fn": None, "blas_pool": True, "inner": None}
 
 
 def _openblas():
@@ -45,6 +46,39 @@ def _openblas():
                 if fn is not None:
                     return fn
     return None
+
+
+def _scipy_openblas():
+    """``set_num_threads`` of the OpenBLAS that SciPy bundles: numba's ``np.dot`` (the conv GEMMs inside
+    the parallel kernels) calls that library, never NumPy's."""
+    try:
+        import scipy
+    except ImportError:
+        return None
+    base = os.path.dirname(os.path.dirname(scipy.__file__))
+    for pattern in ("scipy.libs/*openblas*.so*", "scipy/.dylibs/*openblas*", "scipy.libs/*openblas*.dll"):
+        for path in glob.glob(os.path.join(base, pattern)):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for sym in ("scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
+                        "openblas_set_num_threads"):
+                fn = getattr(lib, sym, None)
+                if fn is not None:
+                    return fn
+    return None
+
+
+def inner_blas_single() -> bool:
+    """One thread for the BLAS called from inside numba's parallel loops (each iteration is already one
+    thread of the pool); False if it is not an OpenBLAS we can reach (then it may oversubscribe)."""
+    if _policy["inner"] is None:
+        fn = _scipy_openblas()
+        if fn is not None:
+            fn(ctypes.c_int(1))
+        _policy["inner"] = fn is not None
+    return _policy["inner"]
 
 
 def set_blas_threads(n: int) -> bool:
@@ -79,12 +113,13 @@ def set_threads(n: int = 0, blas: int = 1):
 
 
 def fit(max_gemm_macs: int):
-    """Auto policy only: give the cores to numba when no GEMM of the workload is big enough for BLAS.
+    """Auto policy only: give the cores to numba unless a NumPy GEMM of the workload is big enough for BLAS.
 
-    ``max_gemm_macs``: the largest single GEMM of the training step (``ops.max_gemm_macs``). Below
-    ``BIG_GEMM_MACS`` the numba kernels run on all cores and every GEMM on one BLAS thread; otherwise
-    numba stays on one thread and the big GEMMs take all cores. Either way one pool alone is
-    multi-threaded. No-op under an explicit ``set_threads(n > 0)``.
+    ``max_gemm_macs``: the largest single NumPy BLAS call of the training step (``ops.max_gemm_macs``;
+    the conv GEMMs run inside numba and do not count). Below ``BIG_GEMM_MACS`` the numba kernels run
+    on all cores and every NumPy GEMM on one BLAS thread; otherwise numba stays on one thread and the
+    big GEMMs take all cores. Either way one pool alone is multi-threaded. No-op under an explicit
+    ``set_threads(n > 0)``.
     """
     if not _policy["auto"]:
         return

@@ -1,6 +1,7 @@
 """Thread policy (stopnp.threads): auto = numba on one thread, large GEMMs on all cores, small on one;
-``fit`` gives the cores to numba when no GEMM is large."""
+``fit`` gives the cores to numba when no GEMM is large; SciPy's BLAS (inside the conv kernels) runs one thread."""
 import numba
+import pytest
 
 from stopnp import threads
 
@@ -50,8 +51,23 @@ def test_max_gemm_macs_counts_the_largest_call():
     from stopnp.network import from_config
     from stopnp.ops import max_gemm_macs
     lenet = from_config(resolve(bench.config_for("lenet", "stop")))
-    # fc 400 -> 120 over the batch (32·400·120) beats one sample's conv2 (16·6·25·100)
+    # only NumPy BLAS calls count: fc 400 -> 120 over the batch; the conv GEMMs run inside numba
     assert max_gemm_macs(lenet, 32) == 32 * 400 * 120
-    assert max_gemm_macs(lenet, 1) == 16 * 6 * 25 * 100
+    assert max_gemm_macs(lenet, 1) == 400 * 120
     vgg = from_config(resolve(bench.config_for("vgg", "stop")))
-    assert max_gemm_macs(vgg, 16) == 64 * 64 * 9 * 32 * 32  # conv2: one sample, 64 -> 64 channels at 32x32
+    assert max_gemm_macs(vgg, 16) == 16 * 128 * 8 * 8 * 10  # the classifier fc 8192 -> 10
+
+
+def test_inner_blas_is_pinned_to_one_thread():
+    """The conv GEMMs call SciPy's OpenBLAS from inside numba's parallel loop: it must run one thread."""
+    import ctypes
+    import glob
+    import os
+    import scipy
+    libs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs", "*openblas*"))
+    if not libs:
+        pytest.skip("SciPy is not linked to a bundled OpenBLAS here")
+    assert threads.inner_blas_single()
+    get = getattr(ctypes.CDLL(libs[0]), "scipy_openblas_get_num_threads", None)
+    if get is not None:
+        assert get() == 1

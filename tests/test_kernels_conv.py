@@ -6,9 +6,10 @@
   negative control (the same checker rejects a 1%-perturbed gradient);
 * gradients accumulate (+=): twice the call, twice the gradient; a non-zero start is kept;
 * the im2col + GEMM fast path equals the loop reference (1e-12 float64, 1e-5 float32) on random
-  shapes, bitwise the same for any chunk of samples and for the fused backward; im2col and
-  col2im_add are adjoint; ``cols_chunk`` keeps the lowered chunk within its byte budget;
-* bitwise-identical results for 1 and 2 numba threads.
+  shapes, for whole-image bands and for bands of one output row, more samples than weight-gradient
+  groups included; the fused backward is bitwise the same as the two separate calls; im2col and
+  col2im_add are adjoint; ``band_rows`` keeps the lowered band within its byte budget;
+* bitwise-identical results for 1 and 2 numba threads (loop references and the fast path).
 """
 import numba
 import numpy as np
@@ -107,7 +108,7 @@ def test_backward_accumulates(fast):
     xs, ws, s, p = CASES[3]
     x, w = rng.normal(size=xs), rng.normal(size=ws)
     R = rng.normal(size=out_shape(xs, ws, s, p))
-    cols = np.empty(conv.im2col_shape(xs, ws[2], ws[3], s, p))
+    cols = _cols(xs, ws, s, p, np.float64)
 
     def bwd(gx, gw):
         if fast:
@@ -129,6 +130,10 @@ def test_backward_accumulates(fast):
     assert rel_err(gx3, gx0 + gx1) < 1e-14 and rel_err(gw3, gw0 + gw1) < 1e-14
 
 
+def _cols(xs, ws, s, p, dtype):
+    return np.empty(conv.fast_scratch_shapes(xs, ws[0], ws[2], ws[3], s, p, np.dtype(dtype).itemsize)[0], dtype)
+
+
 def _random_cases(n, seed):
     rng = np.random.default_rng(seed)
     cases = []
@@ -142,18 +147,21 @@ def _random_cases(n, seed):
         cases.append(((int(B), int(Ci), int(H), int(W)), (int(Co), int(Ci), int(KH), int(KW)), s, p))
     # make sure the required corners are covered
     cases += [((2, 3, 9, 8), (4, 3, 3, 3), 2, 0), ((2, 3, 9, 8), (4, 3, 3, 3), 2, 1),
-              ((2, 3, 9, 8), (4, 3, 3, 3), 2, 2)]
+              ((2, 3, 9, 8), (4, 3, 3, 3), 2, 2), ((11, 2, 6, 5), (3, 2, 3, 3), 1, 1)]  # 11 > 8 groups
     return cases
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)], ids=["f64", "f32"])
-def test_fast_path_equals_loop_reference(dtype, tol):
+@pytest.mark.parametrize("tile_bytes", [None, 1], ids=["whole", "one-row-bands"])
+def test_fast_path_equals_loop_reference(dtype, tol, tile_bytes, monkeypatch):
+    if tile_bytes is not None:  # one output row per GEMM: exercises the band walk and ragged ends
+        monkeypatch.setattr(conv, "TILE_BYTES", tile_bytes)
     rng = np.random.default_rng(5)
     for xs, ws, s, p in _random_cases(10, seed=6):
         x, w = rng.normal(size=xs).astype(dtype), rng.normal(size=ws).astype(dtype)
         os_ = out_shape(xs, ws, s, p)
         R = rng.normal(size=os_).astype(dtype)
-        cols = np.empty(conv.im2col_shape(xs, ws[2], ws[3], s, p), dtype)
+        cols = _cols(xs, ws, s, p, dtype)
         out, out_f = np.empty(os_, dtype), np.full(os_, np.nan, dtype)
         conv.conv2d_forward(out, x, w, s, p)
         conv.conv2d_forward_fast(out_f, x, w, s, p, cols)
@@ -163,24 +171,18 @@ def test_fast_path_equals_loop_reference(dtype, tol):
         gw, gw_f, gw_s = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
         conv.conv2d_backward_weight(gw, R, x, s, p)
         conv.conv2d_backward_weight_fast(gw_f, R, x, s, p, cols)
-        conv.conv2d_backward_weight_fast(gw_s, R, x, s, p, cols, np.empty((2, np.prod(ws[1:]), ws[0]), dtype))
+        wshape = conv.fast_scratch_shapes(xs, ws[0], ws[2], ws[3], s, p, np.dtype(dtype).itemsize)[1]
+        conv.conv2d_backward_weight_fast(gw_s, R, x, s, p, cols, np.full(wshape, np.nan, dtype))
         case = (xs, ws, s, p)
         assert out_f.dtype == gx_f.dtype == gw_f.dtype == dtype
         assert rel_err(out_f, out) < tol, case
         assert rel_err(gx_f, gx) < tol, case
         assert rel_err(gw_f, gw) < tol, case
-        assert np.array_equal(gw_s, gw_f), case
-        # both gradients in one call, and any chunk of samples: the same per-sample GEMMs, summed in
-        # the same order, so bitwise the same
-        for c in sorted({1, 2, xs[0]}):
-            if c > xs[0]:
-                continue
-            cc = np.empty((c, *cols.shape[1:]), dtype)
-            out_c, gx_c, gw_c = np.empty(os_, dtype), np.zeros_like(x), np.zeros_like(w)
-            conv.conv2d_forward_fast(out_c, x, w, s, p, cc)
-            conv.conv2d_backward_fast(gx_c, gw_c, R, w, x, s, p, cc)
-            assert np.array_equal(out_c, out_f) and np.array_equal(gx_c, gx_f), (case, c)
-            assert np.array_equal(gw_c, gw_f), (case, c)
+        assert np.array_equal(gw_s, gw_f), case  # caller scratch (NaN-filled: it is overwritten) or own
+        # both gradients in one call: the same GEMMs in the same order, so bitwise the same
+        gx_c, gw_c = np.zeros_like(x), np.zeros_like(w)
+        conv.conv2d_backward_fast(gx_c, gw_c, R, w, x, s, p, cols)
+        assert np.array_equal(gx_c, gx_f) and np.array_equal(gw_c, gw_f), case
 
 
 def test_im2col_col2im_adjoint_and_layout():
@@ -203,13 +205,18 @@ def test_im2col_col2im_adjoint_and_layout():
 def test_fast_path_rejects_bad_buffers():
     x, w = np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))
     out = np.zeros((1, 3, 3, 3))
-    with pytest.raises(ValueError):
-        conv.conv2d_forward_fast(out, x, w, 1, 0, np.zeros((1, 18, 8)))  # wrong cols shape
-    with pytest.raises(ValueError, match="cols_chunk"):
-        conv.conv2d_forward_fast(out, x, w, 1, 0, np.zeros((2, 18, 9)))  # chunk larger than the batch
-    with pytest.raises(ValueError, match="scratch"):  # the pre-chunking (Co, K) layout is refused
-        conv.conv2d_backward_weight_fast(np.zeros_like(w), out, x, 1, 0, np.zeros((1, 18, 9)), np.zeros((3, 18)))
-    cols = np.zeros(conv.im2col_shape(x.shape, 3, 3, 1, 0))
+    cols = _cols(x.shape, w.shape, 1, 0, np.float64)
+    slots, n = cols.shape
+    with pytest.raises(ValueError, match="fast_scratch_shapes"):
+        conv.conv2d_forward_fast(out, x, w, 1, 0, np.zeros((slots, n - 1)))  # wrong band size
+    with pytest.raises(ValueError, match="numba threads"):
+        conv.conv2d_forward_fast(out, x, w, 1, 0, np.zeros((slots - 1, n)))  # a slot per thread
+    with pytest.raises(ValueError, match="float64"):
+        conv.conv2d_forward_fast(out, x, w, 1, 0, np.zeros((slots, n), np.float32))  # dtype
+    with pytest.raises(ValueError, match="scratch"):  # the per-chunk (2, K, Co) layout is refused
+        conv.conv2d_backward_weight_fast(np.zeros_like(w), out, x, 1, 0, cols, np.zeros((2, 18, 3)))
+    with pytest.raises(ValueError, match="dtype"):
+        conv.conv2d_forward_fast(out, x.astype(np.float32), w, 1, 0, cols)
     big = np.zeros((1, 3, 3, 6))
     with pytest.raises(ValueError):
         conv.conv2d_forward_fast(big[..., :3], x, w, 1, 0, cols)  # out not reshapable as a view
@@ -241,7 +248,12 @@ def test_threads_bitwise_identical():
                 conv.im2col(cols, x, ws[2], ws[3], s, p)
                 gx2 = np.zeros_like(x)
                 conv.col2im_add(gx2, cols, ws[2], ws[3], s, p)
-                per_n.append((out, gx, gw, cols, gx2))
+                fcols = _cols(xs, ws, s, p, dtype)  # fast path: 11 samples in 8 weight-gradient groups
+                xb, Rb = np.concatenate([x, x, x[:1]]), np.concatenate([R, 2 * R, R[:1]])
+                outb, gxb, gwb = np.empty(Rb.shape, dtype), np.zeros_like(xb), np.zeros_like(w)
+                conv.conv2d_forward_fast(outb, xb, w, s, p, fcols)
+                conv.conv2d_backward_fast(gxb, gwb, Rb, w, xb, s, p, fcols)
+                per_n.append((out, gx, gw, cols, gx2, outb, gxb, gwb))
             results.append(per_n)
     finally:
         numba.set_num_threads(prev)
@@ -250,9 +262,14 @@ def test_threads_bitwise_identical():
             assert np.array_equal(a, b)
 
 
-def test_cols_chunk_budget():
-    B, K, P = conv.im2col_shape((16, 64, 32, 32), 3, 3, 1, 1)
-    c, K2, P2 = conv.cols_chunk((16, 64, 32, 32), 3, 3, 1, 1)
-    assert (K2, P2) == (K, P) and 1 <= c < B and c * K * P * 4 <= conv.COLS_BYTES
-    assert conv.cols_chunk((4, 1, 8, 8), 3, 3, 1, 1)[0] == 4  # small layer: the whole batch
-    assert conv.cols_chunk((2, 512, 64, 64), 3, 3, 1, 1)[0] == 1  # one sample over budget: still 1
+def test_band_rows_budget(monkeypatch):
+    xs = (16, 64, 32, 32)
+    _, K, P = conv.im2col_shape(xs, 3, 3, 1, 1)
+    assert conv.band_rows(xs, 3, 3, 1, 1) == 32  # VGG's 64-channel layer: the whole image in one band
+    monkeypatch.setattr(conv, "TILE_BYTES", 256 << 10)
+    rows = conv.band_rows(xs, 3, 3, 1, 1)
+    assert 1 <= rows < 32 and K * rows * 32 * 4 <= conv.TILE_BYTES < K * (rows + 1) * 32 * 4
+    assert conv.band_rows((2, 512, 64, 64), 3, 3, 1, 1) == 1  # one row over budget: still 1
+    (slots, n), wshape = conv.fast_scratch_shapes(xs, 64, 3, 3, 1, 1)
+    assert slots == numba.config.NUMBA_NUM_THREADS and n == (K + 64) * rows * 32
+    assert wshape == (8 + slots, K, 64)  # 8 weight-gradient groups for 16 samples, one GEMM slot per thread

@@ -12,21 +12,23 @@ Wo = (W + 2p - KW)//s + 1; x[.., h, w] = 0 outside 0 <= h < H, 0 <= w < W (zero 
 ((b,o) planes, (b,c) planes, (o,c) filters), every sum in a fixed serial order inside it, so the
 results are bitwise identical for any thread count. Accumulators have the arrays' dtype.
 
-The ``*_fast`` functions lower the same sums to GEMMs (NumPy BLAS) through im2col:
+The ``*_fast`` functions lower the same sums to GEMMs through im2col, one sample at a time:
 
-    cols[b, (c·KH + u)·KW + v, i·Wo + j] = x[b, c, s·i+u-p, s·j+v-p]            (im2col)
-    out[b]  = W₂ · cols[b]                      W₂ = W.reshape(Co, Ci·KH·KW)
-    gx     += col2im(W₂ᵀ · gout[b])             col2im = adjoint of im2col (scatter-add)
-    gW₂ᵀ   += Σ_b cols(a)[b] · gout[b]ᵀ         (b summed serially, in order)
+    cols_b[(c·KH + u)·KW + v, i·Wo + j] = x[b, c, s·i+u-p, s·j+v-p]            (im2col)
+    out[b]  = W₂ · cols_b                       W₂ = W.reshape(Co, Ci·KH·KW)
+    gx[b]  += col2im(W₂ᵀ · gout[b])             col2im = adjoint of im2col (scatter-add)
+    gW₂ᵀ   += Σ_g A_g,   A_g = Σ_{b in group g} cols(a)_b · gout[b]ᵀ
 
-with gout[b] viewed as (Co, Ho·Wo). ``cols`` is caller-provided scratch of ``im2col_shape(...)`` for a
-*chunk* of c ≤ B samples (``cols_chunk``): the batch is walked chunk by chunk, im2col then GEMM, so
-that the lowered matrix stays in the core's cache instead of making a round trip through memory
-(measured on VGG's 64-channel 32x32 layer: 25 % less time than lowering the whole batch first).
-Every GEMM covers one sample: Co·Ci·KH·KW·Ho·Wo multiply-adds (the caller sets BLAS threads by that).
+with gout[b] viewed as (Co, Ho·Wo). The whole step runs inside one numba parallel loop over samples
+(or over the fixed sample groups g of the weight gradient): each iteration lowers its sample into
+its thread's slot of ``cols`` while it is hot in that core's cache and calls single-threaded BLAS
+(``np.dot``, through SciPy's BLAS) on it. So the GEMMs, im2col and col2im share numba's one thread
+pool and no second pool spins against it. The groups are fixed by B alone (``wgrad_groups``), and
+each is summed serially in order of b, then the groups in order of g: the results are bitwise the
+same for any thread count.
 """
 import numpy as np
-from numba import njit, prange
+from numba import config, get_thread_id, njit, prange
 
 
 def out_size(h, k, stride, pad):
@@ -34,19 +36,10 @@ def out_size(h, k, stride, pad):
     return (h + 2 * pad - k) // stride + 1
 
 
-COLS_BYTES = 4 << 20  # lowered-matrix budget per chunk: about one core's L2
-
-
 def im2col_shape(x_shape, KH, KW, stride, pad):
     """Shape (B, Ci·KH·KW, Ho·Wo) of the im2col matrix of an input of shape ``x_shape``."""
     B, C, H, W = x_shape
     return (B, C * KH * KW, out_size(H, KH, stride, pad) * out_size(W, KW, stride, pad))
-
-
-def cols_chunk(x_shape, KH, KW, stride, pad, itemsize=4):
-    """Scratch shape (c, Ci·KH·KW, Ho·Wo) for the fast path: c samples whose lowering fits COLS_BYTES."""
-    B, K, P = im2col_shape(x_shape, KH, KW, stride, pad)
-    return (max(1, min(B, COLS_BYTES // (K * P * itemsize))), K, P)
 
 
 # --- loop references ------------------------------------------------------------------------------
@@ -129,51 +122,170 @@ def conv2d_backward_weight(gw, gout, a, stride, pad):
                 gw[o, c, u, v] += acc
 
 
-# --- im2col lowering ------------------------------------------------------------------------------
+# --- im2col lowering (one sample, a band of output rows; the batched forms prange over samples) ---
 
-@njit(cache=True, parallel=True)
-def im2col(cols, x, KH, KW, stride, pad):
-    """cols[b, (c·KH + u)·KW + v, i·Wo + j] = x[b, c, s·i+u-p, s·j+v-p] (0 outside; overwritten)."""
-    B, C, H, W = x.shape
-    Ho, Wo = (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
+@njit(cache=True)
+def im2col_rows(cols, x, KH, KW, stride, pad, i0, i1):
+    """cols[(c·KH + u)·KW + v, (i-i0)·Wo + j] = x[c, s·i+u-p, s·j+v-p] for i0 <= i < i1 (0 outside)."""
+    C, H, W = x.shape
+    Wo = (W + 2 * pad - KW) // stride + 1
     zero = cols.dtype.type(0)
-    for bc in prange(B * C):  # iteration owns the rows cols[b, c·KH·KW : (c+1)·KH·KW]
-        b, c = bc // C, bc % C
+    for c in range(C):
         for u in range(KH):
             for v in range(KW):
                 r = (c * KH + u) * KW + v
-                for i in range(Ho):
+                for i in range(i0, i1):
                     h = i * stride + u - pad
+                    q = (i - i0) * Wo
                     for j in range(Wo):
                         ww = j * stride + v - pad
                         if h < 0 or h >= H or ww < 0 or ww >= W:
-                            cols[b, r, i * Wo + j] = zero
+                            cols[r, q + j] = zero
                         else:
-                            cols[b, r, i * Wo + j] = x[b, c, h, ww]
+                            cols[r, q + j] = x[c, h, ww]
 
 
-@njit(cache=True, parallel=True)
-def col2im_add(gx, cols, KH, KW, stride, pad):
-    """gx[b, c, s·i+u-p, s·j+v-p] += cols[b, (c,u,v), (i,j)] (adjoint of im2col; padding dropped)."""
-    B, C, H, W = gx.shape
-    Ho, Wo = (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
-    for bc in prange(B * C):  # iteration owns the plane gx[b, c]; scatter order (u, v, i, j) fixed
-        b, c = bc // C, bc % C
+@njit(cache=True)
+def col2im_add_rows(gx, cols, KH, KW, stride, pad, i0, i1):
+    """gx[c, s·i+u-p, s·j+v-p] += cols[(c,u,v), (i-i0)·Wo + j] for i0 <= i < i1 (adjoint of
+    ``im2col_rows``; padding dropped; scatter order (c,u,v,i,j))."""
+    C, H, W = gx.shape
+    Wo = (W + 2 * pad - KW) // stride + 1
+    for c in range(C):
         for u in range(KH):
             for v in range(KW):
                 r = (c * KH + u) * KW + v
-                for i in range(Ho):
+                for i in range(i0, i1):
                     h = i * stride + u - pad
                     if h < 0 or h >= H:
                         continue
+                    q = (i - i0) * Wo
                     for j in range(Wo):
                         ww = j * stride + v - pad
                         if ww < 0 or ww >= W:
                             continue
-                        gx[b, c, h, ww] += cols[b, r, i * Wo + j]
+                        gx[c, h, ww] += cols[r, q + j]
 
 
-# --- fast path (im2col + BLAS GEMM; plain Python, not jitted) --------------------------------------
+@njit(cache=True, parallel=True)
+def im2col(cols, x, KH, KW, stride, pad):
+    """cols[b] = im2col(x[b]) for every sample (cols of ``im2col_shape``)."""
+    Ho = (x.shape[2] + 2 * pad - KH) // stride + 1
+    for b in prange(x.shape[0]):  # iteration owns cols[b]
+        im2col_rows(cols[b], x[b], KH, KW, stride, pad, 0, Ho)
+
+
+@njit(cache=True, parallel=True)
+def col2im_add(gx, cols, KH, KW, stride, pad):
+    """gx[b] += col2im(cols[b]) for every sample."""
+    Ho = (gx.shape[2] + 2 * pad - KH) // stride + 1
+    for b in prange(gx.shape[0]):  # iteration owns gx[b]
+        col2im_add_rows(gx[b], cols[b], KH, KW, stride, pad, 0, Ho)
+
+
+# --- fast path: im2col + single-threaded BLAS, tile by tile, inside numba's parallel loop ----------
+
+@njit(cache=True)
+def _add_into(acc, s):
+    for i in range(acc.shape[0]):
+        for j in range(acc.shape[1]):
+            acc[i, j] += s[i, j]
+
+
+@njit(cache=True)
+def _tile(buf, off, rows, n):
+    """A C-contiguous (rows, n) matrix over buf[off : off + rows·n] (the slot's flat scratch)."""
+    return buf[off:off + rows * n].reshape((rows, n))
+
+
+@njit(cache=True, parallel=True)
+def _forward_gemm(out3, x, w2, cols, KH, KW, stride, pad, band):
+    B, Co, P = out3.shape
+    K = w2.shape[1]
+    Ho = (x.shape[2] + 2 * pad - KH) // stride + 1
+    Wo = P // Ho
+    for b in prange(B):  # iteration owns out[b]; cols[thread] is its scratch
+        buf = cols[get_thread_id()]
+        for i0 in range(0, Ho, band):
+            i1 = min(Ho, i0 + band)
+            n, p0 = (i1 - i0) * Wo, i0 * Wo
+            c, o = _tile(buf, 0, K, n), _tile(buf, K * n, Co, n)
+            im2col_rows(c, x[b], KH, KW, stride, pad, i0, i1)
+            np.dot(w2, c, o)
+            for oc in range(Co):
+                for q in range(n):
+                    out3[b, oc, p0 + q] = o[oc, q]
+
+
+@njit(cache=True, parallel=True)
+def _backward_gemm(gx, acc, tmp, g3, w2t, a, cols, KH, KW, stride, pad, band, do_gx, do_gw):
+    B, Co, P = g3.shape
+    G, K = acc.shape[0], a.shape[1] * KH * KW
+    Ho = (a.shape[2] + 2 * pad - KH) // stride + 1
+    Wo = P // Ho
+    for grp in prange(G):  # iteration owns acc[grp] and gx of its samples b0 <= b < b1
+        t = get_thread_id()
+        buf, s = cols[t], tmp[t]
+        b0, b1 = grp * B // G, (grp + 1) * B // G
+        for b in range(b0, b1):
+            for i0 in range(0, Ho, band):
+                i1 = min(Ho, i0 + band)
+                n, p0 = (i1 - i0) * Wo, i0 * Wo
+                c, gt = _tile(buf, 0, K, n), _tile(buf, K * n, Co, n)
+                for oc in range(Co):  # this band of gout[b], contiguous for BLAS
+                    for q in range(n):
+                        gt[oc, q] = g3[b, oc, p0 + q]
+                if do_gw:  # A_grp = Σ_b Σ_bands cols(a)_b · gout[b]ᵀ, in order
+                    im2col_rows(c, a[b], KH, KW, stride, pad, i0, i1)
+                    if b == b0 and i0 == 0:
+                        np.dot(c, gt.T, acc[grp])
+                    else:
+                        np.dot(c, gt.T, s)
+                        _add_into(acc[grp], s)
+                if do_gx:  # the input GEMM overwrites the lowered band: W₂ᵀ·gout, then scatter-add
+                    np.dot(w2t, gt, c)
+                    col2im_add_rows(gx[b], c, KH, KW, stride, pad, i0, i1)
+
+
+@njit(cache=True, parallel=True)
+def _add_groups_t(gw2, acc):
+    """gW₂[o, k] += Σ_g acc[g, k, o], the groups in order."""
+    G, K, Co = acc.shape
+    for k in prange(K):  # iteration owns the column gW₂[:, k]
+        for o in range(Co):
+            v = acc[0, k, o]
+            for g in range(1, G):
+                v += acc[g, k, o]
+            gw2[o, k] += v
+
+
+WGRAD_GROUPS = 8  # fixed sample groups of the weight gradient: parallel, and the same for any thread count
+TILE_BYTES = 4 << 20  # lowered band per GEMM: bounds the scratch for large images (VGG-sized layers: one band)
+
+
+def wgrad_groups(B):
+    return max(1, min(B, WGRAD_GROUPS))
+
+
+def band_rows(x_shape, KH, KW, stride, pad, itemsize=4):
+    """Output rows per tile: the most whose lowered band (Ci·KH·KW × rows·Wo) fits TILE_BYTES, at least 1."""
+    _, K, P = im2col_shape(x_shape, KH, KW, stride, pad)
+    Ho = out_size(x_shape[2], KH, stride, pad)
+    return max(1, min(Ho, TILE_BYTES // (K * (P // Ho) * itemsize)))
+
+
+def fast_scratch_shapes(x_shape, Co, KH, KW, stride, pad, itemsize=4, slots=None):
+    """Shapes of the fast path's scratch: ``cols`` (slots, (K + Co)·rows·Wo) and ``wscratch``
+    (G + slots, K, Co), K = Ci·KH·KW, rows = ``band_rows``, G = ``wgrad_groups(B)``.
+
+    ``slots`` defaults to numba's thread-pool size (``NUMBA_NUM_THREADS``): one slot for each thread that
+    can run an iteration, whatever ``set_num_threads`` says later.
+    """
+    slots = config.NUMBA_NUM_THREADS if slots is None else slots
+    B, K, P = im2col_shape(x_shape, KH, KW, stride, pad)
+    n = band_rows(x_shape, KH, KW, stride, pad, itemsize) * (P // out_size(x_shape[2], KH, stride, pad))
+    return (slots, (K + Co) * n), (wgrad_groups(B) + slots, K, Co)
+
 
 def _flat_view(a, shape):
     """``a`` reshaped without a copy (a copy would silently drop the writes into it)."""
@@ -183,65 +295,62 @@ def _flat_view(a, shape):
     return v
 
 
-def _check_cols(cols, x_shape, KH, KW, stride, pad):
-    B, K, P = im2col_shape(x_shape, KH, KW, stride, pad)
-    if cols.ndim != 3 or cols.shape[1:] != (K, P) or not 1 <= cols.shape[0] <= B:
-        raise ValueError(f"cols has shape {cols.shape}, expected (c, {K}, {P}) with 1 <= c <= {B} "
-                         f"(see cols_chunk)")
+def _check_cols(cols, x_shape, Co, KH, KW, stride, pad, dtype):
+    """The band height the scratch was sized for; a readable error if ``cols`` does not fit."""
+    (_, n), _ = fast_scratch_shapes(x_shape, Co, KH, KW, stride, pad, np.dtype(dtype).itemsize)
+    if (cols.ndim != 2 or cols.shape[1] != n or cols.shape[0] < config.NUMBA_NUM_THREADS
+            or cols.dtype != dtype or not cols.flags.c_contiguous):
+        raise ValueError(f"cols is {cols.dtype}{cols.shape}, expected a C-contiguous {np.dtype(dtype)}"
+                         f"(n, {n}) with n >= {config.NUMBA_NUM_THREADS} numba threads "
+                         f"(see fast_scratch_shapes)")
+    return band_rows(x_shape, KH, KW, stride, pad, np.dtype(dtype).itemsize)
 
 
-def _chunks(B, cols):
-    """(b0, b1, scratch) for each chunk of at most cols.shape[0] samples, in order."""
-    c = cols.shape[0]
-    for b0 in range(0, B, c):
-        b1 = min(B, b0 + c)
-        yield b0, b1, cols[:b1 - b0]
+def _contig(a, dtype):
+    if a.dtype != dtype:
+        raise ValueError(f"array dtype {a.dtype} does not match {np.dtype(dtype)}")
+    return np.ascontiguousarray(a)
 
 
 def conv2d_forward_fast(out, x, w, stride, pad, cols):
-    """out[b] = W₂ · im2col(x)[b] (overwritten), chunk by chunk; ``cols`` is overwritten scratch."""
+    """out[b] = W₂ · im2col(x)[b] (overwritten); ``cols`` is overwritten scratch (fast_scratch_shapes)."""
     Co, Ci, KH, KW = w.shape
-    B = out.shape[0]
-    _check_cols(cols, x.shape, KH, KW, stride, pad)
-    out3 = _flat_view(out, (B, Co, cols.shape[2]))
-    w2 = w.reshape(Co, Ci * KH * KW)
-    for b0, b1, cc in _chunks(B, cols):
-        im2col(cc, x[b0:b1], KH, KW, stride, pad)
-        np.matmul(w2, cc, out=out3[b0:b1])
+    B, dt = out.shape[0], out.dtype
+    band = _check_cols(cols, x.shape, Co, KH, KW, stride, pad, dt)
+    out3 = _flat_view(out, (B, Co, out.shape[2] * out.shape[3]))
+    _forward_gemm(out3, _contig(x, dt), _contig(w, dt).reshape(Co, Ci * KH * KW), cols, KH, KW, stride, pad,
+                  band)
 
 
 def conv2d_backward_fast(gx, gw, gout, w, a, stride, pad, cols, scratch=None):
     """gW₂ += Σ_b gout[b] · im2col(a)[b]ᵀ and gx += col2im(W₂ᵀ · gout[b]); ``gx`` or ``gw`` may be None.
 
-    Chunk by chunk: the weight GEMMs read im2col(a) from ``cols`` (one per sample, summed in order
-    of b into a transposed accumulator, added to gW once), then the input GEMM overwrites ``cols`` with
-    W₂ᵀ·gout. ``scratch`` (2, Ci·KH·KW, Co) holds the accumulator and one sample's GEMM (allocated
-    here once per call when not given).
+    One parallel pass over the batch does both. ``scratch`` (G + slots, Ci·KH·KW, Co) holds the G group
+    accumulators and one GEMM result per thread (allocated here when not given).
     """
     Co, Ci, KH, KW = (w if w is not None else gw).shape
-    B = gout.shape[0]
-    _check_cols(cols, (a if a is not None else gx).shape, KH, KW, stride, pad)
-    K = Ci * KH * KW
-    g3 = gout.reshape(B, Co, cols.shape[2])
+    B, dt, K = gout.shape[0], gout.dtype, Ci * KH * KW
+    x_shape = (a if a is not None else gx).shape
+    band = _check_cols(cols, x_shape, Co, KH, KW, stride, pad, dt)
+    g3 = _contig(gout, dt).reshape(B, Co, gout.shape[2] * gout.shape[3])
+    G, slots = wgrad_groups(B), cols.shape[0]
     if gw is not None:
         gw2 = _flat_view(gw, (Co, K))
         if scratch is None:
-            scratch = np.empty((2, K, Co), gw.dtype)
-        elif scratch.shape != (2, K, Co):
-            raise ValueError(f"scratch has shape {scratch.shape}, expected (2, {K}, {Co})")
-        acc, s = scratch[0], scratch[1]
-    for b0, b1, cc in _chunks(B, cols):
-        if gw is not None:
-            im2col(cc, a[b0:b1], KH, KW, stride, pad)
-            for b in range(b0, b1):  # (gW₂ᵀ)_b = cols_b · gout[b]ᵀ: this operand order is ~25 % faster
-                np.matmul(cc[b - b0], g3[b].T, out=acc if b == 0 else s)
-                if b > 0:
-                    acc += s
-        if gx is not None:
-            np.matmul(w.reshape(Co, K).T, g3[b0:b1], out=cc)
-            col2im_add(gx[b0:b1], cc, KH, KW, stride, pad)
+            scratch = np.empty((G + slots, K, Co), dt)
+        if scratch.shape != (G + slots, K, Co) or scratch.dtype != dt or not scratch.flags.c_contiguous:
+            raise ValueError(f"scratch is {scratch.dtype}{scratch.shape}, expected a C-contiguous "
+                             f"{np.dtype(dt)}{(G + slots, K, Co)} (see fast_scratch_shapes)")
+        a = _contig(a, dt)
+    else:
+        scratch, a = np.empty((G + slots, 1, 1), dt), np.empty(x_shape, dt)  # unused stand-ins
+    if gx is not None and (gx.dtype != dt or not gx.flags.c_contiguous):
+        raise ValueError(f"gx must be a C-contiguous {np.dtype(dt)} array, got {gx.dtype}")
+    w2t = _contig(w, dt).reshape(Co, K).T if gx is not None else np.empty((2, 2), dt).T
+    _backward_gemm(gx if gx is not None else np.empty((1, 1, 1, 1), dt), scratch[:G], scratch[G:], g3, w2t,
+                   a, cols, KH, KW, stride, pad, band, gx is not None, gw is not None)
     if gw is not None:
-        gw2 += acc.T
+        _add_groups_t(gw2, scratch[:G])
 
 
 def conv2d_backward_input_fast(gx, gout, w, stride, pad, cols):
