@@ -209,12 +209,16 @@ def _forward_gemm(out3, x, w2, cols, KH, KW, stride, pad, band):
         for i0 in range(0, Ho, band):
             i1 = min(Ho, i0 + band)
             n, p0 = (i1 - i0) * Wo, i0 * Wo
-            c, o = _tile(buf, 0, K, n), _tile(buf, K * n, Co, n)
+            c = _tile(buf, 0, K, n)
             im2col_rows(c, x[b], KH, KW, stride, pad, i0, i1)
-            np.dot(w2, c, o)
-            for oc in range(Co):
-                for q in range(n):
-                    out3[b, oc, p0 + q] = o[oc, q]
+            if n == P:  # one band: straight into out[b]
+                np.dot(w2, c, out3[b])
+            else:
+                o = _tile(buf, K * n, Co, n)
+                np.dot(w2, c, o)
+                for oc in range(Co):
+                    for q in range(n):
+                        out3[b, oc, p0 + q] = o[oc, q]
 
 
 @njit(cache=True, parallel=True)
@@ -231,10 +235,14 @@ def _backward_gemm(gx, acc, tmp, g3, w2t, a, cols, KH, KW, stride, pad, band, do
             for i0 in range(0, Ho, band):
                 i1 = min(Ho, i0 + band)
                 n, p0 = (i1 - i0) * Wo, i0 * Wo
-                c, gt = _tile(buf, 0, K, n), _tile(buf, K * n, Co, n)
-                for oc in range(Co):  # this band of gout[b], contiguous for BLAS
-                    for q in range(n):
-                        gt[oc, q] = g3[b, oc, p0 + q]
+                c = _tile(buf, 0, K, n)
+                if n == P:  # one band: gout[b] itself
+                    gt = g3[b]
+                else:  # this band of gout[b], made contiguous for BLAS
+                    gt = _tile(buf, K * n, Co, n)
+                    for oc in range(Co):
+                        for q in range(n):
+                            gt[oc, q] = g3[b, oc, p0 + q]
                 if do_gw:  # A_grp = Σ_b Σ_bands cols(a)_b · gout[b]ᵀ, in order
                     im2col_rows(c, a[b], KH, KW, stride, pad, i0, i1)
                     if b == b0 and i0 == 0:
