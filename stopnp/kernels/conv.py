@@ -326,8 +326,11 @@ def conv2d_forward_fast(out, x, w, stride, pad, cols):
     B, dt = out.shape[0], out.dtype
     band = _check_cols(cols, x.shape, Co, KH, KW, stride, pad, dt)
     out3 = _flat_view(out, (B, Co, out.shape[2] * out.shape[3]))
-    _forward_gemm(out3, _contig(x, dt), _contig(w, dt).reshape(Co, Ci * KH * KW), cols, KH, KW, stride, pad,
+    dst = out3 if out3.flags.c_contiguous else np.empty(out3.shape, dt)  # BLAS writes contiguous rows
+    _forward_gemm(dst, _contig(x, dt), _contig(w, dt).reshape(Co, Ci * KH * KW), cols, KH, KW, stride, pad,
                   band)
+    if dst is not out3:
+        out3[...] = dst
 
 
 def conv2d_backward_fast(gx, gw, gout, w, a, stride, pad, cols, scratch=None):
