@@ -87,14 +87,14 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0):
     from .rules import runner
     from .rules.common import resolve_options
     from .rules import stop as stop_rule
-    from .ops import max_gemm_macs
+    from .ops import thread_workload
     from .threads import describe as threads_describe, fit as threads_fit, set_threads
     import numba
     set_threads(threads)
     cfg = resolve(config_for(workload, rule, T, threads))
     net = from_config(cfg)
     T, B = cfg["data"]["T"], cfg["data"]["batch_size"]
-    threads_fit(max_gemm_macs(net, B))
+    threads_fit(*thread_workload(net, B))
     rng = np.random.default_rng(0)
     batches = []
     for _ in range(4):

@@ -9,8 +9,9 @@ def register(sub):
     p.add_argument("--workloads", default="mlp,lenet,vgg", help="comma list of mlp, lenet, vgg")
     p.add_argument("--rules", default="stop,bptt", help="comma list of rules (default stop,bptt)")
     p.add_argument("--threads", type=int, default=0,
-                   help="0 = auto (numba 1 thread and large GEMMs on all cores via BLAS, or numba on all "
-                        "cores when every GEMM is small; stopnp.threads); n > 0: n numba threads, BLAS 1")
+                   help="0 = auto (numba kernels, conv GEMMs included, on all cores; an MLP with large GEMMs: "
+                        "numba 1 thread and those GEMMs on all cores via BLAS; stopnp.threads); "
+                        "n > 0: n numba threads, NumPy BLAS 1")
     p.add_argument("--no-sweep", action="store_true", help="skip the mlp T = 4..64 sweep")
     p.add_argument("--quick", action="store_true", help="few batches (smoke test)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -166,8 +166,24 @@ def gemm_macs(syn, B) -> int:
 
 
 def max_gemm_macs(net, B) -> int:
-    """The largest single BLAS call of a step at batch B, for the thread policy (``threads.fit``)."""
+    """The largest single NumPy BLAS call of a step at batch B, for the thread policy (``threads.fit``)."""
     return max([gemm_macs(s, B) for layer in net.layers for s in layer.synapses] + [0])
+
+
+def conv_macs(net, B) -> int:
+    """Multiply-adds of one step's conv forward at batch B: GEMM work that runs in numba's pool."""
+    return B * sum(int(np.prod(s.out_shape)) * s.in_shape[0] * s.k * s.k
+                   for layer in net.layers for s in layer.synapses if s.op == "conv")
+
+
+def linear_macs(net, B) -> int:
+    """Multiply-adds of one step's linear forward at batch B: GEMM work that runs on NumPy's BLAS."""
+    return sum(gemm_macs(s, B) for layer in net.layers for s in layer.synapses if s.op == "linear")
+
+
+def thread_workload(net, B):
+    """``threads.fit`` arguments for this network at batch B: (largest NumPy GEMM, conv MACs, linear MACs)."""
+    return max_gemm_macs(net, B), conv_macs(net, B), linear_macs(net, B)
 
 
 # ------------------------------------------------------------------------------------------------

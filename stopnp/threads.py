@@ -112,19 +112,22 @@ def set_threads(n: int = 0, blas: int = 1):
     set_blas_threads(1 if n <= 0 else max(1, blas))
 
 
-def fit(max_gemm_macs: int):
-    """Auto policy only: give the cores to numba unless a NumPy GEMM of the workload is big enough for BLAS.
+def fit(max_gemm_macs: int, inner_macs: int = 0, blas_macs: int | None = None):
+    """Auto policy only: give the cores to numba unless big NumPy GEMMs carry the workload.
 
-    ``max_gemm_macs``: the largest single NumPy BLAS call of the training step (``ops.max_gemm_macs``;
-    the conv GEMMs run inside numba and do not count). Below ``BIG_GEMM_MACS`` the numba kernels run
-    on all cores and every NumPy GEMM on one BLAS thread; otherwise numba stays on one thread and the
-    big GEMMs take all cores. Either way one pool alone is multi-threaded. No-op under an explicit
-    ``set_threads(n > 0)``.
+    ``max_gemm_macs``: the largest single NumPy BLAS call of the training step; ``inner_macs``: the
+    multiply-adds that run inside numba's pool (the convolutions); ``blas_macs``: those on NumPy's
+    BLAS (the linear layers; default ``max_gemm_macs``); ``ops.thread_workload`` gives all three.
+    BLAS takes the cores (numba on one thread, the big GEMMs on all cores) only when a GEMM reaches
+    ``BIG_GEMM_MACS`` and the BLAS work is at least the numba work (an MLP); otherwise the numba
+    kernels run on all cores and every NumPy GEMM on one BLAS thread (LeNet-5, VGG, ResNet). Either way
+    one pool alone is multi-threaded. No-op under an explicit ``set_threads(n > 0)``.
     """
     if not _policy["auto"]:
         return
     import numba
-    _policy["blas_pool"] = max_gemm_macs >= BIG_GEMM_MACS
+    blas = max_gemm_macs if blas_macs is None else blas_macs
+    _policy["blas_pool"] = max_gemm_macs >= BIG_GEMM_MACS and blas >= inner_macs
     numba.set_num_threads(1 if _policy["blas_pool"] else _policy["max"])
     set_blas_threads(1)
 

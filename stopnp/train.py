@@ -17,7 +17,7 @@ import numpy as np
 from . import checkpoint, data, optim
 from . import config as config_mod
 from .network import from_config, check_params
-from .ops import max_gemm_macs
+from .ops import thread_workload
 from .progress import MetricsLog, Progress
 from . import threads
 from .rules import forward_runner, runner
@@ -117,7 +117,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
     train_src = _limit(data.load(dcfg["name"], "train"), dcfg["limit_train"])
     test_src = _limit(data.load(dcfg["name"], "test"), dcfg["limit_test"])
     net = from_config(cfg)
-    threads.fit(max_gemm_macs(net, dcfg["batch_size"]))
+    threads.fit(*thread_workload(net, dcfg["batch_size"]))
     _check_data(net, train_src, "train")
     _check_data(net, test_src, "test")
     rule = cfg["rule"]["name"]

@@ -38,6 +38,11 @@ def test_fit_gives_the_cores_to_one_pool_only():
         if threads._policy["fn"]:
             threads.gemm_threads(threads.BIG_GEMM_MACS)
             assert threads._policy["cur"] == cores
+        big = 10 * threads.BIG_GEMM_MACS  # a big GEMM, but the conv work in numba's pool outweighs it
+        threads.fit(big, inner_macs=big + 1, blas_macs=big)
+        assert numba.get_num_threads() == cores and "numba" in threads.describe()
+        threads.fit(big, inner_macs=big, blas_macs=big)
+        assert numba.get_num_threads() == 1 and "BLAS" in threads.describe()
         threads.set_threads(cores)  # explicit policy: fit is a no-op
         threads.fit(0)
         assert numba.get_num_threads() == cores and threads._policy["blas_pool"]
@@ -71,3 +76,29 @@ def test_inner_blas_is_pinned_to_one_thread():
     get = getattr(ctypes.CDLL(libs[0]), "scipy_openblas_get_num_threads", None)
     if get is not None:
         assert get() == 1
+
+
+@pytest.mark.parametrize("config,pool", [("mnist-lenet5", "numba"), ("rule-stop", "numba"),
+                                         ("cifar100-resnet18", "numba"), ("cifar10-vgg11", "numba")])
+def test_conv_nets_give_numba_the_cores(config, pool):
+    """LeNet-5 at B = 128 and ResNet-18 have a linear GEMM over 4M multiply-adds, but their conv work
+    (in numba's pool) is larger: the cores go to numba. The bench mlp keeps the BLAS policy."""
+    from pathlib import Path
+    from stopnp import bench
+    from stopnp.config import read, resolve
+    from stopnp.network import from_config
+    from stopnp.ops import conv_macs, linear_macs, thread_workload
+    cfg = resolve(read(Path(__file__).parent.parent / "examples" / "configs" / f"{config}.toml"))
+    net, B = from_config(cfg), cfg["data"]["batch_size"]
+    m, inner, blas = thread_workload(net, B)
+    assert inner == conv_macs(net, B) > blas == linear_macs(net, B) > 0
+    cores = numba.config.NUMBA_NUM_THREADS
+    try:
+        threads.set_threads(0)
+        threads.fit(m, inner, blas)
+        assert pool in threads.describe() and numba.get_num_threads() == cores
+        mlp = from_config(resolve(bench.config_for("mlp", "stop")))
+        threads.fit(*thread_workload(mlp, 64))
+        assert "BLAS" in threads.describe() and numba.get_num_threads() == 1
+    finally:
+        threads.set_threads(cores)
