@@ -152,10 +152,12 @@ def _random_cases(n, seed):
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)], ids=["f64", "f32"])
-@pytest.mark.parametrize("tile_bytes", [None, 1], ids=["whole", "one-row-bands"])
-def test_fast_path_equals_loop_reference(dtype, tol, tile_bytes, monkeypatch):
-    if tile_bytes is not None:  # one output row per GEMM: exercises the band walk and ragged ends
-        monkeypatch.setattr(conv, "TILE_BYTES", tile_bytes)
+@pytest.mark.parametrize("tiles", ["whole", "one-row-bands", "forward-one-row-bands"])
+def test_fast_path_equals_loop_reference(dtype, tol, tiles, monkeypatch):
+    if tiles != "whole":  # one output row per GEMM: exercises the band walk and ragged ends
+        monkeypatch.setattr(conv, "FWD_TILE_BYTES", 1)
+    if tiles == "one-row-bands":
+        monkeypatch.setattr(conv, "TILE_BYTES", 1)
     rng = np.random.default_rng(5)
     for xs, ws, s, p in _random_cases(10, seed=6):
         x, w = rng.normal(size=xs).astype(dtype), rng.normal(size=ws).astype(dtype)
