@@ -8,10 +8,11 @@ samples/s). So only one pool is ever multi-threaded:
   single-threaded BLAS (``np.dot`` in numba, which is SciPy's OpenBLAS; ``inner_blas_single`` pins
   that library to one thread). They never start NumPy's BLAS pool.
 * ``set_threads(0)`` (auto, the default; numba on one thread until ``fit`` knows the workload): the
-  numba kernels run on all cores, and NumPy's BLAS (the linear layers) on one thread, unless ``fit(macs)`` sees a NumPy GEMM of at least ``BIG_GEMM_MACS``
-  multiply-adds in the training step (the mlp layers): then numba runs on one thread and each GEMM
-  of that size takes all cores (``gemm_threads``, called by ``ops`` before each linear GEMM; the
-  kernels themselves import nothing). Measured on the shared 2-core host: mlp 7400 vs 6200 samples/s
+  numba kernels run on all cores, and NumPy's BLAS (the linear layers) on one thread, unless ``fit``
+  sees that the linear GEMMs outweigh the convolutions and one reaches ``BIG_GEMM_MACS``
+  multiply-adds (an MLP): then numba runs on one thread and each GEMM of that size takes all cores
+  (``gemm_threads``, called by ``ops`` before each linear GEMM; the kernels themselves import
+  nothing). Measured on the shared 2-core host: mlp 7400 vs 6200 samples/s
   against numba on both cores with auto BLAS; LeNet-5 at B = 32, 1227-1395 vs 916-1352 samples/s with
   the cores given to numba.
 * ``set_threads(n > 0, blas=k)``: numba kernels on n threads, NumPy's BLAS fixed at k threads
@@ -32,42 +33,36 @@ BIG_GEMM_MACS = 4_000_000
 _policy = {"auto": False, "max": 1, "cur": None, "fn": None, "blas_pool": True, "inner": None}
 
 
-def _openblas():
-    import numpy as np
-    base = os.path.dirname(os.path.dirname(np.__file__))
-    for pattern in ("numpy.libs/*openblas*.so*", "numpy/.dylibs/*openblas*", "numpy.libs/*openblas*.dll"):
+def _set_threads_fn(package, symbols):
+    """``set_num_threads`` of the OpenBLAS bundled with ``package`` (numpy or scipy wheels), or None."""
+    try:
+        mod = __import__(package)
+    except ImportError:
+        return None
+    base = os.path.dirname(os.path.dirname(mod.__file__))
+    patterns = (f"{package}.libs/*openblas*.so*", f"{package}/.dylibs/*openblas*", f"{package}.libs/*openblas*.dll")
+    for pattern in patterns:
         for path in glob.glob(os.path.join(base, pattern)):
             try:
                 lib = ctypes.CDLL(path)
             except OSError:
                 continue
-            for sym in _SYMBOLS:
+            for sym in symbols:
                 fn = getattr(lib, sym, None)
                 if fn is not None:
                     return fn
     return None
+
+
+def _openblas():
+    return _set_threads_fn("numpy", _SYMBOLS)
 
 
 def _scipy_openblas():
-    """``set_num_threads`` of the OpenBLAS that SciPy bundles: numba's ``np.dot`` (the conv GEMMs inside
-    the parallel kernels) calls that library, never NumPy's."""
-    try:
-        import scipy
-    except ImportError:
-        return None
-    base = os.path.dirname(os.path.dirname(scipy.__file__))
-    for pattern in ("scipy.libs/*openblas*.so*", "scipy/.dylibs/*openblas*", "scipy.libs/*openblas*.dll"):
-        for path in glob.glob(os.path.join(base, pattern)):
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for sym in ("scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
-                        "openblas_set_num_threads"):
-                fn = getattr(lib, sym, None)
-                if fn is not None:
-                    return fn
-    return None
+    """SciPy's own OpenBLAS: numba's ``np.dot`` (the conv GEMMs inside the parallel kernels) calls that
+    library, never NumPy's."""
+    return _set_threads_fn("scipy", ("scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
+                                     "openblas_set_num_threads"))
 
 
 def inner_blas_single() -> bool:
