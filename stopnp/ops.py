@@ -26,6 +26,7 @@ from .kernels import linear as klin
 from .kernels import lif as klif
 from .kernels import norm as knorm
 from .kernels import pool as kpool
+from .config import ConfigError
 from .threads import gemm_threads, inner_blas_single
 
 BN_EPS = 1e-5
@@ -100,6 +101,8 @@ class Workspace:
                     self.lin_gw[n] = z(out[0], syn.in_shape[0])
         self.cols = np.zeros(cols, self.dtype) if backend == "blas" else None
         if backend == "blas":
+            if self.conv_gw:
+                _need_scipy_blas()
             inner_blas_single()
         self.bn_steps = 0
 
@@ -154,6 +157,15 @@ class Workspace:
             self.bn_mean_sum[n].fill(0)
             self.bn_var_sum[n].fill(0)
         self.bn_steps = 0
+
+
+def _need_scipy_blas():
+    """numba's ``np.dot`` (the conv GEMMs) calls SciPy's BLAS: say so before numba fails to compile."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:
+        raise ConfigError("run.kernels = 'blas' needs SciPy for the conv GEMMs: pip install scipy, "
+                          "or set run.kernels = 'loop'") from None
 
 
 def gemm_macs(syn, B) -> int:

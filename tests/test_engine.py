@@ -225,3 +225,16 @@ def test_conv_bands_of_one_row_give_the_same_gradients(rule, bn, monkeypatch):
         assert np.abs(whole[k]).max() > 0, k
         np.testing.assert_allclose(banded[k], whole[k], rtol=1e-9, atol=1e-12 * np.abs(whole[k]).max(),
                                    err_msg=k)
+
+
+def test_missing_scipy_blas_is_a_readable_error(monkeypatch):
+    """The BLAS conv path needs SciPy's BLAS (numba's np.dot): without it, a one-line ConfigError that
+    names run.kernels, before numba would fail inside its compiler; the loop kernels still work."""
+    import sys
+    from stopnp.config import ConfigError
+    from stopnp.ops import Workspace
+    net = convnet()
+    monkeypatch.setitem(sys.modules, "scipy.linalg.cython_blas", None)  # import now raises ImportError
+    with pytest.raises(ConfigError, match="run.kernels"):
+        Workspace(net, 2, np.float32, backend="blas")
+    Workspace(net, 2, np.float32, backend="loop")
