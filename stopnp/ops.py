@@ -61,8 +61,8 @@ class Workspace:
         self.w_trace, self.pre_out, self.argmax, self.mask, self.pre_grad = {}, {}, {}, {}, {}
         self.z, self.y, self.gz, self.gx, self.direct, self.gacc = {}, {}, {}, {}, {}, {}
         self.bn_cache, self.bn_mean, self.bn_invstd, self.bn_mean_sum, self.bn_var_sum = {}, {}, {}, {}, {}
-        self.lin_gx, self.lin_gw, self.conv_gw = {}, {}, {}
-        cols = 0
+        self.lin_gx, self.lin_gw, self.conv_gw, self.conv_cols = {}, {}, {}, {}
+        cols_shapes = {}
         for layer in L:
             single = len(layer.synapses) == 1
             for syn in layer.synapses:
@@ -95,11 +95,15 @@ class Workspace:
                     cshape, wshape = kconv.fast_scratch_shapes((B, *syn.in_shape), out[0], syn.k, syn.k,
                                                                syn.stride, syn.pad, self.dtype.itemsize)
                     self.conv_gw[n] = z(*wshape)
-                    cols = max(cols, int(np.prod(cshape)))
+                    cols_shapes[n] = cshape
                 elif syn.op == "linear" and backend == "blas":
                     self.lin_gx[n] = z(B, syn.in_shape[0])
                     self.lin_gw[n] = z(out[0], syn.in_shape[0])
-        self.cols = np.zeros(cols, self.dtype) if backend == "blas" else None
+        # one scratch shared by every conv (they run one at a time); each gets its view once, here
+        size = max([int(np.prod(sh)) for sh in cols_shapes.values()] + [0])
+        self.cols = np.zeros(size, self.dtype) if backend == "blas" else None
+        for n, sh in cols_shapes.items():
+            self.conv_cols[n] = self.cols[:int(np.prod(sh))].reshape(sh)
         if backend == "blas":
             if self.conv_gw:
                 _need_scipy_blas()
@@ -244,16 +248,10 @@ def weight_forward(ws, params, syn, x):
         else:
             klin.linear_forward_loop(z, x, w)
     elif ws.backend == "blas":
-        kconv.conv2d_forward_fast(z, x, w, syn.stride, syn.pad, _cols(ws, syn))
+        kconv.conv2d_forward_fast(z, x, w, syn.stride, syn.pad, ws.conv_cols[syn.name])
     else:
         kconv.conv2d_forward(z, x, w, syn.stride, syn.pad)
     return z
-
-
-def _cols(ws, syn):
-    shape = kconv.fast_scratch_shapes((ws.B, *syn.in_shape), syn.out_shape[0], syn.k, syn.k, syn.stride,
-                                      syn.pad, ws.dtype.itemsize)[0]
-    return ws.cols[:int(np.prod(shape))].reshape(shape)
 
 
 def bn_forward(ws, params, syn, z, ti, bn_train):
@@ -341,7 +339,7 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
         if syn.op == "conv" and ws.backend == "blas":  # one pass over the batch for both GEMMs
             if own_w or send_down:
                 kconv.conv2d_backward_fast(gx, grads[f"{n}.weight"] if own_w else None, gz, w, a, syn.stride,
-                                           syn.pad, _cols(ws, syn), ws.conv_gw[n])
+                                           syn.pad, ws.conv_cols[n], ws.conv_gw[n])
         else:
             if own_w:
                 weight_grad(ws, grads, syn, gz, a)
@@ -373,7 +371,7 @@ def weight_grad(ws, grads, syn, gz, a):
         else:
             klin.linear_backward_weight_loop(gw, gz, a)
     elif ws.backend == "blas":
-        kconv.conv2d_backward_weight_fast(gw, gz, a, syn.stride, syn.pad, _cols(ws, syn),
+        kconv.conv2d_backward_weight_fast(gw, gz, a, syn.stride, syn.pad, ws.conv_cols[syn.name],
                                           ws.conv_gw[syn.name])
     else:
         kconv.conv2d_backward_weight(gw, gz, a, syn.stride, syn.pad)

@@ -294,9 +294,15 @@ def fast_scratch_shapes(x_shape, Co, KH, KW, stride, pad, itemsize=4, slots=None
     can run an iteration, whatever ``set_num_threads`` says later.
     """
     slots = config.NUMBA_NUM_THREADS if slots is None else slots
-    B, K, P = im2col_shape(x_shape, KH, KW, stride, pad)
-    n = band_rows(x_shape, KH, KW, stride, pad, itemsize) * (P // out_size(x_shape[2], KH, stride, pad))
-    return (slots, (K + Co) * n), (wgrad_groups(B) + slots, K, Co)
+    B, K, _ = im2col_shape(x_shape, KH, KW, stride, pad)
+    return (slots, _slot_width(x_shape, Co, KH, KW, stride, pad, itemsize)[1]), (wgrad_groups(B) + slots, K, Co)
+
+
+def _slot_width(x_shape, Co, KH, KW, stride, pad, itemsize):
+    """(rows per band, elements of one thread's slot: the lowered band K×n and one Co×n GEMM band)."""
+    rows = band_rows(x_shape, KH, KW, stride, pad, itemsize)
+    K = x_shape[1] * KH * KW
+    return rows, (K + Co) * rows * out_size(x_shape[3], KW, stride, pad)
 
 
 def _flat_view(a, shape):
@@ -309,13 +315,13 @@ def _flat_view(a, shape):
 
 def _check_cols(cols, x_shape, Co, KH, KW, stride, pad, dtype):
     """The band height the scratch was sized for; a readable error if ``cols`` does not fit."""
-    (_, n), _ = fast_scratch_shapes(x_shape, Co, KH, KW, stride, pad, np.dtype(dtype).itemsize)
+    band, n = _slot_width(x_shape, Co, KH, KW, stride, pad, np.dtype(dtype).itemsize)
     if (cols.ndim != 2 or cols.shape[1] != n or cols.shape[0] < config.NUMBA_NUM_THREADS
             or cols.dtype != dtype or not cols.flags.c_contiguous):
         raise ValueError(f"cols is {cols.dtype}{cols.shape}, expected a C-contiguous {np.dtype(dtype)}"
                          f"(n, {n}) with n >= {config.NUMBA_NUM_THREADS} numba threads "
                          f"(see fast_scratch_shapes)")
-    return band_rows(x_shape, KH, KW, stride, pad, np.dtype(dtype).itemsize)
+    return band
 
 
 def _contig(a, dtype):
@@ -359,7 +365,7 @@ def conv2d_backward_fast(gx, gw, gout, w, a, stride, pad, cols, scratch=None):
                              f"{np.dtype(dt)}{(G + slots, K, Co)} (see fast_scratch_shapes)")
         a = _contig(a, dt)
     else:
-        scratch, a = np.empty((G + slots, 1, 1), dt), np.empty(x_shape, dt)  # unused stand-ins
+        scratch, a = np.empty((G + slots, 1, 1), dt), gx  # unused stand-ins (gx: no input-sized allocation)
     if gx is not None and (gx.dtype != dt or not gx.flags.c_contiguous):
         raise ValueError(f"gx must be a C-contiguous {np.dtype(dt)} array, got {gx.dtype}")
     w2t = _contig(w, dt).reshape(Co, K).T if gx is not None else np.empty((2, 2), dt).T
