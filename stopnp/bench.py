@@ -70,6 +70,44 @@ def flops_per_sample(net, T):
     return fwd, fwd + bwd
 
 
+def spike_rates(net, x, opts, ws=None):
+    """Mean spikes per neuron per step of every spiking layer on input ``x`` (T, B, ...), forward only."""
+    from .rules import stop as stop_rule
+    res = stop_rule.run(net, net.params, x, None, opts, ws=ws)
+    T, B = x.shape[:2]
+    return [res.spike_counts[layer.name] / (T * B * layer.size) for layer in net.layers if layer.spiking]
+
+
+def calibrate(net, x, target, opts, steps=16):
+    """Scale each layer's weights, in order, so that the layer fires at ~``target`` spikes per neuron per
+    step on ``x`` (multiplicative bisection on [1e-2, 1e3], ``steps`` halvings): the peer benchmark's
+    protocol (../shared/bench/peer_bench.py), so both run at the same activity, as trained SNNs do
+    (5-20 %). Deterministic; returns the scales. Layers without weights or spikes are left alone."""
+    scales = []
+    spiking = [layer for layer in net.layers if layer.spiking]
+    for k, layer in enumerate(spiking):
+        keys = [f"{syn.name}.weight" for syn in layer.synapses if f"{syn.name}.weight" in net.params]
+        if not keys:
+            continue
+        w0 = {key: net.params[key].copy() for key in keys}
+
+        def set_scale(m):
+            for key in keys:
+                np.multiply(w0[key], w0[key].dtype.type(m), out=net.params[key])
+
+        lo, hi = 1e-2, 1e3
+        for _ in range(steps):
+            mid = (lo * hi) ** 0.5
+            set_scale(mid)
+            if spike_rates(net, x, opts)[k] < target:
+                lo = mid
+            else:
+                hi = mid
+        set_scale((lo * hi) ** 0.5)
+        scales.append(round((lo * hi) ** 0.5, 3))
+    return scales
+
+
 def _rss_kib(field="VmRSS"):
     with open("/proc/self/status") as f:
         for line in f:
@@ -78,7 +116,7 @@ def _rss_kib(field="VmRSS"):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0):
+def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate=0.1):
     """Measure one configuration in this process; returns a dict (one JSON line)."""
     t_import = time.perf_counter()
     from . import optim
@@ -88,7 +126,7 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0):
     from .rules.common import resolve_options
     from .rules import stop as stop_rule
     from .ops import thread_workload
-    from .threads import describe as threads_describe, fit as threads_fit, set_threads
+    from .threads import blas_core, describe as threads_describe, fit as threads_fit, set_threads
     import numba
     set_threads(threads)
     cfg = resolve(config_for(workload, rule, T, threads))
@@ -103,7 +141,6 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0):
     opts = resolve_options(net, rule, {})
     run = runner(rule)
     names = net.trainable(opts["learn"])
-    state = optim.init_state(cfg["optim"], net.params, names)
     import_s = time.perf_counter() - t_import
     # compile (or load from numba's cache) on a tiny batch so that it is not timed or counted
     t0 = time.perf_counter()
@@ -111,11 +148,15 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0):
     run(net, net.params, np.broadcast_to(tiny[0][0], (2, *tiny[0].shape[1:])), tiny[1], opts)
     run(net, net.params, np.broadcast_to(tiny[0][0], (2, *tiny[0].shape[1:])), None, opts)
     compile_s = time.perf_counter() - t0
+    fwd_opts = resolve_options(net, "stop", {})
+    calib = np.ascontiguousarray(batches[0][0][:, :16])
+    scales = calibrate(net, calib, rate, fwd_opts) if rate > 0 else []
+    rates = spike_rates(net, calib, fwd_opts)
+    state = optim.init_state(cfg["optim"], net.params, names)  # after the weights were scaled
     rss_before = _rss_kib()
     from .rules import bptt as bptt_rule
     ws = (bptt_rule.workspace(net, B, np.float32, opts, T) if rule in ("bptt", "bpsta")
           else stop_rule.workspace(net, B, np.float32, opts))
-    fwd_opts = resolve_options(net, "stop", {})
     fwd_ws = ws if rule not in ("bptt", "bpsta") else stop_rule.workspace(net, B, np.float32, fwd_opts)
 
     def train_step(i):
@@ -149,7 +190,9 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0):
             "ms_per_batch": 1000 * tr_med, "timed_batches": tr_n, "compile_s": compile_s, "import_s": import_s,
             "peak_rss_mib": peak / 1024, "rss_before_mib": rss_before / 1024,
             "rss_growth_mib": (peak - rss_before) / 1024, "train_mflop_per_sample": train_flops / 1e6,
-            "fwd_mflop_per_sample": fwd / 1e6, "train_gflops": train_flops * B / tr_med / 1e9}
+            "fwd_mflop_per_sample": fwd / 1e6, "train_gflops": train_flops * B / tr_med / 1e9,
+            "target_rate": rate, "spike_rates": [round(r, 4) for r in rates], "calib_scales": scales,
+            "blas_core": blas_core(), "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE", "")}
 
 
 def plan(workloads, rules, sweep=True):
@@ -160,12 +203,16 @@ def plan(workloads, rules, sweep=True):
 
 
 def run_all(workloads=("mlp", "lenet", "vgg"), rules=("stop", "bptt"), threads=0, sweep=True, quick=False,
-            stream=sys.stdout, as_json=False, out=None):
+            stream=sys.stdout, as_json=False, out=None, rate=0.1):
     rows = []
     if not as_json:
+        from .threads import blas_note
+        print(f"# {blas_note()}; " + (f"weights calibrated to {rate:g} spikes/neuron/step" if rate > 0
+                                      else "default init (no calibration)"), file=stream, flush=True)
         print(HEADER, file=stream, flush=True)
     for w, r, T in plan(workloads, rules, sweep):
-        cmd = [sys.executable, "-m", "stopnp.bench", w, r, str(T or 0), str(threads), "1" if quick else "0"]
+        cmd = [sys.executable, "-m", "stopnp.bench", w, r, str(T or 0), str(threads), "1" if quick else "0",
+               repr(float(rate))]
         env = dict(os.environ)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
@@ -181,7 +228,7 @@ def run_all(workloads=("mlp", "lenet", "vgg"), rules=("stop", "bptt"), threads=0
 
 
 HEADER = (f"{'workload':<8} {'rule':<6} {'T':>3} {'B':>3} {'train/s':>9} {'infer/s':>9} {'ms/batch':>9} "
-          f"{'peakMiB':>8} {'dRSS':>7} {'MFLOP':>8} {'GFLOP/s':>8} {'compile':>8}  threads")
+          f"{'peakMiB':>8} {'dRSS':>7} {'MFLOP':>8} {'GFLOP/s':>8} {'compile':>8} {'rate':>5}  threads")
 
 
 def fmt(r):
@@ -190,11 +237,11 @@ def fmt(r):
     return (f"{r['workload']:<8} {r['rule']:<6} {r['T']:>3} {r['batch']:>3} {r['train_per_s']:>9.0f} "
             f"{r['infer_per_s']:>9.0f} {r['ms_per_batch']:>9.2f} {r['peak_rss_mib']:>8.1f} "
             f"{r['rss_growth_mib']:>7.1f} {r['train_mflop_per_sample']:>8.2f} {r['train_gflops']:>8.1f} "
-            f"{r['compile_s']:>7.2f}s  {r.get('thread_policy', '')}")
+            f"{r['compile_s']:>7.2f}s {np.mean(r.get('spike_rates') or [0]):>5.3f}  {r.get('thread_policy', '')}")
 
 
 if __name__ == "__main__":
     w, r, T, threads, quick = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
     res = run_one(w, r, T or None, threads, warm=1 if quick else 3, n=3 if quick else 20,
-                  budget_s=5.0 if quick else 30.0)
+                  budget_s=5.0 if quick else 30.0, rate=float(sys.argv[6]) if len(sys.argv) > 6 else 0.1)
     print(json.dumps(res))

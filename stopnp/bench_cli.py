@@ -14,6 +14,10 @@ def register(sub):
                         "n > 0: n numba threads, NumPy BLAS 1")
     p.add_argument("--no-sweep", action="store_true", help="skip the mlp T = 4..64 sweep")
     p.add_argument("--quick", action="store_true", help="few batches (smoke test)")
+    p.add_argument("--rate", type=float, default=0.1,
+                   help="before timing, scale each layer's weights so that it fires at this many spikes per "
+                        "neuron per step on the first 16 samples (the peer benchmark's protocol; default 0.1); "
+                        "0 = default init")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--out", help="also append JSON lines to this file (e.g. RUN_DIR/bench.jsonl)")
     p.set_defaults(func=cmd)
@@ -22,5 +26,5 @@ def register(sub):
 def cmd(args):
     from .bench import run_all
     run_all(args.workloads.split(","), args.rules.split(","), args.threads, not args.no_sweep, args.quick,
-            as_json=args.json, out=args.out)
+            as_json=args.json, out=args.out, rate=args.rate)
     return 0

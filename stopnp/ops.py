@@ -61,7 +61,7 @@ class Workspace:
         self.w_trace, self.pre_out, self.argmax, self.mask, self.pre_grad = {}, {}, {}, {}, {}
         self.z, self.y, self.gz, self.gx, self.direct, self.gacc = {}, {}, {}, {}, {}, {}
         self.bn_cache, self.bn_mean, self.bn_invstd, self.bn_mean_sum, self.bn_var_sum = {}, {}, {}, {}, {}
-        self.lin_gx, self.lin_gw, self.conv_gw, self.conv_cols = {}, {}, {}, {}
+        self.lin_gx, self.lin_gw, self.conv_gw, self.conv_cols, self.conv_wt = {}, {}, {}, {}, {}
         cols_shapes = {}
         for layer in L:
             single = len(layer.synapses) == 1
@@ -95,6 +95,7 @@ class Workspace:
                     cshape, wshape = kconv.fast_scratch_shapes((B, *syn.in_shape), out[0], syn.k, syn.k,
                                                                syn.stride, syn.pad, self.dtype.itemsize)
                     self.conv_gw[n] = z(*wshape)
+                    self.conv_wt[n] = z(wshape[1], wshape[2])  # W₂ᵀ for the event-driven forward
                     cols_shapes[n] = cshape
                 elif syn.op == "linear" and backend == "blas":
                     self.lin_gx[n] = z(B, syn.in_shape[0])
@@ -122,7 +123,8 @@ class Workspace:
                        [a for v in self.pre_grad.values() for a in v],
                        list(self.z.values()), list(self.y.values()), list(self.gz.values()),
                        list(self.gx.values()), list(self.bn_cache.values()), list(self.lin_gx.values()),
-                       list(self.lin_gw.values()), list(self.conv_gw.values()), list(self.gacc.values()), [self.cols]]
+                       list(self.lin_gw.values()), list(self.conv_gw.values()), list(self.conv_wt.values()),
+                       list(self.gacc.values()), [self.cols]]
         for group in groups:
             for a in group:
                 if a is not None and id(a) not in seen:
@@ -248,7 +250,7 @@ def weight_forward(ws, params, syn, x):
         else:
             klin.linear_forward_loop(z, x, w)
     elif ws.backend == "blas":
-        kconv.conv2d_forward_fast(z, x, w, syn.stride, syn.pad, ws.conv_cols[syn.name])
+        kconv.conv2d_forward_fast(z, x, w, syn.stride, syn.pad, ws.conv_cols[syn.name], ws.conv_wt[syn.name])
     else:
         kconv.conv2d_forward(z, x, w, syn.stride, syn.pad)
     return z

@@ -34,7 +34,8 @@ _policy = {"auto": False, "max": 1, "cur": None, "fn": None, "blas_pool": True, 
 
 
 def _set_threads_fn(package, symbols):
-    """``set_num_threads`` of the OpenBLAS bundled with ``package`` (numpy or scipy wheels), or None."""
+    """``set_num_threads`` of the OpenBLAS bundled with ``package`` (numpy or scipy wheels), or None
+    (any other function of that library when ``symbols`` names it)."""
     try:
         mod = __import__(package)
     except ImportError:
@@ -63,6 +64,42 @@ def _scipy_openblas():
     library, never NumPy's."""
     return _set_threads_fn("scipy", ("scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
                                      "openblas_set_num_threads"))
+
+
+def blas_core(package="scipy") -> str:
+    """The kernel family OpenBLAS picked for this CPU (e.g. 'SkylakeX' for AVX-512, 'Haswell' for AVX2),
+    for the library of ``package`` (SciPy's carries the conv GEMMs); '' if that is not OpenBLAS.
+
+    OpenBLAS honours OPENBLAS_CORETYPE at load time: an image that sets it to an older family (some do,
+    for old OpenBLAS builds) halves the GEMM speed on an AVX-512 CPU; ``stopnp bench`` reports both.
+    """
+    fn = _set_threads_fn(package, ("scipy_openblas_get_corename", "scipy_openblas_get_corename64_",
+                                   "openblas_get_corename64_", "openblas_get_corename"))
+    if fn is None:
+        return ""
+    fn.restype = ctypes.c_char_p
+    return (fn() or b"").decode(errors="replace")
+
+
+def cpu_has_avx512() -> bool:
+    """True when /proc/cpuinfo lists avx512f (Linux; False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return False
+
+
+def blas_note() -> str:
+    """One line on the BLAS kernels in use, with a warning when OPENBLAS_CORETYPE holds an AVX-512 CPU to
+    older (AVX2) kernels."""
+    core, env = blas_core(), os.environ.get("OPENBLAS_CORETYPE", "")
+    note = f"OpenBLAS {core} kernels" if core else "BLAS: not an OpenBLAS stopnp can query"
+    if env and cpu_has_avx512() and "512" not in core and core not in ("SkylakeX", "Cooperlake",
+                                                                        "SapphireRapids", "Zen4", "Zen5"):
+        note += (f" (OPENBLAS_CORETYPE={env} is set and this CPU has AVX-512: its GEMMs run at about half "
+                 f"speed; unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE if your OpenBLAS is >= 0.3.22)")
+    return note
 
 
 def inner_blas_single() -> bool:

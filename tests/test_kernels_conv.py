@@ -9,6 +9,8 @@
   shapes, for whole-image bands and for bands of one output row, more samples than weight-gradient
   groups included; the fused backward is bitwise the same as the two separate calls; im2col and
   col2im_add are adjoint; ``band_rows`` keeps the lowered band within its byte budget;
+* the event-driven forward (sparse input: spikes) is bitwise the loop reference, each sample taking its
+  own path by its density; the GEMM alone (max_density=-1) stays within tolerance;
 * bitwise-identical results for 1 and 2 numba threads (loop references and the fast path).
 """
 import numba
@@ -187,6 +189,54 @@ def test_fast_path_equals_loop_reference(dtype, tol, tiles, monkeypatch):
         assert np.array_equal(gx_c, gx_f) and np.array_equal(gw_c, gw_f), case
 
 
+def _sparse(rng, shape, density, dtype):
+    """Spike-like input: mostly 0, some 1, a few analog values (pooled spikes), exactly 0 elsewhere."""
+    x = (rng.random(shape) < density).astype(dtype)
+    x[rng.random(shape) < density / 4] = 0.25
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("tiles", ["whole", "forward-one-row-bands"])
+def test_event_forward_is_the_reference_sum(dtype, tiles, monkeypatch):
+    """The event-driven forward adds the nonzero terms in the loop reference's (c, u, v) order, and the
+    skipped terms are exact zeros: it is bitwise the loop reference. With the default threshold each
+    sample takes its own path: sparse samples the event sum, dense ones the GEMM."""
+    if tiles != "whole":
+        monkeypatch.setattr(conv, "FWD_TILE_BYTES", 1)
+    rng = np.random.default_rng(11)
+    paths = {"events": 0, "gemm": 0}
+    for xs, ws, s, p in _random_cases(12, seed=12) + [((3, 6, 14, 14), (16, 6, 5, 5), 1, 0),
+                                                      ((2, 8, 12, 12), (16, 8, 3, 3), 1, 1)]:
+        x, w = _sparse(rng, xs, 0.1, dtype), rng.normal(size=ws).astype(dtype)
+        x[:, 0, 0, 0] = 1  # never an all-zero sample
+        case = (xs, ws, s, p)
+        os_ = out_shape(xs, ws, s, p)
+        out, out_e = np.empty(os_, dtype), np.full(os_, np.nan, dtype)
+        conv.conv2d_forward(out, x, w, s, p)
+        cols = _cols(xs, ws, s, p, dtype)
+        wt = np.full((ws[1] * ws[2] * ws[3], ws[0]), np.nan, dtype)  # overwritten with W₂ᵀ
+        conv.conv2d_forward_fast(out_e, x, w, s, p, cols, wt, max_density=1.0)  # every sample by events
+        assert np.array_equal(out_e, out), case
+        assert rel_err(out, ref_conv(x, w, s, p)) < (1e-12 if dtype == np.float64 else 1e-5), case
+        # default threshold, sample 0 made dense: each sample takes the path its own density picks
+        x[0] = rng.normal(size=xs[1:])
+        out_m, out_r = np.empty(os_, dtype), np.empty(os_, dtype)
+        conv.conv2d_forward_fast(out_m, x, w, s, p, cols)
+        conv.conv2d_forward(out_r, x, w, s, p)
+        for b in range(xs[0]):
+            if np.count_nonzero(x[b]) <= conv.EVENT_DENSITY * x[b].size:
+                paths["events"] += 1
+                assert np.array_equal(out_m[b], out_r[b]), case
+            else:
+                paths["gemm"] += 1
+                assert rel_err(out_m[b], out_r[b]) < (1e-12 if dtype == np.float64 else 1e-5), case
+        out_g = np.empty(os_, dtype)  # max_density=-1: the GEMM alone, even for sparse input
+        conv.conv2d_forward_fast(out_g, x, w, s, p, cols, max_density=-1)
+        assert rel_err(out_g, out_r) < (1e-12 if dtype == np.float64 else 1e-5), case
+    assert paths["events"] >= 5 and paths["gemm"] >= 14, paths  # both paths taken, not vacuous
+
+
 def test_im2col_col2im_adjoint_and_layout():
     rng = np.random.default_rng(7)
     xs, KH, KW, s, p = (2, 3, 7, 6), 3, 2, 2, 1
@@ -219,6 +269,8 @@ def test_fast_path_rejects_bad_buffers():
         conv.conv2d_backward_weight_fast(np.zeros_like(w), out, x, 1, 0, cols, np.zeros((2, 18, 3)))
     with pytest.raises(ValueError, match="dtype"):
         conv.conv2d_forward_fast(out, x.astype(np.float32), w, 1, 0, cols)
+    with pytest.raises(ValueError, match="wt is"):  # W₂ᵀ for the event-driven forward: (Ci·KH·KW, Co)
+        conv.conv2d_forward_fast(out, x, w, 1, 0, cols, np.zeros((3, 18)))
     big = np.zeros((1, 3, 3, 6))
     with pytest.raises(ValueError):
         conv.conv2d_forward_fast(big[..., :3], x, w, 1, 0, cols)  # out not reshapable as a view
@@ -238,6 +290,7 @@ def test_threads_bitwise_identical():
         for dtype in (np.float32, np.float64):
             x, w = rng.normal(size=xs).astype(dtype), rng.normal(size=ws).astype(dtype)
             R = rng.normal(size=out_shape(xs, ws, s, p)).astype(dtype)
+            xe = _sparse(rng, (11, *xs[1:]), 0.1, dtype)  # event-driven forward
             per_n = []
             for n in (1, 2):
                 numba.set_num_threads(n)
@@ -255,7 +308,9 @@ def test_threads_bitwise_identical():
                 outb, gxb, gwb = np.empty(Rb.shape, dtype), np.zeros_like(xb), np.zeros_like(w)
                 conv.conv2d_forward_fast(outb, xb, w, s, p, fcols)
                 conv.conv2d_backward_fast(gxb, gwb, Rb, w, xb, s, p, fcols)
-                per_n.append((out, gx, gw, cols, gx2, outb, gxb, gwb))
+                oute = np.empty(Rb.shape, dtype)
+                conv.conv2d_forward_fast(oute, xe, w, s, p, fcols, max_density=1.0)
+                per_n.append((out, gx, gw, cols, gx2, outb, gxb, gwb, oute))
             results.append(per_n)
     finally:
         numba.set_num_threads(prev)
