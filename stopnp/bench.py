@@ -10,6 +10,10 @@ layer, the output included, followed by LIF; cross-entropy; Adam lr 1e-3, its st
             fc 10, no BN                                                         T = 4,  B = 16
     mlp-T   mlp at T = 4, 8, 16, 32, 64
 
+Before timing, each layer's weights are scaled so that it fires at ``rate`` (default 0.1) spikes per
+neuron per step on the first 16 samples (``calibrate``: the peer benchmark's protocol, so both simulate
+the same activity; 0 = default init); the rates reached are reported.
+
 Measured per (workload, rule): compile time (first call, numba cache included), training samples/s
 (median over timed batches after warm-up), inference samples/s, peak RSS and its growth over the RSS
 measured after imports, model and data (before the first timed step), dense FLOPs per sample

@@ -90,10 +90,11 @@ def cpu_has_avx512() -> bool:
         return False
 
 
-def blas_note() -> str:
-    """One line on the BLAS kernels in use, with a warning when OPENBLAS_CORETYPE holds an AVX-512 CPU to
-    older (AVX2) kernels."""
-    core, env = blas_core(), os.environ.get("OPENBLAS_CORETYPE", "")
+def blas_note(coretype=None) -> str:
+    """One line on the BLAS kernels in use, with a warning when OPENBLAS_CORETYPE (``coretype``, default:
+    the environment's) holds an AVX-512 CPU to older (AVX2) kernels."""
+    core = blas_core()
+    env = os.environ.get("OPENBLAS_CORETYPE", "") if coretype is None else coretype
     note = f"OpenBLAS {core} kernels" if core else "BLAS: not an OpenBLAS stopnp can query"
     if env and cpu_has_avx512() and "512" not in core and core not in ("SkylakeX", "Cooperlake",
                                                                         "SapphireRapids", "Zen4", "Zen5"):

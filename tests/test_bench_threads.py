@@ -102,3 +102,23 @@ def test_conv_nets_give_numba_the_cores(config, pool):
         assert "BLAS" in threads.describe() and numba.get_num_threads() == 1
     finally:
         threads.set_threads(cores)
+
+
+def test_blas_core_is_reported_and_an_avx2_override_on_avx512_is_flagged(monkeypatch):
+    """blas_core names OpenBLAS's kernel family (SciPy's wheel bundles OpenBLAS); blas_note warns only when
+    OPENBLAS_CORETYPE holds an AVX-512 CPU to an older family (the variable's value is passed in: the
+    environment and the loaded library are not touched)."""
+    core = threads.blas_core()
+    assert isinstance(core, str)
+    if threads._scipy_openblas() is not None:
+        assert core, "SciPy's OpenBLAS answered no core name"
+    monkeypatch.setattr(threads, "blas_core", lambda package="scipy": "Haswell")
+    monkeypatch.setattr(threads, "cpu_has_avx512", lambda: True)
+    note = threads.blas_note("Haswell")
+    assert "OPENBLAS_CORETYPE=Haswell" in note and "half" in note
+    assert threads.blas_note("") == "OpenBLAS Haswell kernels"  # not forced: OpenBLAS chose it
+    monkeypatch.setattr(threads, "cpu_has_avx512", lambda: False)  # an AVX2 CPU: Haswell is right
+    assert threads.blas_note("Haswell") == "OpenBLAS Haswell kernels"
+    monkeypatch.setattr(threads, "cpu_has_avx512", lambda: True)
+    monkeypatch.setattr(threads, "blas_core", lambda package="scipy": "SkylakeX")
+    assert threads.blas_note("SkylakeX") == "OpenBLAS SkylakeX kernels"  # AVX-512 kernels: nothing to flag

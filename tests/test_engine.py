@@ -238,3 +238,28 @@ def test_missing_scipy_blas_is_a_readable_error(monkeypatch):
     with pytest.raises(ConfigError, match="run.kernels"):
         Workspace(net, 2, np.float32, backend="blas")
     Workspace(net, 2, np.float32, backend="loop")
+
+
+@pytest.mark.parametrize("rule", ["stop", "bptt"])
+def test_event_driven_conv_forward_gives_the_same_gradients(rule, monkeypatch):
+    """conv → conv: the second conv's input is the first one's spikes. Every sample by the event-driven
+    sum (EVENT_DENSITY = 1) or every one by the GEMM (-1): the same gradients as the loop kernels."""
+    from stopnp.kernels import conv as kconv
+    cfg = {"model": {"name": "custom", "input_shape": [2, 8, 8], "n_classes": 3,
+                     "layers": [{"type": "conv", "out": 4, "k": 3, "pad": 1},
+                                {"type": "conv", "out": 4, "k": 3, "pad": 1},
+                                {"type": "flatten"}, {"type": "linear", "out": 3}]},
+           "neuron": {"alpha_init": 0.6}, "run": {"seed": 0}}
+    net = stopnp.build(cfg).astype(np.float64)
+    x, y = data(net, T=4, B=5, scale=1.2)
+    rec = stop.run(net, net.params, x, None, resolve_options(net, "stop", {}), record=("s",)).records
+    rate = rec[f"{net.layers[0].name}.s"].mean()
+    assert 0 < rate < 1, rate  # spikes happened: the event path has events to sum
+    loop = stopnp.gradients(net, x, y, rule=rule, kernels="loop")
+    for density in (1.0, -1.0):
+        monkeypatch.setattr(kconv, "EVENT_DENSITY", density)
+        fast = stopnp.gradients(net, x, y, rule=rule, kernels="blas")
+        for k in loop:
+            assert np.abs(loop[k]).max() > 0, k
+            np.testing.assert_allclose(fast[k], loop[k], rtol=1e-9, atol=1e-12 * np.abs(loop[k]).max(),
+                                       err_msg=f"{k} at EVENT_DENSITY={density}")
