@@ -71,7 +71,8 @@ def blas_core(package="scipy") -> str:
     for the library of ``package`` (SciPy's carries the conv GEMMs); '' if that is not OpenBLAS.
 
     OpenBLAS honours OPENBLAS_CORETYPE at load time: an image that sets it to an older family (some do,
-    for old OpenBLAS builds) halves the GEMM speed on an AVX-512 CPU; ``stopnp bench`` reports both.
+    for old OpenBLAS builds) costs an AVX-512 CPU a third to a half of its GEMM speed; ``stopnp bench``
+    reports both.
     """
     fn = _set_threads_fn(package, ("scipy_openblas_get_corename", "scipy_openblas_get_corename64_",
                                    "openblas_get_corename64_", "openblas_get_corename"))
@@ -98,8 +99,9 @@ def blas_note(coretype=None) -> str:
     note = f"OpenBLAS {core} kernels" if core else "BLAS: not an OpenBLAS stopnp can query"
     if env and cpu_has_avx512() and "512" not in core and core not in ("SkylakeX", "Cooperlake",
                                                                         "SapphireRapids", "Zen4", "Zen5"):
-        note += (f" (OPENBLAS_CORETYPE={env} is set and this CPU has AVX-512: its GEMMs run at about half "
-                 f"speed; unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE if your OpenBLAS is >= 0.3.22)")
+        note += (f" (OPENBLAS_CORETYPE={env} is set and this CPU has AVX-512: its GEMMs run at half to two "
+                 f"thirds of their speed; unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE if your OpenBLAS is "
+                 f">= 0.3.22)")
     return note
 
 
