@@ -91,18 +91,25 @@ def cpu_has_avx512() -> bool:
         return False
 
 
-def blas_note(coretype=None) -> str:
-    """One line on the BLAS kernels in use, with a warning when OPENBLAS_CORETYPE (``coretype``, default:
-    the environment's) holds an AVX-512 CPU to older (AVX2) kernels."""
+def blas_warning(coretype=None) -> str:
+    """'' unless OPENBLAS_CORETYPE (``coretype``, default: the environment's) holds an AVX-512 CPU to older
+    (AVX2) kernels; then one sentence saying so and what to do."""
     core = blas_core()
     env = os.environ.get("OPENBLAS_CORETYPE", "") if coretype is None else coretype
+    if env and core and cpu_has_avx512() and core not in ("SkylakeX", "Cooperlake", "SapphireRapids",
+                                                          "Zen4", "Zen5"):
+        return (f"OPENBLAS_CORETYPE={env} is set and this CPU has AVX-512: its GEMMs run at half to two "
+                f"thirds of their speed; unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE if your OpenBLAS is "
+                f">= 0.3.22")
+    return ""
+
+
+def blas_note(coretype=None) -> str:
+    """One line on the BLAS kernels in use, with ``blas_warning`` in parentheses when it has one."""
+    core = blas_core()
     note = f"OpenBLAS {core} kernels" if core else "BLAS: not an OpenBLAS stopnp can query"
-    if env and cpu_has_avx512() and "512" not in core and core not in ("SkylakeX", "Cooperlake",
-                                                                        "SapphireRapids", "Zen4", "Zen5"):
-        note += (f" (OPENBLAS_CORETYPE={env} is set and this CPU has AVX-512: its GEMMs run at half to two "
-                 f"thirds of their speed; unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE if your OpenBLAS is "
-                 f">= 0.3.22)")
-    return note
+    warning = blas_warning(coretype)
+    return f"{note} ({warning})" if warning else note
 
 
 def inner_blas_single() -> bool:

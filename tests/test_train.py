@@ -102,3 +102,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_python_m_stopnp_help():
     r = subprocess.run([sys.executable, "-m", "stopnp", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "train" in r.stdout
+
+
+def test_train_prints_the_blas_warning_only_when_there_is_one(tmp_path, monkeypatch):
+    """An AVX-512 CPU held to AVX2 kernels by OPENBLAS_CORETYPE gets one 'note:' line before the epochs."""
+    import io
+    from stopnp import threads
+    for warning in ("OPENBLAS_CORETYPE=Haswell is set and this CPU has AVX-512", ""):
+        monkeypatch.setattr(threads, "blas_warning", lambda coretype=None, w=warning: w)
+        out = io.StringIO()
+        train(_cfg(tmp_path, f"w{len(warning)}", ["run.epochs=1", "run.quiet=false"]), stream=out)
+        lines = out.getvalue().splitlines()
+        notes = [line for line in lines if line.startswith("note: ")]
+        assert notes == ([f"note: {warning}"] if warning else []), lines[:3]
+        assert any(line.startswith("epoch 1:") for line in lines)
