@@ -24,7 +24,17 @@ def register(sub):
 
 
 def cmd(args):
-    from .bench import run_all
-    run_all(args.workloads.split(","), args.rules.split(","), args.threads, not args.no_sweep, args.quick,
-            as_json=args.json, out=args.out, rate=args.rate)
+    from .bench import WORKLOADS, run_all
+    from .config import ConfigError, RULES
+    workloads, rules = args.workloads.split(","), args.rules.split(",")
+    for name, given, valid in (("--workloads", workloads, WORKLOADS), ("--rules", rules, RULES)):
+        bad = [g for g in given if g not in valid]
+        if bad:
+            raise ConfigError(f"{name}: unknown {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
+    if not 0 <= args.rate < 1:
+        raise ConfigError(f"--rate {args.rate:g}: spikes per neuron per step, 0 <= rate < 1 (0 = no calibration)")
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: 0 (auto) or a positive count")
+    run_all(workloads, rules, args.threads, not args.no_sweep, args.quick, as_json=args.json, out=args.out,
+            rate=args.rate)
     return 0

@@ -51,3 +51,13 @@ def test_calibrate_reaches_the_target_rate_per_layer():
     assert scales[0] != scales[1] and len(scales[0]) == 5
     net = from_config(resolve(cfg))
     assert bench.calibrate(net, x, 0.05, resolve_options(net, "stop", {})) == scales[0]  # deterministic
+
+
+def test_bad_bench_options_are_one_line_errors(capsys):
+    from stopnp import cli
+    for argv, field in ((["--workloads", "mlp,foo"], "--workloads"), (["--rules", "stop,xx"], "--rules"),
+                        (["--rate", "1.5"], "--rate"), (["--rate", "-0.1"], "--rate"),
+                        (["--threads", "-1"], "--threads")):
+        assert cli.main(["bench", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"stopnp bench: error: {field}"), err
