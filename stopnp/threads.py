@@ -99,8 +99,8 @@ def blas_warning(coretype=None) -> str:
     if env and core and cpu_has_avx512() and core not in ("SkylakeX", "Cooperlake", "SapphireRapids",
                                                           "Zen4", "Zen5"):
         return (f"OPENBLAS_CORETYPE={env} is set and this CPU has AVX-512: its GEMMs run at half to two "
-                f"thirds of their speed; unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE if your OpenBLAS is "
-                f">= 0.3.22")
+                f"thirds of their speed; with a current OpenBLAS (SciPy's wheel bundles one), run stopnp "
+                f"with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset")
     return ""
 
 
