@@ -87,6 +87,8 @@ def calibrate(net, x, target, opts, steps=16):
     step on ``x`` (multiplicative bisection on [1e-2, 1e3], ``steps`` halvings): the peer benchmark's
     protocol (../shared/bench/peer_bench.py), so both run at the same activity, as trained SNNs do
     (5-20 %). Deterministic; returns the scales. Layers without weights or spikes are left alone."""
+    from .rules import stop as stop_rule
+    ws = stop_rule.workspace(net, x.shape[1], x.dtype, opts)  # one workspace for every trial forward
     scales = []
     spiking = [layer for layer in net.layers if layer.spiking]
     for k, layer in enumerate(spiking):
@@ -103,7 +105,7 @@ def calibrate(net, x, target, opts, steps=16):
         for _ in range(steps):
             mid = (lo * hi) ** 0.5
             set_scale(mid)
-            if spike_rates(net, x, opts)[k] < target:
+            if spike_rates(net, x, opts, ws)[k] < target:
                 lo = mid
             else:
                 hi = mid

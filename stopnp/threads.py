@@ -22,6 +22,7 @@ The BLAS counts are set through the OpenBLAS libraries that NumPy and SciPy load
 threadpoolctl makes).
 """
 import ctypes
+import functools
 import glob
 import os
 
@@ -33,9 +34,9 @@ BIG_GEMM_MACS = 4_000_000
 _policy = {"auto": False, "max": 1, "cur": None, "fn": None, "blas_pool": True, "inner": None}
 
 
-def _set_threads_fn(package, symbols):
-    """``set_num_threads`` of the OpenBLAS bundled with ``package`` (numpy or scipy wheels), or None
-    (any other function of that library when ``symbols`` names it)."""
+def _openblas_fn(package, symbols):
+    """The first of ``symbols`` found in the OpenBLAS bundled with ``package`` (numpy or scipy wheels),
+    or None."""
     try:
         mod = __import__(package)
     except ImportError:
@@ -56,16 +57,20 @@ def _set_threads_fn(package, symbols):
 
 
 def _openblas():
-    return _set_threads_fn("numpy", _SYMBOLS)
+    return _openblas_fn("numpy", _SYMBOLS)
 
 
 def _scipy_openblas():
     """SciPy's own OpenBLAS: numba's ``np.dot`` (the conv GEMMs inside the parallel kernels) calls that
     library, never NumPy's."""
-    return _set_threads_fn("scipy", ("scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
+    return _openblas_fn("scipy", ("scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
                                      "openblas_set_num_threads"))
 
 
+AVX512_CORES = ("SkylakeX", "Cooperlake", "SapphireRapids")  # OpenBLAS kernel families that use AVX-512
+
+
+@functools.lru_cache(maxsize=None)  # fixed once the library is loaded
 def blas_core(package="scipy") -> str:
     """The kernel family OpenBLAS picked for this CPU (e.g. 'SkylakeX' for AVX-512, 'Haswell' for AVX2),
     for the library of ``package`` (SciPy's carries the conv GEMMs); '' if that is not OpenBLAS.
@@ -74,7 +79,7 @@ def blas_core(package="scipy") -> str:
     for old OpenBLAS builds) costs an AVX-512 CPU a third to a half of its GEMM speed; ``stopnp bench``
     reports both.
     """
-    fn = _set_threads_fn(package, ("scipy_openblas_get_corename", "scipy_openblas_get_corename64_",
+    fn = _openblas_fn(package, ("scipy_openblas_get_corename", "scipy_openblas_get_corename64_",
                                    "openblas_get_corename64_", "openblas_get_corename"))
     if fn is None:
         return ""
@@ -96,8 +101,7 @@ def blas_warning(coretype=None) -> str:
     (AVX2) kernels; then one sentence saying so and what to do."""
     core = blas_core()
     env = os.environ.get("OPENBLAS_CORETYPE", "") if coretype is None else coretype
-    if env and core and cpu_has_avx512() and core not in ("SkylakeX", "Cooperlake", "SapphireRapids",
-                                                          "Zen4", "Zen5"):
+    if env and core and core not in AVX512_CORES and cpu_has_avx512():
         return (f"OPENBLAS_CORETYPE={env} is set and this CPU has AVX-512: its GEMMs run at half to two "
                 f"thirds of their speed; with a current OpenBLAS (SciPy's wheel bundles one), run stopnp "
                 f"with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset")

@@ -118,8 +118,9 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
     test_src = _limit(data.load(dcfg["name"], "test"), dcfg["limit_test"])
     net = from_config(cfg)
     threads.fit(*thread_workload(net, dcfg["batch_size"]))
-    if not quiet and threads.blas_warning():
-        print(f"note: {threads.blas_warning()}", file=stream or None, flush=True)
+    blas_warning = "" if quiet else threads.blas_warning()
+    if blas_warning:
+        print(f"note: {blas_warning}", file=stream or None, flush=True)
     _check_data(net, train_src, "train")
     _check_data(net, test_src, "test")
     rule = cfg["rule"]["name"]
