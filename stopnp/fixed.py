@@ -100,6 +100,9 @@ class QState:
 def check_supported(net, learn=False):
     cfg = net.config
     where = "numerics.kind = 'fixed'"
+    if cfg["rule"]["name"] == "bpsta":
+        raise ConfigError(f"{where}: a BPSTA network (ReLU input current, λ leak, voting readout) is not the "
+                          f"LIF network that fixed point and the C export implement; evaluate it in float")
     prev = -1
     for layer in net.layers:
         if len(layer.synapses) != 1 or layer.synapses[0].op == "identity":

@@ -132,6 +132,13 @@ class Workspace:
                     total += a.nbytes
         return total
 
+    def refresh_theta(self, net, params):
+        """Per-neuron θ from ``params`` again, in place (online update: θ changed within the sequence)."""
+        for layer in net.layers:
+            if layer.spiking:
+                klif.expand_theta_into(self.theta[layer.index], params[f"{layer.name}.theta"], layer.shape,
+                                       layer.theta_mode)
+
     def reset_sequence(self, net, params, rng=None, train=True):
         """Zero membranes, spikes and traces; draw one dropout mask per sequence (train only)."""
         for group in (self.v, self.s, self.th_trace, self.al_trace, list(self.w_trace.values())):

@@ -167,7 +167,9 @@ def test_refuses_resnet_and_maxpool(nir, tmp_path):
     assert "ResNet" in str(err.value)
     with pytest.raises(nx.NIRUnsupported, match="maxpool"):
         nx.export_nir(stopnp.build("lenet5", model__pool="max"), tmp_path / "max.nir")
-    assert not (tmp_path / "res.nir").exists() and not (tmp_path / "max.nir").exists()
+    with pytest.raises(nx.NIRUnsupported, match="BPSTA"):
+        nx.export_nir(stopnp.build("mlp", rule__name="bpsta"), tmp_path / "bpsta.nir")
+    assert not any((tmp_path / f).exists() for f in ("res.nir", "max.nir", "bpsta.nir"))
 
 
 def test_cli_export_nir(nir, tmp_path, capsys):

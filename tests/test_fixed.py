@@ -134,6 +134,7 @@ def test_api_predict_and_simulate_fixed():
 @pytest.mark.parametrize("change, match", [
     (dict(neuron__surrogate="sigmoid"), "surrogate"),
     (dict(model__layers=None, model__name="resnet18", model__input_shape=[3, 32, 32]), "shortcuts"),
+    (dict(rule__name="bpsta"), "BPSTA"),
 ])
 def test_refuses_unsupported_networks(change, match):
     cfg = mlp3().config

@@ -548,3 +548,16 @@ def test_bpsta_kernels_are_thread_count_independent():
     for a, b in zip(*outs):
         assert np.array_equal(a, b)
     assert not np.array_equal(outs[0][0], outs[0][2])  # BPSTA's and plain BPTT's errors differ
+
+
+@pytest.mark.parametrize("rule", ["stop", "bptt", "sltt"])
+def test_voting_readout_is_refused_outside_bpsta(rule):
+    """model.vote > 1 widens the output to n_classes·vote neurons; only BPSTA reads them as votes (a CE
+    over all of them, or an argmax past the classes, would be silently wrong)."""
+    net = _net("mlp", vote=3)
+    x, y = data(net)
+    with pytest.raises(stopnp.ConfigError, match="model.vote = 3"):
+        stopnp.gradients(net, x, y, rule=rule, learn="W")
+    with pytest.raises(stopnp.ConfigError, match="model.vote"):
+        stopnp.predict(net, x)
+    assert stopnp.gradients(net, x, y, rule="bpsta", learn="W")

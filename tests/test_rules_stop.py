@@ -165,3 +165,96 @@ def test_recorded_traces_match_definition():
 def test_worst_identity_error_reported():
     print(f"\nlargest relative error in STOP identity tests so far: {WORST[0]:.3e}")
     assert WORST[0] < TOL
+
+
+def _sgd_every_step(params, lr):
+    """An online update: θ and α clamped as optim.step does."""
+    def on_step(t, grads):
+        for k, g in grads.items():
+            params[k] -= lr * g
+            if k.endswith(".alpha"):
+                np.clip(params[k], 0.0, 1.0, out=params[k])
+            elif k.endswith(".theta"):
+                np.maximum(params[k], 1e-3, out=params[k])
+            g.fill(0)
+    return on_step
+
+
+@pytest.mark.parametrize("rule,learn", [("stop", "WTL"), ("ottt", "W")])
+def test_online_update_runs_the_same_for_static_and_copied_input(rule, learn):
+    """With an update every step, step t+1 runs with the updated W, θ, α whatever the input's memory
+    layout: a stride-0 (direct-coded) input must not reuse W ⊛ x from step 0."""
+    from stopnp.rules import runner
+    from stopnp.rules.common import resolve_options
+    net0 = convnet(theta_mode="channel")
+    x, y = data(net0, T=5, scale=1.2)
+    static = np.broadcast_to(x[:1], x.shape)
+    runs = []
+    for xs in (static, np.ascontiguousarray(static)):
+        net = convnet(theta_mode="channel")
+        opts = resolve_options(net, rule, {"learn": learn})
+        res = runner(rule)(net, net.params, xs, y, opts, record=("u", "s"), on_step=_sgd_every_step(net.params, 0.5))
+        runs.append((res, net.params))
+    (r0, p0), (r1, p1) = runs
+    for name, rec in r0.records.items():
+        assert np.array_equal(rec, r1.records[name]), name
+    for k in p0:
+        assert np.array_equal(p0[k], p1[k]), k
+    assert not np.array_equal(p0["conv1.weight"], net0.params["conv1.weight"])
+    rates = [float(r0.records[f"{layer.name}.s"].mean()) for layer in net0.layers if layer.spiking]
+    assert all(0 < r < 1 for r in rates), rates
+
+
+@pytest.mark.parametrize("theta_mode", ["neuron", "channel", "layer"])
+def test_online_update_of_theta_and_alpha_takes_effect_at_the_next_step(theta_mode):
+    """θ raised to 100 after step 1 silences every layer from step 2 on; α set to 0 after step 1 makes
+    U[t] = I[t] from step 2 on (and not without the change: the check is not vacuous)."""
+    from stopnp.rules import runner
+    from stopnp.rules.common import resolve_options
+    for change in (None, "theta", "alpha"):
+        net = convnet(theta_mode=theta_mode)
+        x, y = data(net, T=5, scale=1.2)
+        opts = resolve_options(net, "stop", {"learn": "WTL"})
+
+        def on_step(t, grads):
+            for g in grads.values():
+                g.fill(0)
+            for layer in net.layers:
+                if layer.spiking and change is not None and t == 1:
+                    net.params[f"{layer.name}.{change}"][...] = 100.0 if change == "theta" else 0.0
+
+        res = runner("stop")(net, net.params, x, y, opts, record=("u", "i", "s"), on_step=on_step)
+        for layer in net.layers:
+            if not layer.spiking:
+                continue
+            s, u, i = (res.records[f"{layer.name}.{w}"] for w in ("s", "u", "i"))
+            assert 0 < s[:2].mean() < 1, layer.name
+            if change == "theta":
+                assert not s[2:].any(), layer.name
+            elif change == "alpha":
+                assert np.array_equal(u[2:], i[2:]), layer.name
+            else:
+                assert s[2:].any() and not np.allclose(u[2:], i[2:]), layer.name
+
+
+@pytest.mark.parametrize("rule", ["stop", "sltt", "ottt"])
+def test_kept_reset_path_is_refused_for_same_step_rules(rule):
+    """rule.detach_reset = false changes BPTT's temporal error; the same-step rules have none to change,
+    so the option is refused rather than silently ignored."""
+    net = mlp3()
+    x, y = data(net)
+    with pytest.raises(stopnp.ConfigError, match="detach_reset"):
+        stopnp.gradients(net, x, y, rule=rule, learn="W", detach_reset=False)
+
+
+def test_forward_only_runs_a_hard_reset_network():
+    """A BPTT-trained hard-reset network is evaluated through the shared forward pass: predict works and
+    its membrane follows V = U·(1 - s)."""
+    net = mlp3(reset="hard")
+    x, y = data(net, scale=1.2)
+    pred = stopnp.predict(net, x)
+    assert pred.shape == y.shape
+    rec = stopnp.simulate(net, x, record=("u", "v", "s"))
+    u, v, s = (rec[f"fc1.{w}"] for w in ("u", "v", "s"))
+    assert 0 < s.mean() < 1
+    np.testing.assert_array_equal(v, u * (1 - s))

@@ -111,6 +111,9 @@ def _nir():
 # export
 
 def _check(net):
+    if net.config["rule"]["name"] == "bpsta":
+        raise NIRUnsupported("NIR export: a BPSTA network (ReLU input current, λ leak, voting readout) is not "
+                             "the LIF network NIR export writes")
     for i, layer in enumerate(net.layers):
         if len(layer.synapses) != 1 or layer.synapses[0].op not in ("conv", "linear"):
             raise NIRUnsupported(f"NIR export: layer {layer.name!r} has a shortcut or several synapses "

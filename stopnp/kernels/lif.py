@@ -351,6 +351,19 @@ def expand_theta(theta, layer_shape, mode):
     return np.ascontiguousarray(np.repeat(theta.reshape(-1), per_channel))
 
 
+def expand_theta_into(out, theta, layer_shape, mode):
+    """``expand_theta`` written into ``out`` (N,) without allocating; a no-op when ``out`` is θ itself."""
+    if np.may_share_memory(out, theta):
+        return
+    t = theta.reshape(-1)
+    if mode == "neuron":
+        out[...] = t
+    elif mode == "layer":
+        out.fill(t[0])
+    else:
+        out.reshape(layer_shape[0], -1)[...] = t[:, None]
+
+
 def reduce_theta_grad(gtheta_full, layer_shape, mode):
     """Sum the per-neuron θ gradient over neurons sharing one θ (inverse of ``expand_theta``)."""
     if mode == "neuron":

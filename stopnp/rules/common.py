@@ -63,6 +63,10 @@ def resolve_options(net, rule, options) -> dict:
         raise ConfigError(f"rule.online = true (apply the gradients after every step) needs an online rule "
                           f"(stop, sltt, sltt-k, ottt); {rule!r} computes its gradients backward in time after "
                           f"the whole sequence, so set rule.online = false")
+    vote = net.config["model"]["vote"]
+    if vote > 1 and rule != "bpsta":
+        raise ConfigError(f"model.vote = {vote}: the voting readout (n_classes·vote output neurons) is BPSTA's; "
+                          f"rule {rule!r} reads one output per class, so set model.vote = 1")
     opts["surr"] = klif.SURROGATES[opts["surrogate"]]
     opts["hard"] = opts["reset"] == "hard"
     return opts

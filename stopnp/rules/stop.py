@@ -35,10 +35,16 @@ def workspace(net, B, dtype, opts):
 
 
 def check(opts):
+    """The learning step's limits (a forward-only pass, e.g. evaluating a BPTT-trained hard-reset
+    network, runs any neuron)."""
     if opts["hard"] and opts["rule"] == "stop":
         raise ConfigError(f"rule {opts['rule']!r} is defined with the soft reset (its weight trace is per "
                           f"input neuron only because every neuron decays by the same α); use "
                           f"neuron.reset = 'soft', or rule 'bptt' for the hard reset")
+    if not opts["detach_reset"]:
+        raise ConfigError(f"rule {opts['rule']!r} sends only the same step's error down, so the reset path is "
+                          f"always detached; rule.detach_reset = false applies to 'bptt' and 'bpsta' only: set "
+                          f"rule.detach_reset = true")
 
 
 def trace_decay(opts, alpha, dtype):
@@ -62,10 +68,11 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     ``on_step(t, grads)`` (online update): called after every step's gradients, which are reduced to
     the named arrays first; the callee applies and zeroes them.
     """
-    check(opts)
     T, B = x.shape[:2]
     dtype = x.dtype
     learning = y is not None
+    if learning:
+        check(opts)
     learn = opts["learn"]
     bn_train = opts["bn_mode"] == "train"
     smooth, surr = opts["smooth"], opts["surr"]
@@ -86,7 +93,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     theta_learn = "T" in learn or "L" in learn
     # static input (time stride 0, e.g. direct-coded images): W ⊛ x once per sequence, and the
     # input layer's ΔW as (Σ_t c_t·ĝ[t]) ⊗ x with c_t = λ·c_{t-1} + 1 (w~[t] = c_t·x)
-    static = x.strides[0] == 0
+    static = x.strides[0] == 0 and on_step is None  # an online update changes W within the sequence
     static_grad = static and learning and on_step is None and "w_trace" not in record
     coef = [0.0] * len(net.layers)
     static_begin(ws)
@@ -126,6 +133,10 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
                     layer_grads_out(net, ws, grads, learn, opts["alpha_reduce"])
                     ws.gtheta_zero()
                     on_step(t, grads)
+                    # the next step runs with the updated θ and α (W is read from params directly)
+                    ws.refresh_theta(net, params)
+                    alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
+                    decays = [trace_decay(opts, a, dtype) for a in alphas]
         _record_step(net, ws, rec, t)
     if static_grad:
         flush_static(net, ws, grads, x[0])
