@@ -125,6 +125,9 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
     _check_data(net, test_src, "test")
     rule = cfg["rule"]["name"]
     run = runner(rule)
+    if rule == "bpsta":
+        from .rules import bpsta
+        bpsta.check_config(cfg)
     is_fixed = cfg["numerics"]["kind"] == "fixed"
     if is_fixed:
         from . import fixed

@@ -561,3 +561,19 @@ def test_voting_readout_is_refused_outside_bpsta(rule):
     with pytest.raises(stopnp.ConfigError, match="model.vote"):
         stopnp.predict(net, x)
     assert stopnp.gradients(net, x, y, rule="bpsta", learn="W")
+
+
+def test_bpsta_training_refuses_the_settings_it_would_ignore(tmp_path):
+    """BPSTA's neuron resets hard and its loss is the voting MSE averaged over T: train refuses a config
+    that says otherwise (the recipe states them), instead of silently overriding it."""
+    from stopnp import config as C
+    from stopnp.rules import bpsta
+    from stopnp.train import train
+    recipe = C.resolve(C.read("examples/configs/rule-bpsta.toml"))
+    bpsta.check_config(recipe)
+    for override, field in (("loss.kind=ce", "loss.kind"), ('loss.reduce="sum"', "loss.reduce"),
+                            ('neuron.reset="soft"', "neuron.reset")):
+        cfg = C.resolve(C.read("examples/configs/rule-bpsta.toml"),
+                        [override, "model.name=mlp", f'run.out_dir="{tmp_path}"', "run.quiet=true"])
+        with pytest.raises(stopnp.ConfigError, match=field):
+            train(cfg)

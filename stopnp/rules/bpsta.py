@@ -24,6 +24,17 @@ from ..ops import Workspace, flat, flush_static, layer_current, static_begin, sy
 from .common import Result, bn_stats, zero_grads
 
 
+def check_config(cfg):
+    """Training settings BPSTA would otherwise ignore: its neuron always resets hard and its loss is the
+    voting MSE averaged over T, so a config saying otherwise is refused, not silently overridden."""
+    want = {("neuron", "reset"): "hard", ("loss", "kind"): "mse", ("loss", "reduce"): "mean"}
+    for (sec, key), value in want.items():
+        if cfg[sec][key] != value:
+            raise ConfigError(f"{sec}.{key} = {cfg[sec][key]!r}: rule 'bpsta' always uses {value!r} (its own "
+                              f"neuron and voting MSE loss); set {sec}.{key} = {value!r} as "
+                              f"examples/configs/rule-bpsta.toml does")
+
+
 def workspace(net, B, dtype, opts, T):
     return Workspace(net, B, dtype, T_store=T, backend=opts["kernels"], keep_vprev=True)
 
