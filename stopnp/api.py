@@ -6,13 +6,23 @@
 """
 import numpy as np
 
-from .network import check_input, check_params
+from .config import ConfigError, _validate
+from .network import Network, check_input, check_params
 from .rules import runner
 from .rules.common import resolve_options
 
 
+def _check_net(net):
+    if not isinstance(net, Network):
+        raise ConfigError(f"expected a stopnp Network, got {type(net).__name__}; "
+                          f"build one first: net = stopnp.build(config)")
+
+
 def _is_fixed(net, numerics):
     """The explicit ``numerics`` option, else the network's config, names the integer network."""
+    _check_net(net)
+    if numerics is not None:
+        numerics = _validate("numerics", "kind", numerics, name="option numerics (numerics.kind)")
     return (numerics or net.config["numerics"]["kind"]) == "fixed"
 
 
@@ -22,6 +32,7 @@ def _params_as(net, dtype):
 
 def run_batch(net, x, y=None, rule="stop", *, rng=None, record=(), **options):
     """Validate once, then run one batch with ``rule``; returns the rule's ``Result``."""
+    _check_net(net)
     check_input(net, x, y)
     check_params(net)
     opts = resolve_options(net, rule, options)
@@ -40,8 +51,20 @@ def gradients(net, x, y, rule="stop", numerics=None, **options) -> dict:
     if y is None:
         raise ValueError("gradients: labels y are required")
     if _is_fixed(net, numerics):
-        return _gradients_fixed(net, x, y, rule, **options)
+        _fixed_options(options, ("learn_last",))
+        learn_last = _validate("numerics", "learn_last", options.get("learn_last", 0),
+                               name="option learn_last (numerics.learn_last)")
+        return _gradients_fixed(net, x, y, rule, learn_last)
     return run_batch(net, x, y, rule, **options).grads
+
+
+def _fixed_options(options, valid=()):
+    """The integer network takes its settings from the config: refuse options it would ignore
+    (bn_mode='eval' is what it does: BN folded into W and a bias with the running statistics)."""
+    extra = [k for k in options if k not in valid and (k, options[k]) != ("bn_mode", "eval")]
+    if extra:
+        raise ConfigError(f"option(s) {', '.join(extra)} with numerics='fixed': the integer network takes "
+                          f"{', '.join(valid) or 'no options'} (its settings are the config's numerics.*)")
 
 
 def _gradients_fixed(net, x, y, rule, learn_last=0):
@@ -65,6 +88,7 @@ def simulate(net, x, record=("u", "s"), y=None, rule="stop", numerics=None, **op
     records u, s, v, i (with labels also delta) as the integers the C export holds, dequantized to float64.
     """
     if _is_fixed(net, numerics):
+        _fixed_options(options)
         return _simulate_fixed(net, x, y)
     if rule != "stop":
         raise ValueError("simulate records the online (stop) pass; use rule='stop'")
@@ -89,6 +113,7 @@ def predict(net, x, numerics=None, **options) -> np.ndarray:
     ``numerics="fixed"`` (default: the config's numerics.kind): the integer network of fixed.py."""
     if _is_fixed(net, numerics):
         from . import fixed
+        _fixed_options(options)
         check_input(net, x)
         return fixed.predict(fixed.quantize(net), x)
     rule = "bpsta" if net.config["rule"]["name"] == "bpsta" else "stop"

@@ -35,6 +35,11 @@ def cmd(args):
         raise ConfigError(f"--rate {args.rate:g}: spikes per neuron per step, 0 <= rate < 1 (0 = no calibration)")
     if args.threads < 0:
         raise ConfigError(f"--threads {args.threads}: 0 (auto) or a positive count")
+    if args.out:  # found now, not after the whole benchmark has run
+        import os
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if os.path.isdir(args.out) or not os.path.isdir(folder):
+            raise ConfigError(f"--out {args.out}: expected a file in an existing folder (JSON lines are appended)")
     run_all(workloads, rules, args.threads, not args.no_sweep, args.quick, as_json=args.json, out=args.out,
             rate=args.rate)
     return 0

@@ -9,6 +9,7 @@
     stopnp export {c,nir} CHECKPOINT OUT
 """
 import argparse
+import json
 import os
 import sys
 
@@ -25,10 +26,11 @@ EPILOG = """examples:
 def _add_train(sub):
     p = sub.add_parser("train", help="train a network (default: LeNet-5 with STOP-WTL on built-in MNIST)",
                        description="Train a spiking network. With no CONFIG: LeNet-5, STOP with weights, "
-                                   "thresholds and leaks learned (STOP-WTL), on the built-in 10,000-digit "
-                                   "MNIST subset (the recipe examples/configs/mnist-lenet5.toml; about 5 "
+                                   "thresholds and leaks learned (STOP-WTL), on the built-in 8,000/2,000-digit "
+                                   "MNIST subset (the recipe examples/configs/mnist-lenet5.toml; about 1.5 "
                                    "minutes on 2 cores). Writes config.toml, metrics.jsonl, last.h5, best.h5 "
-                                   "and history.h5 to run.out_dir.",
+                                   "and history.h5 to run.out_dir, which must not hold a run already (use "
+                                   "--resume to continue it, or --force to replace it).",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("config", nargs="?", help="recipe file (TOML or JSON), e.g. examples/configs/*.toml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -37,6 +39,8 @@ def _add_train(sub):
     p.add_argument("--epochs", type=int, help="shortcut for --set run.epochs=N")
     p.add_argument("--out", help="shortcut for --set run.out_dir=DIR")
     p.add_argument("--resume", metavar="CKPT", help="continue bit-exactly from a checkpoint (last.h5)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a run already in run.out_dir (its checkpoints and metrics are lost)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (logs, CI)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=cmd_train)
@@ -47,12 +51,12 @@ def cmd_train(args):
     from .train import train
     base = C.read(args.config) if args.config else C.DEFAULT_TRAIN
     ov = list(args.overrides)
-    if args.rule:
+    if args.rule is not None:
         ov.append(f"rule.name={args.rule!s}")
-    if args.epochs:
+    if args.epochs is not None:
         ov.append(f"run.epochs={args.epochs}")
-    if args.out:
-        ov.append(f'run.out_dir="{args.out}"')
+    if args.out is not None:
+        ov.append(f"run.out_dir={json.dumps(args.out)}")
     if args.quiet:
         ov.append("run.quiet=true")
     cfg = C.resolve(base, ov)
@@ -62,7 +66,7 @@ def cmd_train(args):
     if args.print_config:
         print(C.dumps_toml(cfg))
         return 0
-    res = train(cfg, resume=args.resume)
+    res = train(cfg, resume=args.resume, overwrite=args.force)
     last = res.metrics[-1] if res.metrics else {}
     print(f"done in {res.seconds:.1f} s: best test accuracy {100 * res.best_acc:.2f}%"
           + (f", last {100 * last['test_acc']:.2f}%" if last else "") + f"; run directory {res.run_dir}")
@@ -86,7 +90,7 @@ def _add_eval(sub):
 
 def cmd_eval(args):
     from . import data
-    from .train import evaluate, load_network
+    from .train import check_data, evaluate, load_network
     from . import config as C
     net, ck = load_network(args.checkpoint)
     bad = [o for o in args.overrides if not o.startswith("numerics.")]
@@ -95,8 +99,12 @@ def cmd_eval(args):
     net.config = C.resolve(net.config, args.overrides)
     d = net.config["data"]
     src = data.load(args.data or d["name"], args.split)
+    check_data(net, src, args.split)
     kind = args.numerics or net.config["numerics"]["kind"]
-    acc = evaluate(net, src, args.T or d["T"], d["test_batch_size"], numerics=kind)
+    T = d["T"] if args.T is None else args.T
+    if T < 1:
+        raise C.ConfigError(f"eval --T {T}: time steps must be >= 1")
+    acc = evaluate(net, src, T, d["test_batch_size"], numerics=kind)
     print(f"{args.checkpoint}: {args.split} accuracy {100 * acc:.2f}% on {len(src.y)} samples ({kind})")
     return 0
 
@@ -189,11 +197,16 @@ def main(argv=None) -> int:
         errors.append(DataError)
         from .train import TrainingError
         errors.append(TrainingError)
+        from .progress import MetricsError
+        errors.append(MetricsError)
     except ImportError:
         pass
     try:
         return args.func(args) or 0
-    except tuple(errors) as e:
+    except BrokenPipeError:  # e.g. `stopnp data info ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
+    except (*errors, OSError) as e:  # OSError: an output path that is a file, a full disk, ...
         print(f"stopnp {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -51,13 +51,37 @@ def gradient_cosine(net, x, y, rule, learn):
     return (float(np.mean(vals)) if vals else float("nan")), per_layer
 
 
-def run_rule(rule, epochs, seed, out_dir, extra=()):
+class CompareError(RuntimeError):
+    """A comparison that cannot start or whose rule failed (one line)."""
+
+
+def check(rules, epochs, seed, out_dir, plots_dir, extra=(), overwrite=False):
+    """Everything that can be checked before the first rule trains: overrides, folders, earlier runs."""
+    from .config import ConfigError
+    fixed = [o for o in extra if o.split("=", 1)[0].strip().startswith("rule.")]
+    if fixed:
+        raise ConfigError(f"compare --set {fixed[0]}: each rule keeps its own recipe's [rule] section "
+                          f"(examples/configs/rule-<rule>.toml); choose rules with --rules")
+    if seed < 0:
+        raise ConfigError(f"compare --seed {seed}: expected an integer >= 0")
+    for rule in rules:
+        rule_config(rule, epochs, seed, os.path.join(out_dir, rule), extra)  # every override, validated
+    for path in (out_dir, plots_dir):
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ConfigError(f"{path}: is a file; compare writes folders there (choose another --out/--plots)")
+    held = [r for r in rules if os.path.exists(os.path.join(out_dir, r, "last.h5"))]
+    if held and not overwrite:
+        raise ConfigError(f"{out_dir} already holds runs of {', '.join(held)}; choose another --out or replace "
+                          f"them with --force")
+
+
+def run_rule(rule, epochs, seed, out_dir, extra=(), overwrite=False):
     """Train one rule in this process; returns its row."""
     from . import data
     from .train import train
     cfg = rule_config(rule, epochs, seed, os.path.join(out_dir, rule), extra)
     t0 = time.perf_counter()
-    res = train(cfg)
+    res = train(cfg, overwrite=overwrite)
     seconds = time.perf_counter() - t0
     src = data.load(cfg["data"]["name"], "test")
     x, y = next(iter(data.batches(src, 32, cfg["data"]["T"], shuffle=False)))
@@ -69,16 +93,20 @@ def run_rule(rule, epochs, seed, out_dir, extra=()):
 
 
 def compare(rules=RULES, epochs=3, seed=0, out_dir="runs/compare", plots_dir="plots", memory=True,
-            extra=(), stream=sys.stdout):
+            extra=(), stream=sys.stdout, overwrite=False):
+    """Train each rule in its own subprocess and tabulate; ``overwrite`` replaces earlier runs in out_dir."""
     from . import plot
     from .bench import SWEEP_T, run_all
+    check(rules, epochs, seed, out_dir, plots_dir, extra, overwrite)
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for rule in rules:
-        cmd = [sys.executable, "-m", "stopnp.compare", rule, str(epochs), str(seed), out_dir, *extra]
+        cmd = [sys.executable, "-m", "stopnp.compare", rule, str(epochs), str(seed), out_dir,
+               "1" if overwrite else "0", *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"compare: rule {rule} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise CompareError(f"rule {rule} failed: {last}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"{rule:<7} test acc {100 * row['test_acc']:.2f}%  {row['train_seconds']:.0f} s  "
@@ -125,4 +153,4 @@ def markdown(rows, mem, Ts):
 
 if __name__ == "__main__":
     rule, epochs, seed, out_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    print(json.dumps(run_rule(rule, epochs, seed, out_dir, sys.argv[5:])))
+    print(json.dumps(run_rule(rule, epochs, seed, out_dir, sys.argv[6:], overwrite=sys.argv[5] == "1")))

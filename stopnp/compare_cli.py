@@ -33,14 +33,19 @@ def register(sub):
     p.add_argument("--out", default="runs/compare", help="run directories, one per rule (default runs/compare)")
     p.add_argument("--plots", default="plots", help="where the table and figures go (default plots)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory-vs-T sweep (about 1 minute)")
+    p.add_argument("--force", action="store_true", help="replace earlier runs in --out (they are lost)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="extra override applied to every rule, repeatable (e.g. data.limit_train=2000)")
     p.set_defaults(func=cmd)
 
 
 def cmd(args):
-    from .compare import compare
+    from .compare import CompareError, compare
     if args.epochs < 1:
         raise SystemExit("stopnp compare: --epochs must be >= 1")
-    compare(args.rules, args.epochs, args.seed, args.out, args.plots, not args.no_memory, tuple(args.overrides))
+    try:
+        compare(args.rules, args.epochs, args.seed, args.out, args.plots, not args.no_memory,
+                tuple(args.overrides), overwrite=args.force)
+    except CompareError as e:
+        raise SystemExit(f"stopnp compare: error: {e}") from None
     return 0

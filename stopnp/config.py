@@ -5,6 +5,7 @@ fills defaults, applies ``section.key=value`` overrides, and refuses unknown key
 with a one-line ``ConfigError`` that names the field and lists the valid choices.
 """
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -36,8 +37,12 @@ def _unit(v):
     return 0.0 <= v <= 1.0
 
 
+def _posint(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
 def _shape(v):
-    return len(v) in (1, 3) and all(isinstance(d, int) and d > 0 for d in v)
+    return len(v) in (1, 3) and all(map(_posint, v))
 
 
 RULES = ("stop", "bptt", "sltt", "sltt-k", "ottt", "bpsta")
@@ -48,7 +53,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "name": Field("lenet5", str, MODELS),
         "input_shape": Field([1, 28, 28], list, check=_shape, hint="[C, H, W] or [N]"),
         "n_classes": Field(10, int, check=_pos, hint="> 0"),
-        "hidden": Field([800], list, check=lambda v: all(isinstance(h, int) and h > 0 for h in v),
+        "hidden": Field([800], list, check=lambda v: all(map(_posint, v)),
                         hint="list of positive ints (mlp)"),
         "bn": Field(None, (bool, type(None)), hint="true/false (default: per model)"),
         "readout": Field("spiking", str, ("spiking", "membrane")),
@@ -75,7 +80,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "alpha_reduce": Field("mean", str, ("mean", "sum")),
         "detach_reset": Field(True, bool),
         "online": Field(False, bool),
-        "k": Field(2, int, check=_pos, hint="number of steps with a backward (sltt-k)"),
+        "k": Field(2, int, check=_pos, hint=">= 1 steps with a backward (sltt-k)"),
         "ottt_lambda": Field(0.5, float, check=_unit, hint="0 <= lambda <= 1"),
         "bpsta_lambda": Field(0.9, float, check=_unit, hint="0 <= lambda <= 1 (BPSTA membrane decay)"),
         "bpsta_beta": Field(0.2, float, check=_nonneg, hint=">= 0 (BPSTA temporal-adjustment gain)"),
@@ -113,7 +118,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "kind": Field("float", str, ("float", "fixed"),
                       hint="float (run.dtype) or fixed (integer arithmetic of the C export; numerics.py)"),
         "w_bits": Field(16, int, (8, 16, 32)),
-        "w_frac": Field(12, int, check=lambda v: 0 <= v < 32, hint="fractional bits of the weights (w_scale global)"),
+        "w_frac": Field(12, int, check=lambda v: 0 <= v <= 24,
+                        hint="0..24 fractional bits of the weights (w_scale global; < w_bits)"),
         "w_scale": Field("layer", str, ("layer", "global"),
                          hint="layer: each layer's weights get the most fractional bits that hold max|W|"),
         "w_headroom": Field(1, int, check=lambda v: 0 <= v <= 8,
@@ -129,7 +135,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "run": {
         "epochs": Field(10, int, check=_pos, hint="> 0"),
-        "seed": Field(0, int),
+        "seed": Field(0, int, check=_nonneg, hint=">= 0"),
         "threads": Field(0, int, check=_nonneg,
                          hint=(">= 0 (0 = auto: numba on all cores, or for an MLP with large GEMMs numba 1 "
                                "thread and those GEMMs on all cores; n = numba on n cores, BLAS 1)")),
@@ -169,12 +175,18 @@ def read(path) -> dict:
         raise ConfigError(f"{path}: config file not found")
     try:
         with open(path, "rb") as f:
-            if path.endswith(".json"):
-                return json.load(f)
-            return tomllib.load(f)
+            cfg = json.load(f) if path.endswith(".json") else tomllib.load(f)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not a valid {'JSON' if path.endswith('.json') else 'TOML'} "
                           f"config ({e})") from None
+    _check_top(cfg, path)
+    return cfg
+
+
+def _check_top(cfg, where):
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: the top level must be a table/object of sections "
+                          f"({', '.join(SCHEMA)}), not {type(cfg).__name__}")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -194,7 +206,9 @@ def resolve(cfg: dict | None = None, overrides=()) -> dict:
     """Defaults <- ``cfg`` <- ``overrides``; validated. Returns a new, complete dict."""
     out = defaults()
     items = []
-    for sec, body in (cfg or {}).items():
+    cfg = {} if cfg is None else cfg
+    _check_top(cfg, "config")
+    for sec, body in cfg.items():
         if sec not in SCHEMA:
             raise ConfigError(f"unknown config section {sec!r}; valid: {', '.join(SCHEMA)}")
         if not isinstance(body, dict):
@@ -207,31 +221,35 @@ def resolve(cfg: dict | None = None, overrides=()) -> dict:
     return out
 
 
-def _validate(sec, key, value):
+def _validate(sec, key, value, name=None):
+    """``value`` checked against SCHEMA[sec][key]; errors name ``name`` (default ``sec.key``)."""
     if sec not in SCHEMA:
         raise ConfigError(f"unknown config section {sec!r}; valid: {', '.join(SCHEMA)}")
     fields = SCHEMA[sec]
     if key not in fields:
         raise ConfigError(f"unknown config key {sec}.{key}; valid keys of [{sec}]: {', '.join(fields)}")
     f = fields[key]
+    name = name or f"{sec}.{key}"
     if isinstance(value, tuple):
         value = list(value)
     if float in _kinds(f.kind) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(value, bool) and bool not in _kinds(f.kind):
-        raise ConfigError(f"{sec}.{key} = {value!r}: expected {_kind_name(f)}")
+        raise ConfigError(f"{name} = {value!r}: expected {_kind_name(f)}")
     if not isinstance(value, f.kind):
-        raise ConfigError(f"{sec}.{key} = {value!r}: expected {_kind_name(f)}")
+        raise ConfigError(f"{name} = {value!r}: expected {_kind_name(f)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} = {value!r}: expected a finite number, {_kind_name(f)}")
     if f.choices is not None and value not in f.choices:
-        raise ConfigError(f"{sec}.{key} = {value!r}: valid choices are {', '.join(map(str, f.choices))}")
+        raise ConfigError(f"{name} = {value!r}: valid choices are {', '.join(map(str, f.choices))}")
     if value is not None and f.check is not None:
         ok = False
         try:
             ok = bool(f.check(value))
         except Exception:
             pass
-        if not ok or (isinstance(value, float) and value != value):
-            raise ConfigError(f"{sec}.{key} = {value!r}: expected {f.hint or _kind_name(f)}")
+        if not ok:
+            raise ConfigError(f"{name} = {value!r}: expected {f.hint or _kind_name(f)}")
     return _copy(value)
 
 

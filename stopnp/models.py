@@ -8,8 +8,10 @@ A spec is a list of plain dicts that ``network.build_layers`` turns into layer r
     {"type": "flatten"} | {"type": "dropout", "p": 0.1}                       (act on spikes)
     {"type": "resblock", "out": C, "stride": s}                               spiking basic block
 
-The last weight layer is the output layer (spiking LIF, or non-spiking readout by config).
+The last weight layer is the output layer (spiking LIF, or non-spiking readout by config). The keys of
+each type, their defaults and valid values: ``network.LAYER_KEYS``, ``network.LAYER_CHECKS``.
 """
+from .config import ConfigError
 
 VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
@@ -72,8 +74,15 @@ DEFAULT_BN = {"mlp": False, "lenet5": False, "vgg11": True, "resnet18": True}
 
 def spec_from_config(model_cfg: dict) -> list:
     name = model_cfg["name"]
+    layers = model_cfg.get("layers")
+    if name == "custom" and layers is None:
+        raise ConfigError("model.name = 'custom' needs model.layers: a list of layer tables such as "
+                          "{type = \"linear\", out = 10}")
     if name == "custom":
-        return list(model_cfg["layers"] or [])
+        return list(layers)
+    if layers is not None:
+        raise ConfigError(f"model.layers is read with model.name = 'custom' only; remove it, or set "
+                          f"model.name = 'custom' instead of {name!r}")
     bn = model_cfg.get("bn")
     kw = dict(model_cfg)
     kw["bn"] = DEFAULT_BN[name] if bn is None else bn

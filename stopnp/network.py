@@ -111,7 +111,14 @@ class Network:
         return int(sum(self.params[n].size for n in self.trainable("WTL")))
 
     def astype(self, dtype) -> "Network":
-        """A copy whose parameters have ``dtype`` (float64 for checks)."""
+        """A copy whose parameters have ``dtype``: float32, or float64 for checks."""
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            pass
+        if dtype not in (np.float32, np.float64):
+            raise config_mod.ConfigError(f"Network.astype({dtype}): the parameters are float32 or float64 "
+                                         f"(np.float64 for checks)")
         return Network(self.layers, {k: v.astype(dtype) for k, v in self.params.items()}, self.config)
 
     def copy(self) -> "Network":
@@ -178,16 +185,56 @@ def _conv_out(h, k, stride, pad):
     return (h + 2 * pad - k) // stride + 1
 
 
+# the keys of each layer type (models.py) with their defaults; None: required
+LAYER_KEYS = {
+    "conv": {"out": None, "k": 3, "stride": 1, "pad": 0, "bn": False},
+    "linear": {"out": None, "bn": False},
+    "resblock": {"out": None, "stride": 1, "bn": True},
+    "avgpool": {"k": 2}, "maxpool": {"k": 2}, "gap": {}, "flatten": {},
+    "dropout": {"p": 0.0},
+}
+
+
+def _int_from(lo):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+LAYER_CHECKS = {  # key: (predicate, what a valid value looks like)
+    "out": (_int_from(1), "an integer >= 1"), "k": (_int_from(1), "an integer >= 1"),
+    "stride": (_int_from(1), "an integer >= 1"), "pad": (_int_from(0), "an integer >= 0"),
+    "bn": (lambda v: isinstance(v, bool), "true or false"),
+    "p": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, "0 <= p < 1"),
+}
+
+
+def layer_spec(i, item) -> dict:
+    """``model.layers[i]`` with its defaults filled in; a bad type, key or value is a ConfigError."""
+    where = f"model.layers[{i}]"
+    if not isinstance(item, dict) or "type" not in item:
+        raise config_mod.ConfigError(f"{where}: each layer is a table with a 'type'")
+    kind = item["type"]
+    if not isinstance(kind, str) or kind not in LAYER_KEYS:
+        raise config_mod.ConfigError(f"{where}: unknown type {kind!r}; valid: {', '.join(LAYER_KEYS)}")
+    keys = LAYER_KEYS[kind]
+    unknown = [k for k in item if k != "type" and k not in keys]
+    if unknown:
+        raise config_mod.ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))} for type {kind!r}; "
+                                     f"valid keys: {', '.join(['type', *keys])}")
+    out = {"type": kind, **keys, **item}
+    for key in keys:
+        v = out[key]
+        ok, want = LAYER_CHECKS[key]
+        if v is None:
+            raise config_mod.ConfigError(f"{where}.{key}: missing; {kind} needs {key} = {want}")
+        if not ok(v):
+            raise config_mod.ConfigError(f"{where}.{key} = {v!r}: expected {want}")
+    return out
+
+
 def build_layers(spec, input_shape, cfg) -> tuple:
     """Turn a layer-spec list into Layer records, checking every shape on the way."""
     theta_mode = cfg["neuron"]["theta_mode"]
-    valid = ("conv", "linear", "resblock", "avgpool", "maxpool", "gap", "flatten", "dropout")
-    for i, item in enumerate(spec):
-        if not isinstance(item, dict) or "type" not in item:
-            raise config_mod.ConfigError(f"model.layers[{i}]: each layer is a table with a 'type'")
-        if item["type"] not in valid:
-            raise config_mod.ConfigError(f"model.layers[{i}]: unknown type {item['type']!r}; valid: "
-                                         f"{', '.join(valid)}")
+    spec = [layer_spec(i, item) for i, item in enumerate(spec)]
     weight_idx = [i for i, item in enumerate(spec) if item.get("type") in ("conv", "linear", "resblock")]
     if not weight_idx:
         raise config_mod.ConfigError("model: the network has no weight layer (conv or linear)")
@@ -210,24 +257,20 @@ def build_layers(spec, input_shape, cfg) -> tuple:
         if kind == "conv":
             if len(shape) != 3:
                 raise config_mod.ConfigError(f"{where(i)}: conv needs a (C, H, W) input, got {shape}")
-            k, st, pd = int(item.get("k", 3)), int(item.get("stride", 1)), int(item.get("pad", 0))
+            k, st, pd = item["k"], item["stride"], item["pad"]
             ho, wo = _conv_out(shape[1], k, st, pd), _conv_out(shape[2], k, st, pd)
             if ho < 1 or wo < 1:
                 raise config_mod.ConfigError(f"{where(i)}: kernel {k} does not fit input {shape}")
-            out = (int(item["out"]), ho, wo)
-            return Synapse(name, src, tuple(pre), "conv", shape, out, k, st, pd, bool(item.get("bn", False)))
+            return Synapse(name, src, tuple(pre), "conv", shape, (item["out"], ho, wo), k, st, pd, item["bn"])
         if len(shape) != 1:  # a linear layer flattens implicitly
             pre = list(pre) + [PreOp("flatten", shape, (int(np.prod(shape)),))]
             shape = (int(np.prod(shape)),)
-        return Synapse(name, src, tuple(pre), "linear", shape, (int(item["out"]),),
-                       bn=bool(item.get("bn", False)))
+        return Synapse(name, src, tuple(pre), "linear", shape, (item["out"],), bn=item["bn"])
 
     for i, item in enumerate(spec):
-        if not isinstance(item, dict) or "type" not in item:
-            raise config_mod.ConfigError(f"model.layers[{i}]: each layer is a table with a 'type'")
         kind = item["type"]
         if kind in ("avgpool", "maxpool"):
-            k = int(item.get("k", 2))
+            k = item["k"]
             if len(shape) != 3 or shape[1] < k or shape[2] < k:
                 raise config_mod.ConfigError(f"{where(i)}: cannot pool {shape} with k={k}")
             out = (shape[0], shape[1] // k, shape[2] // k)
@@ -245,9 +288,7 @@ def build_layers(spec, input_shape, cfg) -> tuple:
                 pre.append(PreOp("flatten", shape, out))
             shape = out
         elif kind == "dropout":
-            p = float(item.get("p", 0.0))
-            if not 0.0 <= p < 1.0:
-                raise config_mod.ConfigError(f"{where(i)}: dropout p must be in [0, 1), got {p}")
+            p = float(item["p"])
             if p > 0:
                 pre.append(PreOp("dropout", shape, shape, p=p))
         elif kind in ("conv", "linear"):
@@ -260,7 +301,7 @@ def build_layers(spec, input_shape, cfg) -> tuple:
         elif kind == "resblock":
             counts[kind] += 1
             blk = f"block{counts[kind]}"
-            out, stride, bn = int(item["out"]), int(item.get("stride", 1)), bool(item.get("bn", True))
+            out, stride, bn = item["out"], item["stride"], item["bn"]
             a = weight_synapse(f"{blk}.conv1", {"type": "conv", "out": out, "k": 3, "stride": stride,
                                                 "pad": 1, "bn": bn}, src, pre, shape, i)
             ia = add_layer(f"{blk}.conv1", a.out_shape, [a])
@@ -276,10 +317,6 @@ def build_layers(spec, input_shape, cfg) -> tuple:
                 raise config_mod.ConfigError(f"{where(i)}: shortcut shape {sc.out_shape} != {b.out_shape}")
             src = add_layer(f"{blk}.conv2", b.out_shape, [b, sc])
             pre, shape = [], b.out_shape
-        else:
-            raise config_mod.ConfigError(
-                f"model.layers[{i}]: unknown type {kind!r}; valid: conv, linear, resblock, avgpool, "
-                f"maxpool, gap, flatten, dropout")
     if pre:
         raise config_mod.ConfigError("model: pooling/flatten/dropout after the output layer has no effect")
     return tuple(layers)

@@ -37,14 +37,41 @@ def _adam(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
         p[i] -= lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
 
 
+BUFFERS = {"sgd": ("momentum",), "adam": ("m", "v")}
+
+
 def init_state(cfg_optim: dict, params: dict, names) -> dict:
     state = {"kind": cfg_optim["kind"], "step": 0}
-    if cfg_optim["kind"] == "sgd":
-        state["momentum"] = {n: np.zeros_like(params[n]) for n in names}
-    else:
-        state["m"] = {n: np.zeros_like(params[n]) for n in names}
-        state["v"] = {n: np.zeros_like(params[n]) for n in names}
+    for buf in BUFFERS[cfg_optim["kind"]]:
+        state[buf] = {n: np.zeros(params[n].shape, params[n].dtype) for n in names}  # C order: flat views
     return state
+
+
+def check_state(state, params: dict, names, cfg_optim: dict, where="opt_state"):
+    """A one-line ValueError unless ``state`` is an optimizer state of ``cfg_optim``'s kind holding one
+    C-contiguous float buffer of each parameter's shape for exactly ``names`` (e.g. a resumed checkpoint)."""
+    kind = state.get("kind") if isinstance(state, dict) else None
+    if kind not in BUFFERS:
+        raise ValueError(f"{where}: no optimizer state (kind {kind!r}); start a new run instead of resuming")
+    if kind != cfg_optim["kind"]:
+        raise ValueError(f"{where}: the run was trained with optim.kind = {kind!r}, the config says "
+                         f"{cfg_optim['kind']!r}; resume with --set optim.kind={kind} or start a new run")
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"{where}/step = {step!r}: expected an integer >= 0")
+    for buf in BUFFERS[kind]:
+        tree = state.get(buf)
+        if not isinstance(tree, dict) or set(tree) != set(names):
+            have = sorted(tree) if isinstance(tree, dict) else tree
+            raise ValueError(f"{where}/{buf}: holds {have}, the run learns {sorted(names)} (was rule.learn "
+                             f"changed?); resume with the run's own config or start a new run")
+        for n in names:
+            a = tree[n]
+            if (not isinstance(a, np.ndarray) or a.shape != params[n].shape or a.dtype.kind != "f"
+                    or not a.flags.c_contiguous):
+                desc = f"{a.dtype}{a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise ValueError(f"{where}/{buf}/{n}: {desc}, expected a float array of shape "
+                                 f"{params[n].shape}")
 
 
 def lr_at(cfg_optim: dict, step: int, total_steps: int) -> float:
@@ -73,25 +100,39 @@ def clip_grads(grads: dict, max_norm: float) -> float:
 
 def step(params: dict, grads: dict, state: dict, cfg_optim: dict, lr: float, theta_min: float):
     """Apply one update in place to ``params`` (and ``state``), then clamp θ and α."""
+    for name, g in grads.items():  # checked before any update: the kernels index flat arrays blindly
+        bufs = [state[b].get(name) if isinstance(state.get(b), dict) else None for b in BUFFERS[state["kind"]]]
+        for what, a in (("gradient", g), *((f"{state['kind']} state", b) for b in bufs)):
+            if not isinstance(a, np.ndarray) or a.shape != params[name].shape:
+                got = a.shape if isinstance(a, np.ndarray) else type(a).__name__
+                raise ValueError(f"optim.step: {what} of {name!r} is {got}, the parameter is {params[name].shape}")
     state["step"] += 1
     wd = cfg_optim["weight_decay"]
     for name, g in grads.items():
         p = params[name]
         eta = lr * _lr_scale(cfg_optim, name)
         decay = wd if name.endswith(".weight") else 0.0
-        flat = lambda a: a.reshape(-1)  # noqa: E731  (params/state are contiguous: views, no copies)
+        # the kernels update flat views in place; a non-contiguous parameter is updated through a copy
+        # written back, so the update is never lost on a reshape copy
+        work = p if p.flags.c_contiguous else np.ascontiguousarray(p)
+        g = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
+        bufs = [np.ascontiguousarray(state[b][name]) for b in BUFFERS[state["kind"]]]
         if state["kind"] == "sgd":
-            _sgd(flat(p), flat(g.astype(p.dtype, copy=False)), flat(state["momentum"][name]), eta,
-                 cfg_optim["momentum"], decay, cfg_optim["nesterov"])
+            _sgd(work.reshape(-1), g, bufs[0].reshape(-1), eta, cfg_optim["momentum"], decay, cfg_optim["nesterov"])
         else:
             b1, b2 = cfg_optim["betas"]
             t = state["step"]
-            _adam(flat(p), flat(g.astype(p.dtype, copy=False)), flat(state["m"][name]), flat(state["v"][name]),
-                  eta, b1, b2, cfg_optim["eps"], 1.0 - b1 ** t, 1.0 - b2 ** t, decay)
+            _adam(work.reshape(-1), g, bufs[0].reshape(-1), bufs[1].reshape(-1), eta, b1, b2, cfg_optim["eps"],
+                  1.0 - b1 ** t, 1.0 - b2 ** t, decay)
+        for b, arr in zip(BUFFERS[state["kind"]], bufs):
+            if arr is not state[b][name]:
+                state[b][name][...] = arr
         if name.endswith(".alpha"):
-            np.clip(p, 0.0, 1.0, out=p)
+            np.clip(work, 0.0, 1.0, out=work)
         elif name.endswith(".theta"):
-            np.maximum(p, theta_min, out=p)
+            np.maximum(work, theta_min, out=work)
+        if work is not p:
+            p[...] = work
 
 
 def update_bn_running(params: dict, bn_stats: dict, momentum: float = 0.1):

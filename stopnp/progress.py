@@ -135,11 +135,23 @@ class MetricsLog:
         self.path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
 
+    def rewrite(self, rows):
+        """Replace the log with ``rows`` (atomically: a crash leaves the old log or the new one)."""
+        from .fsutil import atomic_write
+        lines = "".join(json.dumps(r, default=_json_default) + "\n" for r in rows)
+        with atomic_write(self.path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(lines)
+
     def append(self, row: dict):
         line = json.dumps(row, default=_json_default)  # serialise first: a bad row writes nothing
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
+
+
+class MetricsError(ValueError):
+    """A metrics log that cannot be read (the message names the file and line)."""
 
 
 def read_metrics(path) -> list:
@@ -154,5 +166,8 @@ def read_metrics(path) -> list:
         except json.JSONDecodeError as e:
             if j == len(lines) - 1 and not line.endswith("\n"):
                 break
-            raise ValueError(f"{path}:{i}: not a JSON line ({e.msg})") from None
+            raise MetricsError(f"{path}:{i}: not a JSON line ({e.msg}); fix or delete that line") from None
+        if not isinstance(rows[-1], dict):
+            raise MetricsError(f"{path}:{i}: not a JSON object (one epoch record per line); fix or delete "
+                               f"that line")
     return rows

@@ -18,6 +18,12 @@ from .progress import read_metrics
 
 def plot_run(run_dir, out_dir=None, n_samples=8):
     from .train import load_network
+    if not os.path.isdir(run_dir):
+        what = "is a file, not a run directory" if os.path.exists(run_dir) else "no such run directory"
+        raise FileNotFoundError(f"{run_dir}: {what} (give the folder stopnp train wrote, e.g. runs/default)")
+    missing = [f for f in ("metrics.jsonl", "last.h5") if not os.path.exists(os.path.join(run_dir, f))]
+    if missing:
+        raise FileNotFoundError(f"{run_dir}: no {' or '.join(missing)}; is it a run directory of stopnp train?")
     out_dir = out_dir or os.path.join(run_dir, "plots")
     paths = []
     plt = plot.plt

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import checkpoint, data, optim
 from . import config as config_mod
-from .network import from_config, check_params
+from .network import ShapeError, check_params, from_config
 from .ops import thread_workload
 from .progress import MetricsLog, Progress
 from . import threads
@@ -39,7 +39,10 @@ class RunResult:
     history: dict = field(default_factory=dict)
 
 
-def _check_data(net, src, split):
+def check_data(net, src, split):
+    """The split fits the network (sample shape, classes) and is not empty; one line each."""
+    if len(src.y) == 0:
+        raise TrainingError(f"data {src.name!r} ({split}): no samples; check the dataset or data.limit_*")
     if tuple(src.input_shape) != net.input_shape:
         raise TrainingError(f"data {src.name!r} ({split}): samples have shape {tuple(src.input_shape)} but "
                             f"model.input_shape = {list(net.input_shape)}; set model.input_shape")
@@ -104,8 +107,11 @@ def _ws(cache, net, B, dtype, opts, rule, T=None):
     return cache[key]
 
 
-def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunResult:
+def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwrite=False) -> RunResult:
     """Train from a resolved (or partial) config dict. ``resume``: path to a checkpoint.
+
+    A run directory that already holds a run is refused unless ``resume`` continues it or ``overwrite``
+    replaces it (its checkpoints and metrics are then lost).
 
     ``stop_after``: stop after this many mini-batches (tests: simulate an interruption).
     """
@@ -116,13 +122,13 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
     dtype = np.dtype(run_cfg["dtype"])
     train_src = _limit(data.load(dcfg["name"], "train"), dcfg["limit_train"])
     test_src = _limit(data.load(dcfg["name"], "test"), dcfg["limit_test"])
-    net = from_config(cfg)
+    net = _run_dtype(from_config(cfg))
     threads.fit(*thread_workload(net, dcfg["batch_size"]))
     blas_warning = "" if quiet else threads.blas_warning()
     if blas_warning:
         print(f"note: {blas_warning}", file=stream or None, flush=True)
-    _check_data(net, train_src, "train")
-    _check_data(net, test_src, "test")
+    check_data(net, train_src, "train")
+    check_data(net, test_src, "test")
     rule = cfg["rule"]["name"]
     run = runner(rule)
     if rule == "bpsta":
@@ -142,17 +148,21 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None) -> RunR
     total_steps = per_epoch * run_cfg["epochs"]
     start_epoch, start_batch, metrics = 0, 0, []
     run_dir = run_cfg["out_dir"]
+    _check_run_dir(run_dir, resume, overwrite)
     os.makedirs(run_dir, exist_ok=True)
     if resume:
         ck = checkpoint.load(resume, expect_params={k: v.shape for k, v in net.params.items()})
+        _check_resume(resume, ck, net, names, ocfg, rng)
         for k, v in ck.params.items():
             net.params[k][...] = v
+        _check_loaded(net, resume)
         opt_state = ck.opt_state
-        rng.bit_generator.state = ck.rng_state
         start_epoch, start_batch, metrics = ck.epoch, ck.step, list(ck.metrics)
     with open(os.path.join(run_dir, "config.toml"), "w") as f:
         f.write(config_mod.dumps_toml(cfg))
     log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
+    log.rewrite(metrics)  # the checkpoint's epochs only: a fresh run starts empty, a resume drops rows
+    # appended after its checkpoint (a write that failed after the metrics line)
     best = max([m.get("test_acc", 0.0) for m in metrics], default=0.0)
     ws_cache = {}
     qnet = fixed.quantize(net) if is_fixed else None
@@ -269,14 +279,72 @@ def _is_resolved(cfg):
         set(cfg[s]) == set(config_mod.SCHEMA[s]) for s in cfg)
 
 
+RUN_FILES = ("last.h5", "best.h5", "metrics.jsonl")
+
+
+def _check_run_dir(run_dir, resume, overwrite):
+    if not run_dir:
+        raise config_mod.ConfigError("run.out_dir is empty; name a run directory, e.g. --out runs/mnist")
+    held = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
+    if held and not resume and not overwrite:
+        raise config_mod.ConfigError(
+            f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume "
+            f"{os.path.join(run_dir, 'last.h5')}, choose another --out, or replace it with --force")
+
+
+def _check_resume(path, ck, net, names, ocfg, rng):
+    """Everything a resume reads from the checkpoint, checked before anything is changed (one line each);
+    sets ``rng`` to the saved stream."""
+    try:
+        optim.check_state(ck.opt_state, net.params, names, ocfg, where=f"{path}: opt_state")
+    except ValueError as e:
+        raise config_mod.ConfigError(str(e)) from None
+    for field in ("epoch", "step"):
+        v = getattr(ck, field)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise config_mod.ConfigError(f"{path}: {field} = {v!r} is not an integer >= 0 (corrupt checkpoint); "
+                              f"start a new run")
+    if not isinstance(ck.metrics, (list, tuple)) or not all(isinstance(m, dict) for m in ck.metrics):
+        raise config_mod.ConfigError(f"{path}: metrics is not a list of epoch records (corrupt checkpoint); start a new run")
+    try:
+        rng.bit_generator.state = ck.rng_state
+    except (ValueError, TypeError, KeyError) as e:
+        raise config_mod.ConfigError(f"{path}: random generator state unreadable ({e}); start a new run") from None
+
+
+def _run_dtype(net):
+    """The network with parameters in run.dtype: parameters, optimizer state and data share one float type."""
+    dtype = np.dtype(net.config["run"]["dtype"])
+    return net if all(v.dtype == dtype for v in net.params.values()) else net.astype(dtype)
+
+
 def load_network(path):
     """A Network from a checkpoint file (config and parameters validated)."""
     ck = checkpoint.load(path)
     cfg = config_mod.resolve(ck.config)
-    net = from_config(cfg)
+    net = _run_dtype(from_config(cfg))
     expect = {k: v.shape for k, v in net.params.items()}
     ck = checkpoint.load(path, expect_params=expect)
     for k in net.params:
         net.params[k] = np.array(ck.params[k], dtype=net.params[k].dtype)
-    check_params(net)
+    _check_loaded(net, path)
     return net, ck
+
+
+def _check_loaded(net, path):
+    """Parameters read from ``path`` are finite and inside the ranges training keeps them in."""
+    try:
+        check_params(net)
+    except ShapeError as e:
+        raise checkpoint.CheckpointError(f"{path}: {e}") from None
+    theta_min = net.config["neuron"]["theta_min"]
+    for layer in net.layers:
+        if not layer.spiking:
+            continue
+        theta, alpha = net.params[f"{layer.name}.theta"], net.params[f"{layer.name}.alpha"]
+        if theta.min() < theta_min:
+            raise checkpoint.CheckpointError(f"{path}: {layer.name}.theta has {theta.min():g} < neuron.theta_min "
+                                             f"= {theta_min:g} (training never writes that); corrupt checkpoint?")
+        if not 0 <= alpha.min() <= alpha.max() <= 1:
+            raise checkpoint.CheckpointError(f"{path}: {layer.name}.alpha outside [0, 1] (training never writes "
+                                             f"that); corrupt checkpoint?")

@@ -1,4 +1,6 @@
 """SLTT, SLTT-K and OTTT equal their definitions (ALGORITHMS.md §3, §5), float64, to 1e-10."""
+import os
+
 import numpy as np
 import pytest
 
@@ -569,11 +571,12 @@ def test_bpsta_training_refuses_the_settings_it_would_ignore(tmp_path):
     from stopnp import config as C
     from stopnp.rules import bpsta
     from stopnp.train import train
-    recipe = C.resolve(C.read("examples/configs/rule-bpsta.toml"))
-    bpsta.check_config(recipe)
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs",
+                        "rule-bpsta.toml")
+    bpsta.check_config(C.resolve(C.read(path)))
     for override, field in (("loss.kind=ce", "loss.kind"), ('loss.reduce="sum"', "loss.reduce"),
                             ('neuron.reset="soft"', "neuron.reset")):
-        cfg = C.resolve(C.read("examples/configs/rule-bpsta.toml"),
+        cfg = C.resolve(C.read(path),
                         [override, "model.name=mlp", f'run.out_dir="{tmp_path}"', "run.quiet=true"])
         with pytest.raises(stopnp.ConfigError, match=field):
             train(cfg)

@@ -50,7 +50,7 @@ def test_nan_guard_names_the_array_and_keeps_last_checkpoint(tmp_path, monkeypat
 
     monkeypatch.setattr(optim, "step", poisoned)
     with pytest.raises(TrainingError, match="non-finite.*layer 'fc1'"):
-        train(cfg)
+        train(cfg, resume=str(tmp_path / "nan" / "last.h5"))
     after = checkpoint.load(tmp_path / "nan" / "last.h5").params
     assert all(np.array_equal(good[k], after[k]) for k in good)
 

@@ -66,25 +66,41 @@ def load(name_or_path: str, split: str) -> Source:
     g = f[split]
     attrs = {k: _attr(v) for k, v in f.attrs.items()}
     x = g["x"]
+    if g["y"].dtype.kind not in "iu":
+        raise DataError(f"{path}: {split} labels are {g['y'].dtype}, expected integer class indices; "
+                        f"convert the dataset again")
     y = np.asarray(g["y"][...], np.int64)
     if len(y) != x.shape[0]:
         raise DataError(f"{path}: {split} has {x.shape[0]} samples but {len(y)} labels")
+    if len(y) == 0:
+        raise DataError(f"{path}: {split} has no samples; convert the dataset again")
     n_classes = int(attrs.get("n_classes", int(y.max()) + 1))
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise DataError(f"{path}: {split} labels outside [0, {n_classes})")
     if x.size * x.dtype.itemsize <= 512 * 2 ** 20:
         x = x[...]  # small: read once
+        _check_finite(x, f"{path}: {split}")
     static = bool(attrs.get("static", x.ndim == 4))
     shape = tuple(x.shape[1:]) if static else tuple(x.shape[2:])
     return Source(attrs.get("name", os.path.basename(path)), x, y, n_classes, shape, static,
                   None if static else int(x.shape[1]), attrs)
 
 
+def _check_finite(x, where):
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"{where}: samples contain NaN or Inf; fix the data or convert it again")
+
+
 def from_arrays(x, y, n_classes=None, name="arrays", T=None) -> Source:
     """A Source over in-memory arrays: images (N, C, H, W) or frames (N, T, C, H, W)."""
+    if np.asarray(y).dtype.kind not in "iu":
+        raise DataError(f"{name}: labels are {np.asarray(y).dtype}, expected integer class indices")
     y = np.asarray(y, np.int64)
     if len(x) != len(y):
         raise DataError(f"{name}: {len(x)} samples but {len(y)} labels")
+    if len(y) == 0:
+        raise DataError(f"{name}: no samples")
+    _check_finite(np.asarray(x), name)
     static = x.ndim == 4
     return Source(name, x, y, int(n_classes or (y.max() + 1)), tuple(x.shape[1:] if static else x.shape[2:]),
                   static, None if static else int(x.shape[1]))
@@ -134,6 +150,7 @@ def batches(source: Source, batch_size: int, T: int, *, seed=0, epoch=0, shuffle
             srt = np.argsort(idx)
             xb = np.empty((len(idx), *source.x.shape[1:]), source.x.dtype)
             xb[srt] = source.x[np.sort(idx)]
+            _check_finite(xb, source.name)  # a large cache is checked as it is read
         scale = _scale(xb)
         xb = xb.astype(dtype)
         xb *= xb.dtype.type(scale)

@@ -70,10 +70,30 @@ def _test_batches(net, n, batch, T):
     return np.stack(xs), np.stack(ys)
 
 
+def _check_c_args(args):
+    """Every option, before anything is written (one line each)."""
+    import math
+    for flag, value, low in (("--vectors", args.vectors, 0), ("--sample", args.sample, 0),
+                             ("--learn-last", args.learn_last, 0), ("--batch", args.batch, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} {value}: expected an integer >= {low}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise ConfigError(f"--lr {args.lr}: expected a finite learning rate > 0")
+    if args.check and not args.vectors:
+        raise ConfigError("--check runs the harness on vectors.bin; add --vectors N")
+    if os.path.exists(args.outdir) and not os.path.isdir(args.outdir):
+        raise ConfigError(f"{args.outdir}: is a file; export c writes a folder of C files there")
+
+
 def cmd_c(args):
-    from .. import load
+    from .. import data, load
     from . import c as cexp
+    _check_c_args(args)
     net = load(args.checkpoint)
+    if args.sample is not None:
+        n_test = len(data.load(net.config["data"]["name"], "test").y)
+        if args.sample >= n_test:
+            raise ConfigError(f"--sample {args.sample}: the test split has samples 0..{n_test - 1}")
     info = cexp.export(net, args.outdir, numerics=args.numerics, learn=args.learn, learn_last=args.learn_last,
                        batch=args.batch, source=os.path.basename(args.checkpoint))
     fp = info["footprint"]
@@ -100,8 +120,6 @@ def cmd_c(args):
                                lr=(lr, lr * o["theta_lr_scale"], lr * o["alpha_lr_scale"]))
         print(f"wrote {vec} ({args.vectors} sequences of {args.batch} test samples, T = {T})")
     if args.check:
-        if not args.vectors:
-            raise ConfigError("--check runs the harness on vectors.bin; add --vectors N")
         rc, out = cexp.compile_and_check(args.outdir, os.path.join(args.outdir, "vectors.bin"))
         print(out.strip())
         return 1 if rc else 0
@@ -111,6 +129,8 @@ def cmd_c(args):
 def cmd_nir(args):
     from .. import load
     from .nir import export_nir
+    if os.path.isdir(args.out):
+        raise ConfigError(f"{args.out}: is a folder; give the output file, e.g. {os.path.join(args.out, 'net.nir')}")
     net = load(args.checkpoint)
     summary = export_nir(net, args.out, dt=args.dt, pool=args.pool, unit_threshold=args.unit_threshold)
     print(f"wrote {args.out}" + (f": {summary}" if summary else ""))

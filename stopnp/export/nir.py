@@ -156,8 +156,8 @@ def to_nir_graph(net, *, dt=1e-4, pool="avg", unit_threshold=False):
     from ..ops import BN_EPS
     if pool not in ("avg", "sum"):
         raise ConfigError(f"NIR export: pool must be 'avg' or 'sum', not {pool!r}")
-    if not dt > 0:
-        raise ConfigError(f"NIR export: dt must be > 0, got {dt}")
+    if not 0 < dt < float("inf"):
+        raise ConfigError(f"NIR export: dt must be finite and > 0, got {dt}")
     _check(net)
     reset = "zero" if net.neuron["reset"] == "hard" else "subtract"
     shape = tuple(net.input_shape)

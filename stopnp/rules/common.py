@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import ConfigError, RULES
+from ..config import ConfigError, RULES, _validate
 from ..kernels import lif as klif
 
 
@@ -44,18 +44,16 @@ def resolve_options(net, rule, options) -> dict:
                           f"{', '.join(OPTION_DEFAULTS)}")
     opts = {"rule": rule}
     for name, src in OPTION_DEFAULTS.items():
-        opts[name] = net.config[src[0]][src[1]] if isinstance(src, tuple) else src
-    opts.update(options)
+        value = options.get(name, net.config[src[0]][src[1]] if isinstance(src, tuple) else src)
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(src, tuple):  # an option for a config field is checked as that field
+            value = _validate(*src, value, name=f"option {name} ({'.'.join(src)})" if name in options else None)
+        elif isinstance(src, bool) and not isinstance(value, bool):
+            raise ConfigError(f"option {name} = {value!r}: expected True or False")
+        opts[name] = value
     if opts["bn_mode"] not in ("train", "eval"):
-        raise ConfigError(f"bn_mode {opts['bn_mode']!r}: valid: train, eval")
-    if not set(opts["learn"]) <= set("WTL") or "W" not in opts["learn"]:
-        raise ConfigError(f"learn {opts['learn']!r}: letters from W, T, L including W")
-    if opts["surrogate"] not in klif.SURROGATES:
-        raise ConfigError(f"surrogate {opts['surrogate']!r}: valid: {', '.join(klif.SURROGATES)}")
-    if opts["reset"] not in ("soft", "hard"):
-        raise ConfigError(f"reset {opts['reset']!r}: valid: soft, hard")
-    if opts["kernels"] not in ("blas", "loop"):
-        raise ConfigError(f"kernels {opts['kernels']!r}: valid: blas, loop")
+        raise ConfigError(f"option bn_mode = {opts['bn_mode']!r}: valid choices are train, eval")
     if rule in WEIGHTS_ONLY and opts["learn"] != "W":
         raise ConfigError(f"rule {rule!r} learns weights only; set rule.learn = 'W' (learn={opts['learn']!r} "
                           f"asks for thresholds/leaks too, which only 'stop' and 'bptt' learn)")

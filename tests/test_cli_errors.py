@@ -1,0 +1,178 @@
+"""Bad input on the training workflow: one line naming the file or field, never a crash or a silent loss."""
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+import stopnp
+from stopnp import checkpoint, cli, optim, config as C
+from stopnp.data import DataError, cache
+from stopnp.train import train
+
+TINY = ["model.name=mlp", "model.hidden=[16]", "data.limit_train=64", "data.limit_test=32", "data.batch_size=32",
+        "data.test_batch_size=32", "data.T=2", "run.epochs=1", "run.quiet=true"]
+
+
+def _run(tmp_path, name="run", extra=()):
+    cfg = C.resolve({}, TINY + [f'run.out_dir="{tmp_path / name}"', *extra])
+    train(cfg)
+    return tmp_path / name
+
+
+def _err(capsys, argv, *needles):
+    """The CLI fails with exit 2 and exactly one error line containing ``needles``."""
+    assert cli.main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def _edit(src, dst, fn):
+    dst.write_bytes(open(src, "rb").read())
+    with h5py.File(dst, "a") as f:
+        fn(f)
+    return dst
+
+
+def test_resume_checks_the_optimizer_state_before_touching_anything(tmp_path, capsys):
+    run = _run(tmp_path)
+    last = run / "last.h5"
+    resume = ["train", "--resume", None, "--set", "run.epochs=2", "--quiet"]
+
+    def shape(f):
+        del f["opt_state/momentum/fc1.weight"]
+        f["opt_state/momentum/fc1.weight"] = np.zeros((3, 3), np.float32)
+
+    bad = _edit(last, tmp_path / "shape.h5", shape)
+    _err(capsys, [a or bad for a in resume], "shape.h5: opt_state/momentum/fc1.weight", "(3, 3)")
+    _err(capsys, [a or last for a in resume] + ["--set", "optim.kind=adam"], "optim.kind = 'sgd'")
+    _err(capsys, [a or last for a in resume] + ["--set", "rule.learn=W"], "rule.learn")
+    bad = _edit(last, tmp_path / "epoch.h5", lambda f: f.attrs.__setitem__("epoch", -5))
+    _err(capsys, [a or bad for a in resume], "epoch = -5")
+
+    def theta(f):
+        f["params/fc1.theta"][...] = -1.0
+
+    bad = _edit(last, tmp_path / "theta.h5", theta)
+    _err(capsys, ["eval", bad], "theta.h5: fc1.theta", "theta_min")
+    assert checkpoint.load(str(last)).epoch == 1  # the run itself is untouched
+
+
+def test_a_run_directory_is_never_silently_replaced(tmp_path, capsys):
+    run = _run(tmp_path)
+    before = (run / "best.h5").read_bytes()
+    _err(capsys, ["train", "--quiet", "--out", run] + sum((["--set", o] for o in TINY), []), "already holds a run",
+         "--resume", "--force")
+    assert (run / "best.h5").read_bytes() == before
+    assert cli.main(["train", "--quiet", "--force", "--out", str(run)] + sum((["--set", o] for o in TINY), [])) == 0
+    rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1]  # the replaced run's rows are gone, not mixed in
+
+
+def test_resume_keeps_only_the_checkpoints_metrics(tmp_path):
+    run = _run(tmp_path)
+    with open(run / "metrics.jsonl", "a") as f:  # a row whose checkpoint write then failed
+        f.write(json.dumps({"epoch": 2, "test_acc": 0.5}) + "\n")
+    train(C.resolve({}, TINY + [f'run.out_dir="{run}"', "run.epochs=2"]), resume=str(run / "last.h5"))
+    rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["test_acc"] != 0.5
+
+
+def test_float64_runs_train_and_evaluate_a_conv_network(tmp_path, capsys):
+    run = _run(tmp_path, extra=["model.name=lenet5", "run.dtype=float64"])
+    assert checkpoint.load(str(run / "last.h5")).params["conv1.weight"].dtype == np.float64
+    assert cli.main(["eval", str(run / "best.h5")]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_optim_step_updates_non_contiguous_parameters_and_checks_shapes():
+    rng = np.random.default_rng(0)
+    w = np.asfortranarray(rng.standard_normal((4, 3)))
+    ref, w0 = np.ascontiguousarray(w), w.copy()
+    g = rng.standard_normal((4, 3))
+    cfg = C.resolve({})["optim"]
+    for params in ({"fc1.weight": w}, {"fc1.weight": ref}):
+        state = optim.init_state(cfg, params, ["fc1.weight"])
+        optim.step(params, {"fc1.weight": g}, state, cfg, 0.1, 1e-3)
+    assert not np.array_equal(w, w0) and np.array_equal(w, ref)  # the Fortran-order update was not lost
+    state = optim.init_state(cfg, {"fc1.weight": ref}, ["fc1.weight"])
+    with pytest.raises(ValueError, match="gradient of 'fc1.weight' is \\(10,\\)"):
+        optim.step({"fc1.weight": ref}, {"fc1.weight": np.zeros(10)}, state, cfg, 0.1, 1e-3)
+    state["momentum"]["fc1.weight"] = np.zeros(3)
+    with pytest.raises(ValueError, match="sgd state of 'fc1.weight' is \\(3,\\)"):
+        optim.step({"fc1.weight": ref}, {"fc1.weight": g}, state, cfg, 0.1, 1e-3)
+    assert state["step"] == 0  # refused before counting a step
+
+
+def _cache(path, x, y, xt=None, yt=None):
+    xt = x if xt is None else xt
+    yt = y if yt is None else yt
+    return cache.write_h5_atomic(str(path), {"train": (x, y), "test": (xt, yt)}, {"name": "t", "n_classes": 10})
+
+
+def test_bad_data_is_named_not_trained_on(tmp_path, capsys):
+    run = _run(tmp_path)
+    x = np.random.default_rng(0).random((8, 1, 28, 28)).astype(np.float32)
+    y = np.arange(8) % 10
+    bad = x.copy()
+    bad[3, 0, 5, 5] = np.nan
+    nan = _cache(tmp_path / "nan.h5", bad, y)
+    _err(capsys, ["eval", run / "best.h5", "--data", nan], "nan.h5: test", "NaN")
+    def float_labels(f):
+        del f["test/y"]
+        f["test/y"] = y + 0.5
+
+    flt = _edit(tmp_path / "nan.h5", tmp_path / "flt.h5", float_labels)
+    with h5py.File(flt, "a") as f:
+        f["test/x"][...] = x
+    _err(capsys, ["eval", run / "best.h5", "--data", flt], "flt.h5", "labels are float64")
+    def empty_train(f):
+        for k, v in (("x", x[:0]), ("y", y[:0])):
+            del f[f"train/{k}"]
+            f[f"train/{k}"] = v
+
+    empty = _edit(tmp_path / "nan.h5", tmp_path / "empty.h5", empty_train)
+    _err(capsys, ["eval", run / "best.h5", "--data", empty, "--split", "train"], "empty.h5: train has no samples")
+    small = _cache(tmp_path / "small.h5", x[:, :, :5, :7], y)
+    _err(capsys, ["eval", run / "best.h5", "--data", small], "samples have shape (1, 5, 7)", "model.input_shape")
+    _err(capsys, ["eval", run / "best.h5", "--T", "0"], "--T 0")
+    with pytest.raises(DataError, match="labels are float"):
+        stopnp.data.from_arrays(x, y + 0.5)
+
+
+def test_output_paths_and_options_fail_before_any_work(tmp_path, capsys):
+    run = _run(tmp_path)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _err(capsys, ["train", "--quiet", "--out", afile / "sub"] + sum((["--set", o] for o in TINY), []),
+         "Not a directory")
+    _err(capsys, ["inspect", run / "last.h5", "--out", tmp_path], "Is a directory")
+    _err(capsys, ["plot", afile], "is a file, not a run directory")
+    _err(capsys, ["plot", tmp_path / "nope"], "no such run directory")
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n[1, 2]\n{"epoch": 2}\n')
+    _err(capsys, ["plot", run], "metrics.jsonl:2: not a JSON object")
+    _err(capsys, ["bench", "--out", tmp_path], "--out")
+    _err(capsys, ["export", "c", run / "last.h5", tmp_path / "c", "--vectors", "-1"], "--vectors -1")
+    _err(capsys, ["export", "c", run / "last.h5", tmp_path / "c", "--lr", "nan"], "--lr nan")
+    _err(capsys, ["export", "c", run / "last.h5", tmp_path / "c", "--sample", "99999999"], "--sample 99999999",
+         "0..1999")
+    _err(capsys, ["export", "c", run / "last.h5", afile], "afile: is a file")
+    assert not (tmp_path / "c" / "vectors.bin").exists()
+    _err(capsys, ["train", "--quiet", "--epochs", "0"], "run.epochs = 0")
+
+
+def test_compare_checks_every_override_before_training(tmp_path, capsys):
+    from stopnp.compare import compare
+    for extra, match in ((["rule.name=bptt"], "own recipe"), (["optim.lr=-1"], "optim.lr"),
+                         (["foo.bar=1"], "unknown config section")):
+        with pytest.raises(C.ConfigError, match=match):
+            compare(("stop",), 1, 0, str(tmp_path / "runs"), str(tmp_path / "p"), False, extra)
+    assert not (tmp_path / "runs").exists()
+    os.makedirs(tmp_path / "runs" / "stop")
+    (tmp_path / "runs" / "stop" / "last.h5").write_bytes(b"")
+    with pytest.raises(C.ConfigError, match="--force"):
+        compare(("stop",), 1, 0, str(tmp_path / "runs"), str(tmp_path / "p"), False)
