@@ -195,6 +195,8 @@ def _read(path, f):
         if part not in f:
             raise CheckpointError(f"{path}: not a complete stopnp checkpoint (no /{part} group)")
     a = f.attrs
+    if not isinstance(_loads(a["config"]), dict):
+        raise CheckpointError(f"{path}: its config is not a table of sections (corrupt checkpoint)")
     return Checkpoint(params={k: v[...] for k, v in f["params"].items()},
                       opt_state=_read_tree(f["opt_state"]),
                       rng_state=_loads(a["rng_state"]), config=_loads(a["config"]),

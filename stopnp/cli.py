@@ -1,11 +1,12 @@
 """The ``stopnp`` command line: argument parsing only; every command calls the library.
 
-    stopnp train [CONFIG] [--set SECTION.KEY=VALUE ...] [--resume CKPT]
+    stopnp train [CONFIG] [--set SECTION.KEY=VALUE ...] [--resume CKPT | --force]
     stopnp eval CHECKPOINT [--data NAME] [--split test] [--numerics fixed]
     stopnp inspect CHECKPOINT [--out FILE.h5] [--batch N]
     stopnp plot RUN_DIR [--out DIR]
     stopnp data {get,info,convert} ...
     stopnp bench [...]
+    stopnp compare [--rules R1,R2] [--epochs N] [--force]
     stopnp export {c,nir} CHECKPOINT OUT
 """
 import argparse

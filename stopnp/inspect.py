@@ -74,6 +74,8 @@ def format_table(table) -> str:
         cells = []
         for c in cols:
             v = row.get(c, "")
+            if c == "spike_rate" and isinstance(v, float) and v != v:
+                v = "(readout)"  # a non-spiking membrane readout has no spikes
             cells.append(f"{v:>12.4g}" if isinstance(v, float) else f"{str(v):>12}")
         lines.append("  ".join(cells))
     return "\n".join(lines)

@@ -9,6 +9,8 @@ Run directory: config.toml (resolved), metrics.jsonl (one line per epoch), last.
 """
 import dataclasses
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -172,75 +174,116 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     interrupted = False
     done_batches = 0
     pos = (start_epoch, start_batch)  # (epoch, index of the next batch): what a resume continues from
+    ctrl_c = _DeferredInterrupt(quiet, stream)
     try:
-        for epoch in range(start_epoch, run_cfg["epochs"]):
-            bar = Progress(n_train, desc=f"epoch {epoch + 1}/{run_cfg['epochs']}", quiet=quiet,
-                           **({"stream": stream} if stream is not None else {}))
-            loss_sum = correct = seen = 0
-            skip = start_batch if epoch == start_epoch else 0
-            t_epoch = time.perf_counter()
-            batches = data.batches(train_src, dcfg["batch_size"], dcfg["T"], seed=run_cfg["seed"],
-                                   epoch=epoch, shuffle=True, augment=None if dcfg["augment"] == "none"
-                                   else dcfg["augment"], dtype=dtype)
-            for bi, (x, y) in enumerate(batches):
-                if bi < skip:
-                    continue
-                ws = _ws(ws_cache, net, x.shape[1], dtype, opts, rule, x.shape[0])
-                lr = optim.lr_at(ocfg, epoch * per_epoch + bi, total_steps)
+        with ctrl_c:  # Ctrl-C stops at the next batch boundary, where the state is whole
+            for epoch in range(start_epoch, run_cfg["epochs"]):
+                bar = Progress(n_train, desc=f"epoch {epoch + 1}/{run_cfg['epochs']}", quiet=quiet,
+                               **({"stream": stream} if stream is not None else {}))
+                loss_sum = correct = seen = 0
+                skip = start_batch if epoch == start_epoch else 0
+                t_epoch = time.perf_counter()
+                batches = data.batches(train_src, dcfg["batch_size"], dcfg["T"], seed=run_cfg["seed"],
+                                       epoch=epoch, shuffle=True, augment=None if dcfg["augment"] == "none"
+                                       else dcfg["augment"], dtype=dtype)
+                for bi, (x, y) in enumerate(batches):
+                    if bi < skip:
+                        continue
+                    ws = _ws(ws_cache, net, x.shape[1], dtype, opts, rule, x.shape[0])
+                    lr = optim.lr_at(ocfg, epoch * per_epoch + bi, total_steps)
 
-                def apply(t, grads, lr=lr):
-                    optim.clip_grads(grads, ocfg["grad_clip"])
-                    optim.step(net.params, grads, opt_state, ocfg, lr, cfg["neuron"]["theta_min"])
-                    for g in grads.values():
-                        g.fill(0)
+                    def apply(t, grads, lr=lr):
+                        optim.clip_grads(grads, ocfg["grad_clip"])
+                        optim.step(net.params, grads, opt_state, ocfg, lr, cfg["neuron"]["theta_min"])
+                        for g in grads.values():
+                            g.fill(0)
 
-                if is_fixed:   # integer STOP step and SGD: what the exported C computes (fixed.py)
-                    out_sum, grads, loss = fixed.run(qnet, fixed.quantize_input(qnet, x), y,
-                                                     learn_last=cfg["numerics"]["learn_last"])
-                    fixed.apply(qnet, grads, lr, ocfg["theta_lr_scale"], ocfg["alpha_lr_scale"])
-                    fixed.to_float(qnet, net)
-                else:
-                    ann = rule == "bpsta" and epoch < cfg["rule"]["warmup_epochs"]
-                    res = run(net, net.params, x, y, dict(opts, ann=True) if ann else opts, ws=ws, rng=rng,
-                              on_step=apply if cfg["rule"]["online"] else None)
-                    guard(res.loss, res.grads, ws, net)
-                    if not cfg["rule"]["online"]:
-                        apply(None, res.grads)
-                    optim.update_bn_running(net.params, res.bn_stats)
-                    out_sum, loss = res.out_sum, res.loss
-                loss_sum += loss * len(y)
-                correct += int((out_sum.argmax(axis=1) == y).sum())
-                seen += len(y)
-                bar.update(len(y), loss=loss_sum / seen, acc=100.0 * correct / seen)
-                done_batches += 1
-                pos = (epoch, bi + 1)
-                if stop_after is not None and done_batches >= stop_after:
+                    if is_fixed:   # integer STOP step and SGD: what the exported C computes (fixed.py)
+                        out_sum, grads, loss = fixed.run(qnet, fixed.quantize_input(qnet, x), y,
+                                                         learn_last=cfg["numerics"]["learn_last"])
+                        fixed.apply(qnet, grads, lr, ocfg["theta_lr_scale"], ocfg["alpha_lr_scale"])
+                        fixed.to_float(qnet, net)
+                    else:
+                        ann = rule == "bpsta" and epoch < cfg["rule"]["warmup_epochs"]
+                        res = run(net, net.params, x, y, dict(opts, ann=True) if ann else opts, ws=ws, rng=rng,
+                                  on_step=apply if cfg["rule"]["online"] else None)
+                        guard(res.loss, res.grads, ws, net)
+                        if not cfg["rule"]["online"]:
+                            apply(None, res.grads)
+                        optim.update_bn_running(net.params, res.bn_stats)
+                        out_sum, loss = res.out_sum, res.loss
+                    loss_sum += loss * len(y)
+                    correct += int((out_sum.argmax(axis=1) == y).sum())
+                    seen += len(y)
+                    bar.update(len(y), loss=loss_sum / seen, acc=100.0 * correct / seen)
+                    done_batches += 1
+                    pos = (epoch, bi + 1)
+                    if ctrl_c.requested or (stop_after is not None and done_batches >= stop_after):
+                        raise KeyboardInterrupt
+                bar.close()
+                train_time = time.perf_counter() - t_epoch
+                test_acc = evaluate(net, test_src, dcfg["T"], dcfg["test_batch_size"], ws_cache=ws_cache,
+                                    kernels=run_cfg["kernels"])
+                row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                       "train_acc": correct / max(seen, 1), "test_acc": test_acc,
+                       "lr": optim.lr_at(ocfg, (epoch + 1) * per_epoch, total_steps),
+                       "seconds": train_time, "samples_per_s": seen / max(train_time, 1e-9)}
+                row.update(_param_summary(net))
+                metrics.append(row)
+                log.append(row)
+                is_best = test_acc > best
+                best = max(best, test_acc)
+                pos = (epoch + 1, 0)
+                _save_history(run_dir, net, epoch + 1)
+                _save(run_dir, net, opt_state, rng, cfg, epoch + 1, 0, metrics, is_best)
+                if not quiet:
+                    print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
+                          f" | test acc {100 * test_acc:.2f}% | {row['samples_per_s']:.0f} samples/s",
+                          file=stream or None, flush=True)
+                if ctrl_c.requested:
                     raise KeyboardInterrupt
-            bar.close()
-            train_time = time.perf_counter() - t_epoch
-            test_acc = evaluate(net, test_src, dcfg["T"], dcfg["test_batch_size"], ws_cache=ws_cache, kernels=run_cfg["kernels"])
-            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                   "train_acc": correct / max(seen, 1), "test_acc": test_acc,
-                   "lr": optim.lr_at(ocfg, (epoch + 1) * per_epoch, total_steps),
-                   "seconds": train_time, "samples_per_s": seen / max(train_time, 1e-9)}
-            row.update(_param_summary(net))
-            metrics.append(row)
-            log.append(row)
-            is_best = test_acc > best
-            best = max(best, test_acc)
-            pos = (epoch + 1, 0)
-            _save_history(run_dir, net, epoch + 1)
-            _save(run_dir, net, opt_state, rng, cfg, epoch + 1, 0, metrics, is_best)
-            if not quiet:
-                print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
-                      f" | test acc {100 * test_acc:.2f}% | {row['samples_per_s']:.0f} samples/s",
-                      file=stream or None, flush=True)
+    except _HardStop:
+        interrupted = True
+        if not quiet:
+            print("stopped at once: no checkpoint written for this batch; last.h5 holds the last saved point",
+                  file=stream or None, flush=True)
     except KeyboardInterrupt:
         interrupted = True
         _save(run_dir, net, opt_state, rng, cfg, pos[0], pos[1], metrics, False)
         if not quiet:
             print(f"interrupted: resumable checkpoint written to {os.path.join(run_dir, 'last.h5')}")
     return RunResult(net, metrics, run_dir, best, time.perf_counter() - t_start, interrupted)
+
+
+class _HardStop(KeyboardInterrupt):
+    """A second Ctrl-C: stop now, mid-batch, without writing the half-updated state."""
+
+
+class _DeferredInterrupt:
+    """The first Ctrl-C only sets ``requested``; training stops at the next batch boundary, so the
+    checkpoint never holds a half-applied update or a random stream advanced past a batch it did not
+    apply (resume stays bit-exact). A second Ctrl-C stops at once (``_HardStop``)."""
+
+    def __init__(self, quiet, stream):
+        self.requested, self.quiet, self.stream, self.prev = False, quiet, stream, None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise _HardStop
+        self.requested = True
+        if not self.quiet:
+            print("\nCtrl-C: stopping after this batch with a resumable checkpoint (Ctrl-C again: stop now, "
+                  "without one)", file=self.stream or None, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self.prev = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            signal.signal(signal.SIGINT, self.prev)
+        return False
 
 
 def _save_history(run_dir, net, epoch):
@@ -305,7 +348,8 @@ def _check_resume(path, ck, net, names, ocfg, rng):
             raise config_mod.ConfigError(f"{path}: {field} = {v!r} is not an integer >= 0 (corrupt checkpoint); "
                               f"start a new run")
     if not isinstance(ck.metrics, (list, tuple)) or not all(isinstance(m, dict) for m in ck.metrics):
-        raise config_mod.ConfigError(f"{path}: metrics is not a list of epoch records (corrupt checkpoint); start a new run")
+        raise config_mod.ConfigError(f"{path}: metrics is not a list of epoch records (corrupt checkpoint); "
+                                     f"start a new run")
     try:
         rng.bit_generator.state = ck.rng_state
     except (ValueError, TypeError, KeyError) as e:
@@ -321,7 +365,10 @@ def _run_dtype(net):
 def load_network(path):
     """A Network from a checkpoint file (config and parameters validated)."""
     ck = checkpoint.load(path)
-    cfg = config_mod.resolve(ck.config)
+    try:
+        cfg = config_mod.resolve(ck.config)
+    except config_mod.ConfigError as e:
+        raise checkpoint.CheckpointError(f"{path}: its config: {e}") from None
     net = _run_dtype(from_config(cfg))
     expect = {k: v.shape for k, v in net.params.items()}
     ck = checkpoint.load(path, expect_params=expect)

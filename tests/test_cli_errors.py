@@ -57,6 +57,10 @@ def test_resume_checks_the_optimizer_state_before_touching_anything(tmp_path, ca
     def theta(f):
         f["params/fc1.theta"][...] = -1.0
 
+    bad = _edit(last, tmp_path / "cfg.h5", lambda f: f.attrs.__setitem__("config", "null"))
+    _err(capsys, ["eval", bad], "cfg.h5: its config is not a table")
+    bad = _edit(last, tmp_path / "cfg2.h5", lambda f: f.attrs.__setitem__("config", '{"model": {"name": "foo"}}'))
+    _err(capsys, ["eval", bad], "cfg2.h5: its config: model.name = 'foo'")
     bad = _edit(last, tmp_path / "theta.h5", theta)
     _err(capsys, ["eval", bad], "theta.h5: fc1.theta", "theta_min")
     assert checkpoint.load(str(last)).epoch == 1  # the run itself is untouched

@@ -37,6 +37,36 @@ def test_resume_is_bit_exact(tmp_path, stop_after):
     assert straight.metrics[-1]["test_acc"] == resumed.metrics[-1]["test_acc"]
 
 
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_inside_an_update_stops_at_the_batch_boundary(tmp_path, monkeypatch, presses):
+    """SIGINT delivered in the middle of the 3rd update: one press finishes that batch and writes a
+    checkpoint from which the resume is bit-exact; a second press stops at once and writes none."""
+    import signal
+    from stopnp import optim
+    straight = train(_cfg(tmp_path, "straight"))
+    real, calls = optim.step, [0]
+
+    def step(params, grads, *a, **k):
+        calls[0] += 1
+        if calls[0] == 3:
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)
+        real(params, grads, *a, **k)
+
+    monkeypatch.setattr(optim, "step", step)
+    part = train(_cfg(tmp_path, "resumed"))
+    monkeypatch.setattr(optim, "step", real)
+    assert part.interrupted and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    last = tmp_path / "resumed" / "last.h5"
+    if presses == 2:
+        assert not last.exists()
+        return
+    assert checkpoint.load(str(last)).step == 3
+    resumed = train(_cfg(tmp_path, "resumed"), resume=str(last))
+    for k, v in straight.net.params.items():
+        assert np.array_equal(v, resumed.net.params[k]), k
+
+
 def test_nan_guard_names_the_array_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path, "nan", ["run.epochs=3"])
     train(C.resolve(cfg, ["run.epochs=1"]))
