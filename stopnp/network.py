@@ -169,13 +169,21 @@ def build(cfg=None, **overrides) -> Network:
 
 
 def from_config(cfg: dict) -> Network:
-    spec = models.spec_from_config(cfg["model"])
-    layers = build_layers(spec, tuple(cfg["model"]["input_shape"]), cfg)
-    want = cfg["model"]["n_classes"] * cfg["model"]["vote"]
+    m = cfg["model"]
+    spec = models.spec_from_config(m)
+    try:
+        layers = build_layers(spec, tuple(m["input_shape"]), cfg)
+    except config_mod.ConfigError as e:
+        if m["name"] == "custom":
+            raise
+        # a named model's layer list is internal: say which input it cannot take
+        raise config_mod.ConfigError(f"model.name = {m['name']!r} does not fit model.input_shape = "
+                                     f"{list(m['input_shape'])} ({e})") from None
+    want = m["n_classes"] * m["vote"]
     if layers[-1].size != want:
-        raise config_mod.ConfigError(
-            f"model: the output layer has {layers[-1].size} neurons but model.n_classes = "
-            f"{cfg['model']['n_classes']}" + (f" x model.vote = {cfg['model']['vote']}" if want != cfg["model"]["n_classes"] else ""))
+        votes = f" x model.vote = {m['vote']}" if want != m["n_classes"] else ""
+        raise config_mod.ConfigError(f"model: the output layer has {layers[-1].size} neurons but model.n_classes = "
+                                     f"{m['n_classes']}{votes}")
     rng = np.random.default_rng(cfg["run"]["seed"])
     params = init_params(layers, cfg, rng)
     return Network(layers, params, cfg)

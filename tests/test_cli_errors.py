@@ -180,3 +180,8 @@ def test_compare_checks_every_override_before_training(tmp_path, capsys):
     (tmp_path / "runs" / "stop" / "last.h5").write_bytes(b"")
     with pytest.raises(C.ConfigError, match="--force"):
         compare(("stop",), 1, 0, str(tmp_path / "runs"), str(tmp_path / "p"), False)
+
+
+def test_a_named_model_that_does_not_fit_the_input_says_so():
+    with pytest.raises(C.ConfigError, match=r"model.name = 'vgg11' does not fit model.input_shape = \[1, 28, 28\]"):
+        stopnp.build("vgg11", model__input_shape=[1, 28, 28])
