@@ -88,6 +88,8 @@ def pool_fwd(op, a):
 def pool_bwd(op, grad, in_shape, mask):
     if op.kind == "flatten":
         return grad.reshape(grad.shape[0], *in_shape)
+    if op.kind == "dropout":
+        return grad * mask  # mask: the fixed per-sequence mask, already divided by (1 - p)
     B = grad.shape[0]
     C, H, W = in_shape
     k = op.k
@@ -139,9 +141,12 @@ def expand_theta(theta, shape, mode):
     return np.broadcast_to(theta.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
 
 
-def forward(net, P, x, *, reset="soft", surrogate="exp", smooth_spikes=False, bn_train=True):
-    """Store everything. Returns dict of per-step lists keyed by layer / synapse names."""
+def forward(net, P, x, *, reset="soft", surrogate="exp", smooth_spikes=False, bn_train=True, masks=None):
+    """Store everything. Returns dict of per-step lists keyed by layer / synapse names.
+
+    ``masks``: {synapse name: {pre-op index: (B, ...) mask}} for dropout, the same at every step."""
     T, B = x.shape[:2]
+    masks_of = masks or {}
     st = {"x": {}, "pre": {}, "z": {}, "bn": {}, "I": {}, "U": {}, "s": {}, "V": {}}
     for layer in net.layers:
         st["U"][layer.name], st["s"][layer.name], st["I"][layer.name] = [], [], []
@@ -153,11 +158,15 @@ def forward(net, P, x, *, reset="soft", surrogate="exp", smooth_spikes=False, bn
             I = np.zeros((B, *layer.shape))
             for syn in layer.synapses:
                 a = x[t] if syn.src < 0 else st["s"][net.layers[syn.src].name][t]
-                masks = []
-                for op in syn.pre:
-                    a, m = pool_fwd(op, a)
-                    masks.append(m)
-                st["pre"][syn.name].append(masks)
+                pre_masks = []
+                for k, op in enumerate(syn.pre):
+                    if op.kind == "dropout":
+                        m = masks_of[syn.name][k]
+                        a = a * m
+                    else:
+                        a, m = pool_fwd(op, a)
+                    pre_masks.append(m)
+                st["pre"][syn.name].append(pre_masks)
                 st["x"][syn.name].append(a)
                 if syn.op == "identity":
                     z = a
@@ -243,9 +252,9 @@ def syn_backward(net, syn, P, d, a, st, t, grads, g, bn_train):
         g[net.layers[syn.src].name] += syn_backward_x(net, syn, P, gz, st, t)
 
 
-def stop_identity(net, P, x, y, *, surrogate="exp", bn_train=False, alpha_reduce="mean"):
+def stop_identity(net, P, x, y, *, surrogate="exp", bn_train=False, alpha_reduce="mean", masks=None):
     """Own-layer gradients with e = δ + α e[t+1], computed backward in time; only δ is sent down."""
-    st = forward(net, P, x, surrogate=surrogate, bn_train=bn_train)
+    st = forward(net, P, x, surrogate=surrogate, bn_train=bn_train, masks=masks)
     T, B = x.shape[:2]
     outs = outputs(net, st)
     L = net.layers

@@ -12,8 +12,8 @@ SURR = list(lif.SURROGATES)
 
 def _run(I, theta, alpha, hard, kind, smooth=True):
     T, B, N = I.shape
-    u, s, v = np.zeros((T, B, N)), np.zeros((T, B, N)), np.zeros((B, N))
-    vprev = np.zeros((T, B, N))
+    u, s, v = np.zeros((T, B, N), I.dtype), np.zeros((T, B, N), I.dtype), np.zeros((B, N), I.dtype)
+    vprev = np.zeros((T, B, N), I.dtype)
     for t in range(T):
         vprev[t] = v
         lif.lif_forward(u[t], s[t], v, I[t], alpha, theta, hard, smooth, kind)
@@ -23,9 +23,9 @@ def _run(I, theta, alpha, hard, kind, smooth=True):
 def _backward(R, I, theta, alpha, hard, kind, keep_reset=True):
     u, s, vprev = _run(I, theta, alpha, hard, kind)
     T, B, N = I.shape
-    e = np.zeros((B, N))
+    e = np.zeros((B, N), I.dtype)
     gI = np.zeros_like(I)
-    gth, gal = np.zeros(N), np.zeros(N)
+    gth, gal = np.zeros(N, I.dtype), np.zeros(N, I.dtype)
     for t in range(T - 1, -1, -1):
         lif.lif_bptt_backward(e, gth, gal, R[t], u[t], s[t], vprev[t], alpha, theta, hard, keep_reset, kind)
         gI[t] = e
@@ -99,6 +99,25 @@ def test_heaviside_spikes_and_soft_reset():
     np.testing.assert_array_equal(s[:, 0, 1], [1, 0, 0])
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_spike_when_u_equals_theta_exactly(dtype):
+    """H(0) = 1 (s = H(U - θ), lif.py: H(z) = 1 for z >= 0): U = θ fires, U one ulp below θ does not;
+    in lif_forward, the STOP loop reference and its fast path. Step 2 reaches U = 0.5·0.5 + 0.75 = θ
+    by charging (binary-exact values)."""
+    below = np.nextafter(dtype(1.0), dtype(0.0))
+    I = np.array([[[1.0, 0.75, below, 0.5]], [[0.0, 0.0, 0.0, 0.75]]], dtype)
+    theta = np.array([1.0, 0.75, 1.0, 1.0], dtype)
+    want = np.array([[1, 1, 0, 0], [0, 0, 0, 1]], dtype)
+    _, s, _ = _run(I, theta, dtype(0.5), False, 0, smooth=False)
+    np.testing.assert_array_equal(s[:, 0], want)
+    for fn in (lif.lif_stop_forward_loop, lif.lif_stop_forward):
+        st = [np.zeros((1, 4), dtype) for _ in range(5)]
+        for t in range(2):
+            fn(*st, I[t], dtype(0.5), theta, False, 0)
+            np.testing.assert_array_equal(st[1][0], want[t], err_msg=fn.__name__)
+            assert st[0][0, 3] == (0.5, 1.0)[t]  # U: 0.5, then exactly θ = 1
+
+
 def test_stop_traces_follow_their_definition():
     rng = np.random.default_rng(3)
     T, B, N = 6, 2, 5
@@ -137,14 +156,18 @@ def test_param_grads_accumulate():
 
 
 def test_one_and_two_threads_bitwise_equal():
-    I, theta, alpha, R = _setup(5, T=4, B=8, N=64)
+    """N = 600: three 256-neuron blocks of lif_bptt_backward, so two threads split the work; float32
+    throughout (no float64 array mixed in)."""
+    I, theta, alpha, R = (np.float32(a) if np.isscalar(a) else a.astype(np.float32)
+                          for a in _setup(5, T=4, B=8, N=600))
     res = []
     for n in (1, 2):
         numba.set_num_threads(n)
-        res.append(_backward(R, I.astype(np.float32), theta.astype(np.float32), np.float32(alpha), False, 0))
+        res.append(_backward(R, I, theta, alpha, False, 0))
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert all(a.dtype == np.float32 for a in res[0]) and 0 < _run(I, theta, alpha, False, 0, False)[1].mean() < 1
     for a, b in zip(res[0], res[1]):
-        assert np.array_equal(a, b)
+        assert np.abs(a).max() > 0 and np.array_equal(a, b)
 
 
 def test_expand_and_reduce_theta():

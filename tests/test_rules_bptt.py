@@ -8,12 +8,18 @@ from fdcheck import check_grad, rel_err
 from nets import convnet, data, mlp3, randomize_bn
 
 
+def learned_names(net):
+    """Every parameter but BN running statistics: what BPTT with learn = "WTL" must return."""
+    return {k for k in net.params if not k.endswith((".running_mean", ".running_var"))}
+
+
 def _fd_check(net, x, y, reset, surrogate, bn_train=True, rtol=1e-6):
     got = stopnp.gradients(net, x, y, rule="bptt", smooth=True, detach_reset=False, alpha_reduce="sum",
                            bn_mode="train" if bn_train else "eval")
     st = reference.forward(net, net.params, x, reset=reset, surrogate=surrogate)
     for name, r in reference.spike_rates(net, st).items():
         assert 0 < r < 1, f"{name}: spike rate {r}"
+    assert set(got) == learned_names(net), sorted(got)  # W, θ, α (and BN γ, β) of every layer
     worst = 0.0
     for name, g in got.items():
         arr = net.params[name]
@@ -59,6 +65,7 @@ def test_bptt_blas_equals_loop_kernels():
     x, y = data(net, scale=1.0)
     a = stopnp.gradients(net, x, y, rule="bptt", kernels="blas")
     b = stopnp.gradients(net, x, y, rule="bptt", kernels="loop")
+    assert set(a) == set(b) == learned_names(net), sorted(a)
     for k in a:
         assert np.abs(a[k]).max() > 0
         assert rel_err(a[k], b[k]) < 1e-12, k

@@ -91,6 +91,8 @@ def test_single_layer_stop_equals_bptt(surrogate):
     _rates_ok(net, st)
     stop = stopnp.gradients(net, x, y, rule="stop")
     bptt = stopnp.gradients(net, x, y, rule="bptt")  # reset detached (default)
+    _compare(stop, ref, WORST)  # against the independent reference: a surrogate wrong in both is caught
+    _compare(bptt, ref, WORST)
     _compare(stop, bptt, WORST)
 
 
@@ -160,11 +162,6 @@ def test_recorded_traces_match_definition():
             al = a * al + st["V"][n][t]
             np.testing.assert_allclose(rec[f"{n}.th_trace"][t], th, atol=1e-12)
             np.testing.assert_allclose(rec[f"{n}.al_trace"][t], al, atol=1e-12)
-
-
-def test_worst_identity_error_reported():
-    print(f"\nlargest relative error in STOP identity tests so far: {WORST[0]:.3e}")
-    assert WORST[0] < TOL
 
 
 def _sgd_every_step(params, lr):
