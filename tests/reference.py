@@ -141,10 +141,13 @@ def expand_theta(theta, shape, mode):
     return np.broadcast_to(theta.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
 
 
-def forward(net, P, x, *, reset="soft", surrogate="exp", smooth_spikes=False, bn_train=True, masks=None):
+def forward(net, P, x, *, reset="soft", surrogate="exp", smooth_spikes=False, bn_train=True, masks=None,
+            reset_spikes=None):
     """Store everything. Returns dict of per-step lists keyed by layer / synapse names.
 
-    ``masks``: {synapse name: {pre-op index: (B, ...) mask}} for dropout, the same at every step."""
+    ``masks``: {synapse name: {pre-op index: (B, ...) mask}} for dropout, the same at every step.
+    ``reset_spikes``: {layer name: per-step spikes} used in the reset term instead of this run's own
+    (constants: the forward whose derivative is BPTT with the reset path detached)."""
     T, B = x.shape[:2]
     masks_of = masks or {}
     st = {"x": {}, "pre": {}, "z": {}, "bn": {}, "I": {}, "U": {}, "s": {}, "V": {}}
@@ -190,7 +193,8 @@ def forward(net, P, x, *, reset="soft", surrogate="exp", smooth_spikes=False, bn
             U = alpha * st["V"][layer.name][-1] + I
             z = U - th
             s = smooth(z, surrogate) if smooth_spikes else (z >= 0).astype(float)
-            V = U * (1 - s) if reset == "hard" else U - th * s
+            sr = s if reset_spikes is None else reset_spikes[layer.name][t]
+            V = U * (1 - sr) if reset == "hard" else U - th * sr
             st["U"][layer.name].append(U)
             st["s"][layer.name].append(s)
             st["V"][layer.name].append(V)
@@ -213,10 +217,15 @@ def ce_grad(o, y):
     return loss, g / B
 
 
-def loss_of(net, P, x, y, reduce="sum", **kw):
+def loss_of(net, P, x, y, reduce="sum", kind="ce", mix=0.05, **kw):
+    """ALGORITHMS.md §2: Σ_t [c_ce·CE + c_mse·MSE](o[t]) (MSE: mean over batch and classes), /T for mean."""
     st = forward(net, P, x, **kw)
     T = x.shape[0]
-    total = sum(ce_grad(o, y)[0] for o in outputs(net, st))
+    c_ce, c_mse = {"ce": (1.0, 0.0), "ce_mse": (1.0 - mix, mix), "mse": (0.0, 1.0)}[kind]
+    total = 0.0
+    for o in outputs(net, st):
+        hot = np.eye(o.shape[1])[y]
+        total += c_ce * ce_grad(o, y)[0] + c_mse * ((o - hot) ** 2).mean()
     return total / T if reduce == "mean" else total
 
 

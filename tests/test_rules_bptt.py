@@ -49,6 +49,58 @@ def test_bptt_convnet_bn_finite_differences(reset, pool):
     _fd_check(net, x, y, reset, "exp", bn_train=True)
 
 
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+@pytest.mark.parametrize("kind", ["mlp", "conv-bn"])
+def test_bptt_detached_reset_finite_differences(reset, kind):
+    """The default BPTT (reset path detached) is the derivative of the smooth forward whose reset term
+    uses the base run's spikes as constants (θ's own multiplier in the soft reset stays live)."""
+    if kind == "mlp":
+        net, bn_train = mlp3(reset=reset), False
+        x, y = data(net, T=4, scale=1.2)
+    else:
+        net, bn_train = convnet(reset=reset, bn=True, theta_mode="channel"), True
+        randomize_bn(net)
+        x, y = data(net, T=3, B=3, scale=1.0)
+    kw = dict(reset=reset, smooth_spikes=True, bn_train=bn_train)
+    base = reference.forward(net, net.params, x, **kw)
+    frozen = {layer.name: [s.copy() for s in base["s"][layer.name]] for layer in net.layers if layer.spiking}
+    hard = reference.forward(net, net.params, x, reset=reset, bn_train=bn_train)
+    for name, r in reference.spike_rates(net, hard).items():
+        assert 0 < r < 1, f"{name}: spike rate {r}"
+    got = stopnp.gradients(net, x, y, rule="bptt", smooth=True, detach_reset=True, alpha_reduce="sum",
+                           bn_mode="train" if bn_train else "eval")
+    assert set(got) == learned_names(net), sorted(got)
+    f = lambda: reference.loss_of(net, net.params, x, y, reset_spikes=frozen, **kw)  # noqa: E731
+    for name, g in got.items():
+        ok, err = check_grad(f, net.params[name], g)
+        assert np.abs(g).max() > 0 and ok, f"{name}: rel err {err:.2e}"
+        assert not check_grad(f, net.params[name], g * 1.01)[0], f"{name}: a 1 % error passes"
+    kept = stopnp.gradients(net, x, y, rule="bptt", smooth=True, detach_reset=False, alpha_reduce="sum",
+                            bn_mode="train" if bn_train else "eval")
+    assert rel_err(kept["fc1.weight" if kind == "mlp" else "conv1.weight"],
+                   got["fc1.weight" if kind == "mlp" else "conv1.weight"]) > 1e-3  # the two differ
+
+
+@pytest.mark.parametrize("readout", ["spiking", "membrane"])
+@pytest.mark.parametrize("kind, reduce", [("ce_mse", "mean"), ("mse", "sum"), ("ce", "mean")])
+def test_bptt_loss_options_finite_differences(readout, kind, reduce):
+    """Every loss option (§2) and both readouts, at network level: BPTT = finite differences."""
+    net = mlp3(readout=readout)
+    x, y = data(net, T=4, scale=1.2)
+    hard = reference.forward(net, net.params, x)
+    for name, r in reference.spike_rates(net, hard).items():
+        assert 0 < r < 1, f"{name}: spike rate {r}"
+    got = stopnp.gradients(net, x, y, rule="bptt", smooth=True, detach_reset=False, alpha_reduce="sum",
+                           loss=kind, mix=0.3, loss_reduce=reduce)
+    assert set(got) == learned_names(net)
+    f = lambda: reference.loss_of(net, net.params, x, y, reduce=reduce, kind=kind, mix=0.3,  # noqa: E731
+                                  smooth_spikes=True)
+    for name, g in got.items():
+        ok, err = check_grad(f, net.params[name], g)
+        assert np.abs(g).max() > 0 and ok, f"{name}: rel err {err:.2e}"
+        assert not check_grad(f, net.params[name], g * 1.01)[0], f"{name}: a 1 % error passes"
+
+
 def test_bptt_negative_control():
     net = mlp3()
     x, y = data(net, T=4, scale=1.2)

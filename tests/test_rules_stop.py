@@ -255,3 +255,38 @@ def test_forward_only_runs_a_hard_reset_network():
     u, v, s = (rec[f"fc1.{w}"] for w in ("u", "v", "s"))
     assert 0 < s.mean() < 1
     np.testing.assert_array_equal(v, u * (1 - s))
+
+
+def _resnet():
+    cfg = {"model": {"name": "custom", "input_shape": [2, 6, 6], "n_classes": 3,
+                     "layers": [{"type": "conv", "out": 3, "k": 3, "pad": 1, "bn": True},
+                                {"type": "resblock", "out": 3, "stride": 1},
+                                {"type": "resblock", "out": 4, "stride": 2},
+                                {"type": "gap"}, {"type": "flatten"}, {"type": "linear", "out": 3}]},
+           "neuron": {"alpha_init": 0.6}, "run": {"seed": 0}}
+    net = stopnp.build(cfg).astype(np.float64)
+    randomize_bn(net)
+    return net
+
+
+def test_identity_resnet_shortcuts_and_global_pooling():
+    """Two synapses into one layer (identity and 1×1 strided shortcuts) and global average pooling:
+    STOP equals the §4 identity (frozen BN), and BPTT equals finite differences (train-mode BN)."""
+    from fdcheck import check_grad
+    net = _resnet()
+    x, y = data(net, T=4, B=4, scale=1.5)
+    ref, st = reference.stop_identity(net, net.params, x, y, bn_train=False)
+    _rates_ok(net, st)
+    assert any(len(layer.synapses) == 2 for layer in net.layers)
+    got = stopnp.gradients(net, x, y, rule="stop", bn_mode="eval")
+    assert all(".bn." in k for k in set(got) - set(ref))  # the reference does not learn frozen BN's γ, β
+    _compare({k: got[k] for k in ref}, ref, [0.0])
+    g = stopnp.gradients(net, x, y, rule="bptt", smooth=True, detach_reset=False, alpha_reduce="sum",
+                         bn_mode="train")
+    shortcut = [k for k in g if "shortcut" in k and k.endswith(".weight")]
+    assert shortcut
+    f = lambda: reference.loss_of(net, net.params, x, y, smooth_spikes=True, bn_train=True)  # noqa: E731
+    for name in shortcut + ["conv1.weight", "block1.conv2.alpha", "block2.conv1.theta"]:
+        ok, err = check_grad(f, net.params[name], g[name])
+        assert ok, f"{name}: rel err {err:.2e}"
+        assert not check_grad(f, net.params[name], g[name] * 1.01)[0]
