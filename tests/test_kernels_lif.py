@@ -73,12 +73,16 @@ def test_checker_catches_one_percent_error():
     code = lif.SURROGATES["exp"]
     I, theta, alpha, R = _setup(1)
     loss = lambda: float((R * _run(I, theta, alpha, False, code)[1]).sum())  # noqa: E731
-    gI, gth, _ = _backward(R, I, theta, alpha, False, code)
+    gI, gth, gal = _backward(R, I, theta, alpha, False, code)
     assert check_grad(loss, I, gI)[0]
     ok, err = check_grad(loss, I, gI * 1.01)
     assert not ok and err > 1e-3
     ok, _ = check_grad(loss, theta, gth * 1.01)
     assert not ok
+    a = np.array([alpha])
+    loss_a = lambda: float((R * _run(I, theta, a[0], False, code)[1]).sum())  # noqa: E731
+    assert check_grad(loss_a, a, np.array([gal]))[0]
+    assert not check_grad(loss_a, a, np.array([gal * 1.01]))[0]
 
 
 def test_detached_reset_differs_from_kept_reset():

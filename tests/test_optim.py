@@ -67,6 +67,8 @@ def test_step_loss_gradient_matches_finite_differences():
                 oo[i] += sgn * 1e-6
                 fd[i] += sgn * loss.step_loss(np.zeros_like(o), oo, y, c_ce, c_mse) / 2e-6
         np.testing.assert_allclose(go, fd, rtol=1e-6, atol=1e-9)
+        with pytest.raises(AssertionError):  # negative control: a 1 % error is caught
+            np.testing.assert_allclose(go * 1.01, fd, rtol=1e-6, atol=1e-9)
     e = loss.step_loss(np.zeros_like(o), o, y, 1.0, 0.0)
     p = np.exp(o) / np.exp(o).sum(1, keepdims=True)
     assert abs(e - np.mean(-np.log(p[np.arange(4), y]))) < 1e-12
