@@ -27,7 +27,9 @@ def _is_fixed(net, numerics):
 
 
 def _params_as(net, dtype):
-    return {k: (v if v.dtype == dtype else v.astype(dtype)) for k, v in net.params.items()}
+    # once per batch: the kernels then get contiguous arrays of the run's dtype (no per-step copies)
+    return {k: (v if v.dtype == dtype and v.flags.c_contiguous else np.ascontiguousarray(v, dtype))
+            for k, v in net.params.items()}
 
 
 def run_batch(net, x, y=None, rule="stop", *, rng=None, record=(), **options):

@@ -272,7 +272,7 @@ def bn_forward(ws, params, syn, z, ti, bn_train):
         mean, invstd = ws.bn_mean[n][ti], ws.bn_invstd[n][ti]
         knorm.bn_forward_train(y3, cache, mean, invstd, z3, gamma, beta, BN_EPS)
         ws.bn_mean_sum[n] += mean
-        ws.bn_var_sum[n] += 1.0 / (invstd * invstd) - BN_EPS
+        knorm.add_var_from_invstd(ws.bn_var_sum[n], invstd, BN_EPS)  # σ² = 1/invstd² - ε, no temporaries
     else:
         cache[...] = z3  # eval-mode backward needs the BN input
         knorm.bn_forward_eval(y3, z3, gamma, beta, params[f"{p}.running_mean"],
@@ -428,8 +428,8 @@ def layer_grads_out(net, ws, grads, learn, alpha_reduce):
         if not layer.spiking:
             continue
         if "T" in learn:
-            grads[f"{layer.name}.theta"] += klif.reduce_theta_grad(ws.gtheta[layer.index], layer.shape,
-                                                                 layer.theta_mode)
+            klif.add_reduced_theta_grad(grads[f"{layer.name}.theta"], ws.gtheta[layer.index], layer.shape,
+                                        layer.theta_mode)
         if "L" in learn:
             ga = ws.galpha[layer.index]
             red = ga.sum() if alpha_reduce == "sum" else ga.sum() / ga.size

@@ -2,6 +2,8 @@
 
     SGD:   m <- μ·m + (g + λ_wd·w·[weight]);  w <- w - η_p·m            (nesterov: w -= η_p(g' + μ m))
     Adam:  m <- β1 m + (1-β1) g';  v <- β2 v + (1-β2) g'²;  w <- w - η_p·m̂/(sqrt(v̂) + ε)
+    clip:  g <- g·c/‖g‖ when the global norm ‖g‖ (over every gradient) exceeds c = optim.grad_clip
+    BN:    running <- (1-m)·running + m·(mean over the batch's steps of the per-step statistic)
     η_p  = η(step) · (theta_lr_scale for θ | alpha_lr_scale for α | 1)
     η(step) = η0 · ½(1 + cos(π·step/total))        cosine schedule (or constant)
     clamps after every update:  α ∈ [0, 1],  θ ≥ θ_min
@@ -102,10 +104,16 @@ def step(params: dict, grads: dict, state: dict, cfg_optim: dict, lr: float, the
     """Apply one update in place to ``params`` (and ``state``), then clamp θ and α."""
     for name, g in grads.items():  # checked before any update: the kernels index flat arrays blindly
         bufs = [state[b].get(name) if isinstance(state.get(b), dict) else None for b in BUFFERS[state["kind"]]]
+        p = params[name]
+        if not isinstance(p, np.ndarray) or p.dtype.kind != "f" or not p.flags.writeable:
+            raise ValueError(f"optim.step: parameter {name!r} must be a writable float array, got "
+                             f"{getattr(p, 'dtype', type(p).__name__)}")
         for what, a in (("gradient", g), *((f"{state['kind']} state", b) for b in bufs)):
-            if not isinstance(a, np.ndarray) or a.shape != params[name].shape:
+            if not isinstance(a, np.ndarray) or a.shape != p.shape:
                 got = a.shape if isinstance(a, np.ndarray) else type(a).__name__
-                raise ValueError(f"optim.step: {what} of {name!r} is {got}, the parameter is {params[name].shape}")
+                raise ValueError(f"optim.step: {what} of {name!r} is {got}, the parameter is {p.shape}")
+            if a is not g and (a.dtype.kind != "f" or not a.flags.writeable):
+                raise ValueError(f"optim.step: {what} of {name!r} must be a writable float array")
     state["step"] += 1
     wd = cfg_optim["weight_decay"]
     for name, g in grads.items():

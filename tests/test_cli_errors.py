@@ -110,6 +110,12 @@ def test_optim_step_updates_non_contiguous_parameters_and_checks_shapes():
     with pytest.raises(ValueError, match="sgd state of 'fc1.weight' is \\(3,\\)"):
         optim.step({"fc1.weight": ref}, {"fc1.weight": g}, state, cfg, 0.1, 1e-3)
     assert state["step"] == 0  # refused before counting a step
+    state = optim.init_state(cfg, {"fc1.weight": ref}, ["fc1.weight"])
+    frozen = ref.copy()
+    frozen.flags.writeable = False
+    for p in (ref.astype(np.int32), frozen):
+        with pytest.raises(ValueError, match="must be a writable float array"):
+            optim.step({"fc1.weight": p}, {"fc1.weight": g}, state, cfg, 0.1, 1e-3)
 
 
 def _cache(path, x, y, xt=None, yt=None):

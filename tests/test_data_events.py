@@ -145,6 +145,12 @@ def test_frames_edge_cases():
     assert events.to_frames(one, 4, (34, 34))[0].sum() == 2
     with pytest.raises(DataError, match="outside the sensor 34x34"):
         events.to_frames(events.make_events([1], [34], [0], [0]), 2, (34, 34))
+    # unsorted timestamps (e.g. a hand-made tonic sample) would bin outside 0..T-1: refused, not written
+    with pytest.raises(DataError, match="timestamps go backwards at event 1"):
+        events.to_frames(events.make_events([100, 0, 10, 20], [1, 2, 3, 4], [1, 2, 3, 4], [0, 1, 0, 1]), 4, (8, 8))
+    bad = np.zeros(2, [("t", "<f8"), ("x", "<i2"), ("y", "<i2"), ("p", "?")])
+    with pytest.raises(DataError, match="timestamps are float64"):
+        events.to_frames(bad, 2, (8, 8))
 
 
 def _denoise_reference(ev, h, w, dt):
@@ -160,12 +166,14 @@ def _denoise_reference(ev, h, w, dt):
 def test_denoise_matches_naive_reference():
     ev = events.make_events([0, 10, 20, 5000], [5, 6, 6, 30], [5, 5, 6, 30], [1, 1, 0, 1])
     keep = np.zeros(4, np.bool_)
-    events.denoise_mask(keep, ev["t"], ev["x"].astype(np.int64), ev["y"].astype(np.int64), 64, 64, 100)
+    events.denoise_mask(keep, np.full((66, 66), -(2 ** 62)), ev["t"], ev["x"].astype(np.int64),
+                        ev["y"].astype(np.int64), 100)
     assert keep.tolist() == [False, True, True, False]
     rng = np.random.default_rng(4)
     ev = _random_events(rng, 400, size=16, span=20000)
     keep = np.zeros(len(ev), np.bool_)
-    events.denoise_mask(keep, ev["t"], ev["x"].astype(np.int64), ev["y"].astype(np.int64), 16, 16, 300)
+    events.denoise_mask(keep, np.full((18, 18), -(2 ** 62)), ev["t"], ev["x"].astype(np.int64),
+                        ev["y"].astype(np.int64), 300)
     ref = _denoise_reference(ev, 16, 16, 300)
     assert np.array_equal(keep, ref) and 0 < ref.sum() < len(ev)
     fr = events.to_frames(ev, 4, (16, 16), denoise_dt=300)

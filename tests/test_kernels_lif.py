@@ -267,3 +267,16 @@ def test_fast_paths_one_and_two_threads_bitwise():
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     for a, b in zip(*res):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["neuron", "channel", "layer"])
+def test_add_reduced_theta_grad_equals_the_reduction(mode):
+    """The in-place reduction (online updates, every step) adds what ``reduce_theta_grad`` returns."""
+    rng = np.random.default_rng(2)
+    shape = (3, 4, 5)
+    g = rng.standard_normal(60)
+    n = {"neuron": shape, "channel": (3,), "layer": (1,)}[mode]
+    out = rng.standard_normal(n)
+    want = out + lif.reduce_theta_grad(g, shape, mode)
+    lif.add_reduced_theta_grad(out, g, shape, mode)
+    np.testing.assert_allclose(out, want, rtol=1e-14, atol=1e-14)

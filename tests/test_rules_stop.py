@@ -290,3 +290,22 @@ def test_identity_resnet_shortcuts_and_global_pooling():
         ok, err = check_grad(f, net.params[name], g[name])
         assert ok, f"{name}: rel err {err:.2e}"
         assert not check_grad(f, net.params[name], g[name] * 1.01)[0]
+
+
+def test_loop_kernels_option_runs_the_reference_lif_kernels(monkeypatch):
+    """kernels = "loop" is the C-portable reference throughout: the fused fast LIF kernels are not used."""
+    from stopnp.kernels import lif
+
+    def fail(*a, **k):
+        raise AssertionError("fast kernel called")
+
+    net = mlp3()
+    x, y = data(net, scale=1.2)
+    ref = stopnp.gradients(net, x, y, rule="stop", kernels="loop")
+    monkeypatch.setattr(lif, "lif_stop_forward", fail)
+    monkeypatch.setattr(lif, "stop_delta_grads", fail)
+    got = stopnp.gradients(net, x, y, rule="stop", kernels="loop")
+    for k in ref:
+        assert np.array_equal(ref[k], got[k])
+    with pytest.raises(AssertionError, match="fast kernel"):
+        stopnp.gradients(net, x, y, rule="stop", kernels="blas")

@@ -211,9 +211,9 @@ def events_to_frames(frames, t, x, y, p, in_h, in_w, by_count):
 
 
 @njit(cache=True)
-def denoise_mask(keep, t, x, y, h, w, dt):
-    """keep[i] = some 8-neighbour pixel fired within dt µs before event i (a background-activity filter)."""
-    last = np.full((h + 2, w + 2), -(2 ** 62), np.int64)
+def denoise_mask(keep, last, t, x, y, dt):
+    """keep[i] = some 8-neighbour pixel fired within dt µs before event i (a background-activity filter).
+    ``last`` (H + 2, W + 2) int64 scratch, filled with a very old time by the caller."""
     for i in range(t.shape[0]):
         xi, yi = x[i] + 1, y[i] + 1
         ok = False
@@ -229,15 +229,23 @@ def to_frames(ev, T, in_shape, out_shape=None, by="time", denoise_dt=0):
     """Events -> uint16 frames (T, 2, H', W'). ``in_shape`` = (H, W) of the sensor."""
     in_h, in_w = in_shape
     out_h, out_w = out_shape or in_shape
+    if int(T) < 1:
+        raise _err(f"T = {T}: frames need T >= 1 time bins")
+    if ev.dtype.names is None or not {"t", "x", "y", "p"} <= set(ev.dtype.names):
+        raise _err(f"events must be a structured array with fields t, x, y, p (make_events), got {ev.dtype}")
+    if ev["t"].dtype.kind not in "iu":
+        raise _err(f"event timestamps are {ev['t'].dtype}; expected integer µs (make_events converts)")
+    check_monotonic(ev, "events")  # the time bins assume sorted timestamps (else they fall outside 0..T-1)
     if len(ev) and (ev["x"].max() >= in_w or ev["y"].max() >= in_h or ev["x"].min() < 0 or ev["y"].min() < 0):
         raise _err(f"event coordinates outside the sensor {in_w}x{in_h}")
     if denoise_dt:
         keep = np.zeros(len(ev), np.bool_)
-        denoise_mask(keep, ev["t"], ev["x"].astype(np.int64), ev["y"].astype(np.int64), in_h, in_w,
+        last = np.full((in_h + 2, in_w + 2), -(2 ** 62), np.int64)
+        denoise_mask(keep, last, ev["t"].astype(np.int64), ev["x"].astype(np.int64), ev["y"].astype(np.int64),
                      int(denoise_dt))
         ev = ev[keep]
     frames = np.zeros((T, 2, out_h, out_w), np.uint16)
-    events_to_frames(frames, ev["t"], ev["x"].astype(np.int64), ev["y"].astype(np.int64),
+    events_to_frames(frames, ev["t"].astype(np.int64), ev["x"].astype(np.int64), ev["y"].astype(np.int64),
                      (ev["p"] > 0).astype(np.int64), in_h, in_w, by == "count")
     return frames
 
@@ -283,13 +291,15 @@ def list_dvsgesture(root, split):
 
 
 @functools.lru_cache(maxsize=1)
-def _read_aedat31_cached(path):
+def _read_aedat31_cached(path, mtime_ns, size):
     # a recording holds ~11 gestures, cut one after the other: read each file once, not once per gesture
+    # (keyed on the file's mtime and size too, so a rewritten file is read again)
     return read_aedat31(path)
 
 
 def _gesture_cut(path, t0, t1):
-    ev = _read_aedat31_cached(path)
+    st = os.stat(path)
+    ev = _read_aedat31_cached(path, st.st_mtime_ns, st.st_size)
     return ev[(ev["t"] >= t0) & (ev["t"] < t1)]
 
 

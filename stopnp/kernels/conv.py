@@ -423,6 +423,11 @@ def conv2d_forward_fast(out, x, w, stride, pad, cols, wt=None, max_density=None)
         out3[...] = dst
 
 
+# stand-ins for the input-gradient operands when only the weight gradient runs (the first layer, every
+# step): made once, never written (the kernel's do_gx flag skips them); numba types need the dtype
+_UNUSED = {np.dtype(t): (np.zeros((2, 2), t).T, np.zeros((1, 1, 1, 1), t)) for t in (np.float32, np.float64)}
+
+
 def conv2d_backward_fast(gx, gw, gout, w, a, stride, pad, cols, scratch=None):
     """gW₂ += Σ_b gout[b] · im2col(a)[b]ᵀ and gx += col2im(W₂ᵀ · gout[b]); ``gx`` or ``gw`` may be None.
 
@@ -447,8 +452,9 @@ def conv2d_backward_fast(gx, gw, gout, w, a, stride, pad, cols, scratch=None):
         scratch, a = np.empty((G + slots, 1, 1), dt), gx  # unused stand-ins (gx: no input-sized allocation)
     if gx is not None and (gx.dtype != dt or not gx.flags.c_contiguous):
         raise ValueError(f"gx must be a C-contiguous {np.dtype(dt)} array, got {gx.dtype}")
-    w2t = _contig(w, dt).reshape(Co, K).T if gx is not None else np.empty((2, 2), dt).T
-    _backward_gemm(gx if gx is not None else np.empty((1, 1, 1, 1), dt), scratch[:G], scratch[G:], g3, w2t,
+    unused_w, unused_gx = _UNUSED[dt]
+    w2t = _contig(w, dt).reshape(Co, K).T if gx is not None else unused_w
+    _backward_gemm(gx if gx is not None else unused_gx, scratch[:G], scratch[G:], g3, w2t,
                    a, cols, KH, KW, stride, pad, band, gx is not None, gw is not None)
     if gw is not None:
         _add_groups_t(gw2, scratch[:G])

@@ -364,6 +364,25 @@ def expand_theta_into(out, theta, layer_shape, mode):
         out.reshape(layer_shape[0], -1)[...] = t[:, None]
 
 
+def add_reduced_theta_grad(out, gtheta_full, layer_shape, mode):
+    """out += ``reduce_theta_grad(...)`` without a temporary (online updates reduce every step)."""
+    if mode == "neuron":
+        out += gtheta_full.reshape(out.shape)
+    else:
+        C = 1 if mode == "layer" else layer_shape[0]
+        _add_group_sums(out.reshape(C), gtheta_full.reshape(C, -1))
+
+
+@njit(cache=True)
+def _add_group_sums(out, g):
+    """out[c] += Σ_j g[c, j], summed in float64 (a per-layer θ sums over up to 10⁵ neurons)."""
+    for c in range(g.shape[0]):
+        acc = 0.0
+        for j in range(g.shape[1]):
+            acc += g[c, j]
+        out[c] += acc
+
+
 def reduce_theta_grad(gtheta_full, layer_shape, mode):
     """Sum the per-neuron θ gradient over neurons sharing one θ (inverse of ``expand_theta``)."""
     if mode == "neuron":

@@ -8,6 +8,8 @@ Training (statistics of this step's batch, n = B·S, sums over b and s):
   backward (exact, through the batch statistics):
     ∂γ_c += Σ gy·x̂,   ∂β_c += Σ gy
     gx   += (γ_c r_c / n)·( n·gy - Σ gy - x̂·Σ gy·x̂ )
+Running statistics (``add_var_from_invstd``): the step's σ²_c = 1/r_c² - ε is summed over steps; the
+optimizer moves m_c, v_c towards the step means (optim.update_bn_running).
 Evaluation (running statistics m_c, v_c are constants), r_c = 1/sqrt(v_c + ε):
     y = γ_c (x - m_c)·r_c + β_c
     ∂γ_c += Σ gy·(x - m_c)·r_c,   ∂β_c += Σ gy,   gx += gy·γ_c·r_c
@@ -70,6 +72,14 @@ def bn_backward_train(gx, ggamma, gbeta, gy, xhat, gamma, invstd):
         for b in range(B):
             for s in range(S):
                 gx[b, c, s] += k * (nf * gy[b, c, s] - sg - xhat[b, c, s] * sgx)
+
+
+@njit(cache=True)
+def add_var_from_invstd(var_sum, invstd, eps):
+    """var_sum += 1/invstd² - ε: the step's batch variance back from its inverse std (running stats)."""
+    one, e = var_sum.dtype.type(1), var_sum.dtype.type(eps)
+    for c in range(var_sum.shape[0]):
+        var_sum[c] += one / (invstd[c] * invstd[c]) - e
 
 
 @njit(cache=True, parallel=True)

@@ -98,6 +98,8 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     coef = [0.0] * len(net.layers)
     static_begin(ws)
     total = 0.0
+    loop = opts["kernels"] == "loop"  # the C-portable reference kernels throughout
+    lif_step = klif.lif_stop_forward_loop if loop else klif.lif_stop_forward
     for t in range(T):
         x_t = x[t]
         for layer in net.layers:
@@ -113,7 +115,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
             if not layer.spiking:
                 np.copyto(u, flat(i_in))
             elif learning and opts["rule"] in ("stop",):
-                klif.lif_stop_forward(u, s, flat(ws.v[li]), flat(ws.th_trace[li]), flat(ws.al_trace[li]),
+                lif_step(u, s, flat(ws.v[li]), flat(ws.th_trace[li]), flat(ws.al_trace[li]),
                                       flat(i_in), alphas[li], ws.theta[li], smooth, surr)
             else:
                 klif.lif_forward(u, s, flat(ws.v[li]), flat(i_in), alphas[li], ws.theta[li],
@@ -135,8 +137,10 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
                     on_step(t, grads)
                     # the next step runs with the updated θ and α (W is read from params directly)
                     ws.refresh_theta(net, params)
-                    alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
-                    decays = [trace_decay(opts, a, dtype) for a in alphas]
+                    for layer in net.layers:
+                        if layer.spiking:
+                            alphas[layer.index] = alpha_of(params, layer, dtype)
+                            decays[layer.index] = trace_decay(opts, alphas[layer.index], dtype)
         _record_step(net, ws, rec, t)
     if static_grad:
         flush_static(net, ws, grads, x[0])
@@ -154,7 +158,8 @@ def _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef
         li = layer.index
         e = ws.e[li]
         if layer.spiking and theta_learn:
-            klif.stop_delta_grads(flat(e), ws.gtheta[li], ws.galpha[li], flat(ws.g[li]), flat(ws.u[li][0]),
+            delta_grads = klif.stop_delta_grads_loop if opts["kernels"] == "loop" else klif.stop_delta_grads
+            delta_grads(flat(e), ws.gtheta[li], ws.galpha[li], flat(ws.g[li]), flat(ws.u[li][0]),
                                   ws.theta[li], flat(ws.th_trace[li]), flat(ws.al_trace[li]), opts["surr"])
         elif layer.spiking:
             klif.spatial_delta(flat(e), flat(ws.g[li]), flat(ws.u[li][0]), ws.theta[li], opts["surr"])
