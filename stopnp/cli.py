@@ -50,16 +50,19 @@ def _add_train(sub):
 def cmd_train(args):
     from . import config as C
     from .train import train
-    base = C.read(args.config) if args.config else C.DEFAULT_TRAIN
     ov = list(args.overrides)
+    for o in ov:  # before the config file: `--set optim.lr 0.1` would otherwise read "0.1" as the file
+        C.parse_override(o)
+    base = C.read(args.config) if args.config else C.DEFAULT_TRAIN
     if args.rule is not None:
         ov.append(f"rule.name={args.rule!s}")
     if args.epochs is not None:
         ov.append(f"run.epochs={args.epochs}")
     if args.out is not None:
         ov.append(f"run.out_dir={json.dumps(args.out)}")
-    if args.quiet:
-        ov.append("run.quiet=true")
+    if args.resume and args.out is None:  # continue in the checkpoint's own folder, wherever it now is
+        ov.append(f"run.out_dir={json.dumps(os.path.dirname(os.path.abspath(args.resume)))}")
+    ov.append(f"run.quiet={'true' if args.quiet else 'false'}")  # display only: never inherited
     cfg = C.resolve(base, ov)
     if args.resume and not args.config:
         from .checkpoint import load

@@ -6,8 +6,9 @@
     bar.close()
 
 On a terminal the bar redraws in place (at most ten times a second). When the stream is not a TTY
-(logs, CI) it prints only one summary line at ``close()``, and nothing at all when ``quiet``, so
-logs stay short. Throughput and ETA use ``time.perf_counter``. Postfix values whose key contains
+(logs, CI) it prints a plain line every ``log_every`` seconds (30: a long epoch is not silent) and a
+summary line at ``close()``, and nothing at all when ``quiet``. ``initial``: samples already done (a
+resumed epoch); the rate counts only this run's. Throughput and ETA use ``time.perf_counter``. Postfix values whose key contains
 "acc" are percentages (the caller passes 91.2, not 0.912) and get a "%".
 
     MetricsLog(path).append(row)   one JSON object per line, flushed: a crash loses at most a line
@@ -43,17 +44,20 @@ def _is_tty(stream):
 class Progress:
     """A one-line progress bar; see the module docstring. Usable as a context manager."""
 
-    def __init__(self, total, desc="", unit="samples", quiet=False, stream=None, width=24, min_interval=0.1):
+    def __init__(self, total, desc="", unit="samples", quiet=False, stream=None, width=24, min_interval=0.1,
+                 initial=0, log_every=30.0):
         self.total, self.desc, self.unit, self.width = int(total), desc, unit, width
+        self.log_every = log_every
         # Resolved at call time (not as a default argument) so redirected/captured stderr is honoured.
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
         self.live = not quiet and _is_tty(self.stream)
         self.min_interval = min_interval
-        self.n = 0
+        self.n = self.n0 = int(initial)
         self.postfix = {}
         self.t0 = time.perf_counter()
         self._last_draw = -float("inf")
+        self._last_log = self.t0
         self._drawn_len = 0
         self.closed = False
 
@@ -61,7 +65,7 @@ class Progress:
         return time.perf_counter() - self.t0
 
     def rate(self):
-        return self.n / max(self.elapsed(), 1e-9)
+        return (self.n - self.n0) / max(self.elapsed(), 1e-9)
 
     def line(self, final=False):
         """The bar as text. ``final``: the elapsed time instead of the ETA."""
@@ -82,9 +86,13 @@ class Progress:
     def update(self, n=1, **postfix):
         self.n += n
         self.postfix.update(postfix)
-        if not self.live:
-            return
         now = time.perf_counter()
+        if not self.live:
+            if not self.quiet and now - self._last_log >= self.log_every and self.n < self.total:
+                self.stream.write(self.line() + "\n")
+                self.stream.flush()
+                self._last_log = now
+            return
         # Redrawing costs a write per batch; throttle, but always draw the 100% state.
         if now - self._last_draw >= self.min_interval or self.n >= self.total:
             self._draw(self.line())

@@ -148,7 +148,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     n_train = len(train_src.y)
     per_epoch = -(-n_train // dcfg["batch_size"])
     total_steps = per_epoch * run_cfg["epochs"]
-    start_epoch, start_batch, metrics = 0, 0, []
+    start_epoch, start_batch, metrics, partial = 0, 0, [], None
     run_dir = run_cfg["out_dir"]
     _check_run_dir(run_dir, resume, overwrite)
     os.makedirs(run_dir, exist_ok=True)
@@ -160,6 +160,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
         _check_loaded(net, resume)
         opt_state = ck.opt_state
         start_epoch, start_batch, metrics = ck.epoch, ck.step, list(ck.metrics)
+        partial = ck.extra.get("epoch_partial") if start_batch else None
     with open(os.path.join(run_dir, "config.toml"), "w") as f:
         f.write(config_mod.dumps_toml(cfg))
     log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
@@ -175,20 +176,25 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     done_batches = 0
     pos = (start_epoch, start_batch)  # (epoch, index of the next batch): what a resume continues from
     ctrl_c = _DeferredInterrupt(quiet, stream)
+    tuner = threads.PoolTuner()
     try:
         with ctrl_c:  # Ctrl-C stops at the next batch boundary, where the state is whole
             for epoch in range(start_epoch, run_cfg["epochs"]):
-                bar = Progress(n_train, desc=f"epoch {epoch + 1}/{run_cfg['epochs']}", quiet=quiet,
-                               **({"stream": stream} if stream is not None else {}))
-                loss_sum = correct = seen = 0
                 skip = start_batch if epoch == start_epoch else 0
-                t_epoch = time.perf_counter()
+                # a resumed epoch continues its sums: its metrics equal an uninterrupted run's
+                loss_sum, correct, seen, before = ((partial["loss_sum"], partial["correct"], partial["seen"],
+                                                    partial["seconds"]) if skip and partial else (0.0, 0, 0, 0.0))
+                bar = Progress(n_train, desc=f"epoch {epoch + 1}/{run_cfg['epochs']}", quiet=quiet, initial=seen,
+                               **({"stream": stream} if stream is not None else {}))
+                t_epoch = time.perf_counter() - before
+                tuner.start_epoch()
                 batches = data.batches(train_src, dcfg["batch_size"], dcfg["T"], seed=run_cfg["seed"],
                                        epoch=epoch, shuffle=True, augment=None if dcfg["augment"] == "none"
                                        else dcfg["augment"], dtype=dtype)
                 for bi, (x, y) in enumerate(batches):
                     if bi < skip:
                         continue
+                    t_batch = time.perf_counter()
                     ws = _ws(ws_cache, net, x.shape[1], dtype, opts, rule, x.shape[0])
                     lr = optim.lr_at(ocfg, epoch * per_epoch + bi, total_steps)
 
@@ -217,6 +223,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                     seen += len(y)
                     bar.update(len(y), loss=loss_sum / seen, acc=100.0 * correct / seen)
                     done_batches += 1
+                    tuner.batch_done(time.perf_counter() - t_batch)
                     pos = (epoch, bi + 1)
                     if ctrl_c.requested or (stop_after is not None and done_batches >= stop_after):
                         raise KeyboardInterrupt
@@ -228,6 +235,8 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                        "train_acc": correct / max(seen, 1), "test_acc": test_acc,
                        "lr": optim.lr_at(ocfg, (epoch + 1) * per_epoch, total_steps),
                        "seconds": train_time, "samples_per_s": seen / max(train_time, 1e-9)}
+                if tuner.threads is not None:
+                    row["threads"] = tuner.threads  # the auto policy's pick for this epoch
                 row.update(_param_summary(net))
                 metrics.append(row)
                 log.append(row)
@@ -238,7 +247,8 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                 _save(run_dir, net, opt_state, rng, cfg, epoch + 1, 0, metrics, is_best)
                 if not quiet:
                     print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
-                          f" | test acc {100 * test_acc:.2f}% | {row['samples_per_s']:.0f} samples/s",
+                          f" | test acc {100 * test_acc:.2f}% | {row['samples_per_s']:.0f} samples/s"
+                          + (f" on {tuner.threads} thread{'s' * (tuner.threads > 1)}" if tuner.threads else ""),
                           file=stream or None, flush=True)
                 if ctrl_c.requested:
                     raise KeyboardInterrupt
@@ -249,9 +259,14 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                   file=stream or None, flush=True)
     except KeyboardInterrupt:
         interrupted = True
-        _save(run_dir, net, opt_state, rng, cfg, pos[0], pos[1], metrics, False)
+        partial = None
+        if pos[1] > 0:  # stopped inside an epoch: keep its running sums for the resume
+            partial = {"loss_sum": loss_sum, "correct": correct, "seen": seen,
+                       "seconds": time.perf_counter() - t_epoch}
+        _save(run_dir, net, opt_state, rng, cfg, pos[0], pos[1], metrics, False, partial)
         if not quiet:
-            print(f"interrupted: resumable checkpoint written to {os.path.join(run_dir, 'last.h5')}")
+            print(f"interrupted: resumable checkpoint written; continue with: stopnp train --resume "
+                  f"{os.path.join(run_dir, 'last.h5')}", file=stream or None, flush=True)
     return RunResult(net, metrics, run_dir, best, time.perf_counter() - t_start, interrupted)
 
 
@@ -309,9 +324,11 @@ def _param_summary(net):
     return out
 
 
-def _save(run_dir, net, opt_state, rng, cfg, epoch, step, metrics, is_best):
+def _save(run_dir, net, opt_state, rng, cfg, epoch, step, metrics, is_best, partial=None):
+    """last.h5 (and best.h5); ``partial``: the running sums of an epoch stopped mid-way, so that the
+    resumed epoch reports the same loss and accuracy as an uninterrupted one."""
     kw = dict(params=net.params, opt_state=opt_state, rng_state=rng.bit_generator.state, config=cfg,
-              epoch=epoch, step=step, metrics=metrics)
+              epoch=epoch, step=step, metrics=metrics, extra={"epoch_partial": partial} if partial else None)
     checkpoint.save(os.path.join(run_dir, "last.h5"), **kw)
     if is_best:
         checkpoint.save(os.path.join(run_dir, "best.h5"), **kw)
@@ -329,10 +346,16 @@ def _check_run_dir(run_dir, resume, overwrite):
     if not run_dir:
         raise config_mod.ConfigError("run.out_dir is empty; name a run directory, e.g. --out runs/mnist")
     held = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
-    if held and not resume and not overwrite:
+    if not held or overwrite:
+        return
+    if not resume:
         raise config_mod.ConfigError(
             f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume "
             f"{os.path.join(run_dir, 'last.h5')}, choose another --out, or replace it with --force")
+    if not os.path.samefile(run_dir, os.path.dirname(os.path.abspath(resume))):
+        raise config_mod.ConfigError(
+            f"{run_dir} holds another run ({', '.join(held)}); resuming {resume} there would replace it: "
+            f"resume without --out (its own folder), into an empty --out, or replace it with --force")
 
 
 def _check_resume(path, ck, net, names, ocfg, rng):
@@ -350,6 +373,11 @@ def _check_resume(path, ck, net, names, ocfg, rng):
     if not isinstance(ck.metrics, (list, tuple)) or not all(isinstance(m, dict) for m in ck.metrics):
         raise config_mod.ConfigError(f"{path}: metrics is not a list of epoch records (corrupt checkpoint); "
                                      f"start a new run")
+    partial = ck.extra.get("epoch_partial") if isinstance(ck.extra, dict) else None
+    if partial is not None and not (isinstance(partial, dict) and all(
+            isinstance(partial.get(k), (int, float)) for k in ("loss_sum", "correct", "seen", "seconds"))):
+        raise config_mod.ConfigError(f"{path}: its epoch_partial record is malformed (corrupt checkpoint); start "
+                                     f"a new run")
     try:
         rng.bit_generator.state = ck.rng_state
     except (ValueError, TypeError, KeyError) as e:

@@ -122,3 +122,27 @@ def test_blas_core_is_reported_and_an_avx2_override_on_avx512_is_flagged(monkeyp
     monkeypatch.setattr(threads, "cpu_has_avx512", lambda: True)
     monkeypatch.setattr(threads, "blas_core", lambda package="scipy": "SkylakeX")
     assert threads.blas_note("SkylakeX") == "OpenBLAS SkylakeX kernels"  # AVX-512 kernels: nothing to flag
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads to choose between")
+def test_pool_tuner_keeps_the_faster_thread_count_each_epoch():
+    """Batch 0 warms up, batches 1-2 run on all cores, 3-4 on one, then the faster count stays."""
+    cores = numba.config.NUMBA_NUM_THREADS
+    try:
+        threads.set_threads(0)
+        threads.fit(0)  # conv-like workload: numba's pool carries it
+        for busy_box, want in ((True, 1), (False, cores)):
+            tuner = threads.PoolTuner(probe=2)
+            assert tuner.active
+            tuner.start_epoch()
+            seen = []
+            for i, (t_all, t_one) in enumerate([(9, 9), (2.0, 1.0), (2.0, 1.0), (2.0, 1.0), (2.0, 1.0)] * 2):
+                seen.append(numba.get_num_threads())
+                tuner.batch_done((t_all if busy_box else t_one) if seen[-1] == cores else
+                                 (t_one if busy_box else t_all))
+            assert seen[:5] == [cores, cores, cores, 1, 1]
+            assert tuner.threads == want and numba.get_num_threads() == want and seen[5:] == [want] * 5
+        threads.set_threads(cores)
+        assert not threads.PoolTuner().active and threads.PoolTuner().threads is None
+    finally:
+        threads.set_threads(cores)

@@ -191,3 +191,25 @@ def test_compare_checks_every_override_before_training(tmp_path, capsys):
 def test_a_named_model_that_does_not_fit_the_input_says_so():
     with pytest.raises(C.ConfigError, match=r"model.name = 'vgg11' does not fit model.input_shape = \[1, 28, 28\]"):
         stopnp.build("vgg11", model__input_shape=[1, 28, 28])
+
+
+def test_resume_continues_in_the_checkpoints_own_folder(tmp_path, capsys):
+    run = _run(tmp_path, "a")
+    moved = tmp_path / "moved"
+    os.rename(run, moved)  # a run folder that was moved or copied
+    assert cli.main(["train", "--resume", str(moved / "last.h5"), "--epochs", "2", "--quiet"]) == 0
+    assert not run.exists()
+    assert [json.loads(line)["epoch"] for line in open(moved / "metrics.jsonl")] == [1, 2]
+    other = _run(tmp_path, "other")
+    before = (other / "best.h5").read_bytes()
+    _err(capsys, ["train", "--resume", moved / "last.h5", "--epochs", "3", "--out", other], "holds another run",
+         "--force")
+    assert (other / "best.h5").read_bytes() == before
+    _err(capsys, ["train", "--set", "optim.lr", "0.1"], "optim.lr", "SECTION.KEY=VALUE")
+
+
+def test_quiet_is_not_inherited_by_a_resume(tmp_path, capsys):
+    run = _run(tmp_path)  # trained with run.quiet = true
+    assert cli.main(["train", "--resume", str(run / "last.h5"), "--epochs", "2"]) == 0
+    out = capsys.readouterr()
+    assert "epoch 2: train loss" in out.out

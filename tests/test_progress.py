@@ -86,3 +86,23 @@ def test_read_metrics_skips_torn_last_line_only(tmp_path):
     path.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
     with pytest.raises(ValueError, match="m.jsonl:2"):
         read_metrics(path)
+
+
+def test_log_lines_during_a_long_epoch_and_a_resumed_start():
+    """Not a TTY: a plain line every log_every seconds (no carriage returns), then the summary; a
+    resumed bar starts at ``initial`` and its rate counts only the new samples."""
+    import io
+    buf = io.StringIO()
+    bar = Progress(100, "epoch 1/1", stream=buf, log_every=0.0, initial=40)
+    assert bar.n == 40 and bar.rate() == 0
+    bar.update(10, loss=0.5)
+    bar.update(10, loss=0.4)
+    bar.close()
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 3 and "\r" not in buf.getvalue()
+    assert lines[0].startswith("epoch 1/1") and " 50/100 " in lines[0] and " 60/100 " in lines[1]
+    quiet = io.StringIO()
+    q = Progress(100, stream=quiet, log_every=0.0, quiet=True)
+    q.update(10)
+    q.close()
+    assert quiet.getvalue() == ""
