@@ -257,9 +257,14 @@ def _kinds(kind):
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+               type(None): "nothing"}
+
+
 def _kind_name(f):
-    names = [k.__name__ for k in _kinds(f.kind)]
-    return f.hint or " or ".join(names)
+    """The expected type in words, then the field's hint: 'an integer (time steps > 0)'."""
+    kinds = " or ".join(_TYPE_WORDS.get(k, k.__name__) for k in _kinds(f.kind))
+    return f"{kinds} ({f.hint})" if f.hint else kinds
 
 
 def dumps_toml(cfg: dict) -> str:

@@ -3,6 +3,7 @@
     raster(ax, s)                       spikes (T, B, ...) of one sample: neuron index vs step
     membrane(ax, u, theta, neurons)     U[t] of chosen neurons with their thresholds θ and spike marks
     traces(ax | [3 axes], w_trace, th_trace, al_trace, neurons)   the three STOP traces over time
+    percentiles(ax, {epoch: values}, label)                       median and 1st-99th band per epoch
     distributions(ax, values_by_epoch)  θ (or α) across epochs: box plots, or a line when scalar
     curves(ax, metrics, keys)           per-epoch metrics (loss, accuracy) from the metrics list
     spike_rates(ax, rates)              bar chart: layer -> rate
@@ -33,7 +34,7 @@ if not _backend_chosen():
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, ScalarFormatter  # noqa: E402
 
 _TRACE_NAMES = (r"$\tilde{w}$", r"$\tilde{\theta}$", r"$\tilde{\alpha}$")  # mathtext: fonts lack combining ~
 _TRACE_STYLES = ("-", "--", ":")
@@ -57,9 +58,17 @@ def _check_neurons(neurons, n, what):
     return neurons
 
 
-def raster(ax, s, sample=0, max_neurons=200, **kw):
-    """Spike raster of one sample: a dot at (t, neuron) for every spike of the first ``max_neurons``."""
-    sp = _sample(s, sample)[:, :max_neurons]
+def raster(ax, s, sample=0, max_neurons=200, spread=False, **kw):
+    """Spike raster of one sample: a dot at (t, neuron) for every spike of the first ``max_neurons``
+    neurons, or (``spread``) of ``max_neurons`` spread evenly over the layer (the y axis then gives
+    their indices: the first few hundred of a conv layer are one channel's border rows)."""
+    sp = _sample(s, sample)
+    if spread and sp.shape[1] > max_neurons:
+        idx = np.linspace(0, sp.shape[1] - 1, max_neurons).astype(int)
+        sp = sp[:, idx]
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: str(idx[int(v)]) if 0 <= v < len(idx) else ""))
+    else:
+        sp = sp[:, :max_neurons]
     t, n = np.nonzero(sp > 0)
     art = ax.scatter(t, n, s=kw.pop("s", 6), marker=kw.pop("marker", "|"), color=kw.pop("color", "k"), **kw)
     ax.set_xlabel("time step t")
@@ -102,18 +111,20 @@ def membrane(ax, u, theta, neurons, sample=0, s=None):
         fired = fired_all[:, j]
         if fired.any():
             arts.append(ax.scatter(t[fired], uu[fired, j], marker="^", color=color, zorder=3))
+    if any(fired_all[:, j].any() for j in neurons):
+        ax.scatter([], [], marker="^", color="gray", label="spike")  # legend entry for the markers
     ax.set_xlabel("time step t")
     ax.set_ylabel("membrane U (dashed: θ)")
     ax.legend(fontsize="small")
     return arts
 
 
-def traces(axes, w_trace, th_trace, al_trace, neurons, sample=0):
+def traces(axes, w_trace, th_trace, al_trace, neurons, sample=0, inputs=None):
     """The three STOP traces of the chosen neurons over time.
 
     ``axes``: one ax (three line styles: solid w~, dashed θ~, dotted α~; one color per neuron) or a
-    list of three axes (one trace each). w̃ is indexed by the input it follows, so indices beyond a
-    trace's size are skipped for that trace rather than refused.
+    list of three axes (one trace each). w̃ belongs to the layer's *inputs*, not its neurons: ``inputs``
+    picks its flat input indices (default ``neurons``; indices beyond its size are skipped).
     """
     single = not isinstance(axes, (list, tuple, np.ndarray))
     axes = [axes] * 3 if single else list(np.ravel(axes))
@@ -121,9 +132,10 @@ def traces(axes, w_trace, th_trace, al_trace, neurons, sample=0):
         raise ValueError(f"traces: give one ax or three, got {len(axes)}")
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
     arts = []
-    for ax, arr, name, ls in zip(axes, (w_trace, th_trace, al_trace), _TRACE_NAMES, _TRACE_STYLES):
+    picks = (neurons if inputs is None else inputs, neurons, neurons)
+    for ax, arr, name, ls, pick in zip(axes, (w_trace, th_trace, al_trace), _TRACE_NAMES, _TRACE_STYLES, picks):
         a = _sample(arr, sample)
-        for i, j in enumerate(int(j) for j in neurons):
+        for i, j in enumerate(int(j) for j in pick):
             if 0 <= j < a.shape[1]:
                 arts += ax.plot(np.arange(a.shape[0]), a[:, j], ls=ls, color=colors[i % len(colors)],
                                 label=f"{name}[{j}]")
@@ -156,6 +168,21 @@ def distributions(ax, values_by_epoch, label="θ"):
     return arts
 
 
+def percentiles(ax, values_by_epoch, label, q=(1, 50, 99)):
+    """One line per epoch axis: the median of the values with the band between the q[0]-th and q[-1]-th
+    percentiles (θ of one layer across epochs: where the thresholds are, not only where most are)."""
+    epochs = sorted(values_by_epoch)
+    if not epochs:
+        raise ValueError("percentiles: no epochs to plot")
+    p = np.array([np.percentile(np.ravel(values_by_epoch[e]), q) for e in epochs])
+    line, = ax.plot(epochs, p[:, len(q) // 2], marker=".", label=f"{label} (median)")
+    band = ax.fill_between(epochs, p[:, 0], p[:, -1], alpha=0.2, color=line.get_color(),
+                           label=f"{label} ({q[0]}th-{q[-1]}th pct)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    return [line, band]
+
+
 def _epoch_axis(ax):
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 2.5" ticks
@@ -184,7 +211,7 @@ def spike_rates(ax, rates):
     art = ax.bar(range(len(names)), [float(rates[n]) for n in names])
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right")
-    ax.set_ylabel("spike rate")
+    ax.set_ylabel("spikes per neuron per step")
     return list(art)
 
 

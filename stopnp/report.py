@@ -39,36 +39,49 @@ def plot_run(run_dir, out_dir=None, n_samples=8):
     d = net.config["data"]
     src = data.load(d["name"], "test")
     x, y = next(iter(data.batches(src, n_samples, d["T"], shuffle=False)))
+    who = f"last.h5, test sample 0 (label {int(y[0])})"
     rec = simulate(net, np.ascontiguousarray(x), record=("u", "s", "delta", "w_trace", "th_trace", "al_trace"),
                    y=y, bn_mode="eval")
     spiking = [layer for layer in net.layers if layer.spiking]
-    fig, axes = plt.subplots(1, len(spiking), figsize=(3 * len(spiking), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(spiking), figsize=(3.3 * len(spiking), 3.3), squeeze=False,
+                             layout="constrained")
     for ax, layer in zip(axes[0], spiking):
-        plot.raster(ax, rec[f"{layer.name}.s"])
-        ax.set_title(layer.name)
+        plot.raster(ax, rec[f"{layer.name}.s"], spread=True)
+        ax.set_title(layer.name + (f" (200 of {layer.size} neurons, evenly spread)" if layer.size > 200 else ""),
+                     fontsize="small")
+    fig.suptitle(f"spike rasters, {who}")
     paths.append(plot.save(fig, os.path.join(out_dir, "raster.png")))
 
-    fig, axes = plt.subplots(1, len(spiking), figsize=(3.2 * len(spiking), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(spiking), figsize=(3.6 * len(spiking), 3.3), squeeze=False,
+                             layout="constrained")
     for ax, layer in zip(axes[0], spiking):
         u = rec[f"{layer.name}.u"]
         neurons = _active(rec[f"{layer.name}.s"], 3)
         plot.membrane(ax, u, net.params[f"{layer.name}.theta"] if layer.theta_mode == "neuron"
                       else _theta_full(net, layer), neurons, s=rec[f"{layer.name}.s"])
         ax.set_title(layer.name)
+    fig.suptitle(f"membrane U of neurons firing about half the steps, {who}")
     paths.append(plot.save(fig, os.path.join(out_dir, "membrane.png")))
 
     layer = spiking[min(1, len(spiking) - 1)]
     syn = layer.synapses[0]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), layout="constrained")
     neurons = _active(rec[f"{layer.name}.s"], 3)
-    plot.traces(list(axes), rec[f"{syn.name}.w_trace"], rec[f"{layer.name}.th_trace"],
-                rec[f"{layer.name}.al_trace"], neurons)
-    fig.suptitle(f"STOP traces, layer {layer.name}")
+    w_trace = rec[f"{syn.name}.w_trace"]  # follows the layer's inputs: pick inputs that were active
+    w0 = w_trace.reshape(w_trace.shape[0], w_trace.shape[1], -1)[:, 0]
+    inputs = [int(j) for j in np.argsort(-w0.max(axis=0), kind="stable")[:3]]
+    plot.traces(list(axes), w_trace, rec[f"{layer.name}.th_trace"], rec[f"{layer.name}.al_trace"], neurons,
+                inputs=inputs)
+    axes[0].set_title("per input (most active)", fontsize="small")
+    axes[1].set_title("per neuron", fontsize="small")
+    axes[2].set_title("per neuron", fontsize="small")
+    fig.suptitle(f"STOP traces, layer {layer.name}, {who}")
     paths.append(plot.save(fig, os.path.join(out_dir, "traces.png")))
 
     rates = {layer.name: float(rec[f"{layer.name}.s"].mean()) for layer in spiking}
     fig, ax = plt.subplots(figsize=(5, 3))
     plot.spike_rates(ax, rates)
+    ax.set_title(f"mean over {len(y)} test samples and {d['T']} steps", fontsize="small")
     paths.append(plot.save(fig, os.path.join(out_dir, "spike_rates.png")))
 
     hist = os.path.join(run_dir, "history.h5")
@@ -76,13 +89,17 @@ def plot_run(run_dir, out_dir=None, n_samples=8):
         with h5py.File(hist, "r") as f:
             epochs = sorted(int(k) for k in f)
             fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-            theta = {e: np.concatenate([f[str(e)][k][...].ravel() for k in f[str(e)] if k.endswith("theta")])
-                     for e in epochs}
-            plot.distributions(axes[0], theta, "θ (all layers)")
+            for layer in spiking:  # per layer: a pooled box would be conv1's, the largest layer
+                plot.percentiles(axes[0], {e: f[str(e)][f"{layer.name}.theta"][...] for e in epochs}, layer.name)
+            axes[0].set_ylabel("θ")
+            axes[0].set_title("thresholds: median and 1st-99th percentile", fontsize="small")
+            axes[0].legend(fontsize="x-small", ncol=2)
+            axes[1].set_title("leak α", fontsize="small")
             for layer in spiking:
                 axes[1].plot(epochs, [float(f[str(e)][f"{layer.name}.alpha"][0]) for e in epochs], marker="o",
                              label=layer.name)
             axes[1].set_xlabel("epoch")
+            axes[1].xaxis.set_major_locator(plot.MaxNLocator(integer=True))
             axes[1].set_ylabel("α")
             axes[1].legend(fontsize="small")
             paths.append(plot.save(fig, os.path.join(out_dir, "theta_alpha.png")))

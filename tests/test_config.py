@@ -28,7 +28,9 @@ def test_overrides_parse_toml_values():
     ("data.T=0", "time steps > 0"),
     ("data.T=2.5", "data.T = 2.5"),
     ("rule.learn=TL", "with W"),
-    ("run.quiet=3", "expected bool"),
+    ("run.quiet=3", "expected true or false"),
+    ("data.T=2.0", "expected an integer \\(time steps > 0\\)"),
+    ("optim.lr=\"abc\"", "expected a number"),
     ("optim.lr=nan", "optim.lr"),
     ("lr=3", "expected SECTION.KEY=VALUE"),
 ])

@@ -121,3 +121,12 @@ def test_every_helper_saves_a_png(tmp_path, arrays):
         data = target.read_bytes()
         assert data[:8] == PNG and len(data) > 1000
     assert len(plt.get_fignums()) == before  # save closed every figure
+
+
+def test_raster_spread_reaches_the_whole_layer(ax):
+    s = np.zeros((3, 1, 1000))
+    s[:, 0, 999] = 1  # only the last neuron fires: the first 10 show nothing, 10 spread ones show it
+    assert len(plot.raster(ax, s, max_neurons=10)[0].get_offsets()) == 0
+    arts = plot.raster(ax, s, max_neurons=10, spread=True)
+    assert len(arts[0].get_offsets()) == 3
+    assert ax.yaxis.get_major_formatter()(9, 0) == "999"
