@@ -217,6 +217,12 @@ def load(path, *, expect_params=None) -> Checkpoint:
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file (try {path}/last.h5)")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint not found")
+    if not h5py.is_hdf5(path):
+        with open(path, "rb") as fh:
+            empty = not fh.read(1)
+        if empty or not path.endswith((".h5", ".hdf5")):  # a config, a log, ...: not a damaged checkpoint
+            raise CheckpointError(f"{path}: not an HDF5 checkpoint ({'empty file' if empty else 'no HDF5 signature'}); "
+                                  f"give a .h5 file that stopnp train wrote, e.g. runs/default/best.h5")
     try:
         with h5py.File(path, "r") as f:
             ck = _read(path, f)

@@ -267,15 +267,25 @@ def _kind_name(f):
     return f"{kinds} ({f.hint})" if f.hint else kinds
 
 
-def dumps_toml(cfg: dict) -> str:
-    """Write a resolved config as TOML (scalars and flat lists only; ``layers`` as inline tables)."""
+def dumps_toml(cfg: dict, comments=False) -> str:
+    """Write a resolved config as TOML (scalars and flat lists only; ``layers`` as inline tables).
+
+    ``comments``: each key's valid values as a trailing comment, and unset keys (TOML has no null) as
+    commented-out lines, so the printed config documents itself for editing."""
     lines = []
     for sec, body in cfg.items():
         lines.append(f"[{sec}]")
         for k, v in body.items():
+            f = SCHEMA.get(sec, {}).get(k)
+            note = ""
+            if comments and f is not None:
+                note = ", ".join(map(str, f.choices)) if f.choices else (f.hint or _kind_name(f))
             if v is None:
+                if comments:
+                    lines.append(f"# {k} =   (unset) {note}".rstrip())
                 continue
-            lines.append(f"{k} = {_toml_value(v)}")
+            text = f"{k} = {_toml_value(v)}"
+            lines.append(f"{text:<32} # {note}" if note else text)
         lines.append("")
     return "\n".join(lines)
 

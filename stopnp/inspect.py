@@ -54,10 +54,12 @@ def inspect_batch(net, x, y, *, reference="bptt", per_step=True):
     return res.records, steps, grads, ref, table
 
 
-def write_h5(path, records, steps, grads, ref, table, attrs=None):
-    """records/<layer>.<what> (T,B,...), per_step/<param> (T,...), grads/, bptt/, table as attrs."""
+def write_h5(path, records, steps, grads, ref, table, attrs=None, inputs=None):
+    """records/<layer>.<what> (T,B,...), per_step/<param> (T,...), grads/, bptt/, inputs/ (x, y), table as
+    attrs."""
     with h5py.File(path, "w") as f:
-        for group, d in (("records", records), ("per_step", steps), ("grads", grads), ("bptt", ref)):
+        for group, d in (("records", records), ("per_step", steps), ("grads", grads), ("bptt", ref),
+                         ("inputs", inputs or {})):
             g = f.create_group(group)
             for k, v in d.items():
                 g.create_dataset(k, data=v, compression="gzip")

@@ -10,6 +10,7 @@ Run directory: config.toml (resolved), metrics.jsonl (one line per epoch), last.
 import dataclasses
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -126,9 +127,6 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     test_src = _limit(data.load(dcfg["name"], "test"), dcfg["limit_test"])
     net = _run_dtype(from_config(cfg))
     threads.fit(*thread_workload(net, dcfg["batch_size"]))
-    blas_warning = "" if quiet else threads.blas_warning()
-    if blas_warning:
-        print(f"note: {blas_warning}", file=stream or None, flush=True)
     check_data(net, train_src, "train")
     check_data(net, test_src, "test")
     rule = cfg["rule"]["name"]
@@ -162,7 +160,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
         start_epoch, start_batch, metrics = ck.epoch, ck.step, list(ck.metrics)
         partial = ck.extra.get("epoch_partial") if start_batch else None
     with open(os.path.join(run_dir, "config.toml"), "w") as f:
-        f.write(config_mod.dumps_toml(cfg))
+        f.write(config_mod.dumps_toml(cfg, comments=True))
     log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
     log.rewrite(metrics)  # the checkpoint's epochs only: a fresh run starts empty, a resume drops rows
     # appended after its checkpoint (a write that failed after the metrics line)
@@ -171,6 +169,9 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     qnet = fixed.quantize(net) if is_fixed else None
     if is_fixed:
         fixed.to_float(qnet, net)   # the float copy holds exactly the integer parameters (checkpoints, eval)
+    blas_warning = "" if quiet else threads.blas_warning()  # printed once every check has passed
+    if blas_warning:
+        print(f"note: {blas_warning}", file=stream or sys.stderr, flush=True)  # advice, not a result
     t_start = time.perf_counter()
     interrupted = False
     done_batches = 0

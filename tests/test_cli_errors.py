@@ -213,3 +213,19 @@ def test_quiet_is_not_inherited_by_a_resume(tmp_path, capsys):
     assert cli.main(["train", "--resume", str(run / "last.h5"), "--epochs", "2"]) == 0
     out = capsys.readouterr()
     assert "epoch 2: train loss" in out.out
+
+
+def test_inspect_file_holds_the_batch_and_print_config_documents_itself(tmp_path, capsys):
+    run = _run(tmp_path)
+    assert cli.main(["inspect", str(run / "last.h5"), "--out", str(tmp_path / "i.h5"), "--batch", "4"]) == 0
+    with h5py.File(tmp_path / "i.h5") as f:
+        assert f["inputs/x"].shape[:2] == (2, 4) and f["inputs/y"].shape == (4,)
+        assert f.attrs["split"] == "test"
+    capsys.readouterr()
+    assert cli.main(["train", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert 'name = "stop"' in text and "# stop, bptt, sltt" in text and "# bn =" in text
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    assert C.resolve(C.read(str(cfg))) == C.resolve(C.DEFAULT_TRAIN, ["run.quiet=false"])  # reads back whole
+    _err(capsys, ["eval", cfg], "c.toml: not an HDF5 checkpoint")

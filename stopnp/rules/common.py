@@ -55,8 +55,9 @@ def resolve_options(net, rule, options) -> dict:
     if opts["bn_mode"] not in ("train", "eval"):
         raise ConfigError(f"option bn_mode = {opts['bn_mode']!r}: valid choices are train, eval")
     if rule in WEIGHTS_ONLY and opts["learn"] != "W":
-        raise ConfigError(f"rule {rule!r} learns weights only; set rule.learn = 'W' (learn={opts['learn']!r} "
-                          f"asks for thresholds/leaks too, which only 'stop' and 'bptt' learn)")
+        raise ConfigError(f"rule {rule!r} learns weights only; set rule.learn = 'W' (--set rule.learn=W, or "
+                          f"start from examples/configs/rule-{rule}.toml); learn={opts['learn']!r} asks for "
+                          f"thresholds/leaks too, which only 'stop' and 'bptt' learn")
     if opts["online"] and rule in STORED:
         raise ConfigError(f"rule.online = true (apply the gradients after every step) needs an online rule "
                           f"(stop, sltt, sltt-k, ottt); {rule!r} computes its gradients backward in time after "
