@@ -14,11 +14,15 @@ and backward, given the error e on I^l (δ for STOP/SLTT/OTTT, the full eU for B
     ΔW  += ĝ ⊗ a
     g^src[t] += pre-backward( Wᵀ ĝ )    only when the rule sends the error down
 
+With kernels = "blas", a 3×3 stride-1 pad-1 conv with enough channels runs by Winograd F(2×2, 3×3)
+(kernels/winograd.py), every other conv by im2col + GEMM (kernels/conv.py, event-driven on spikes).
+
 The ``Workspace`` holds every buffer, allocated once per batch shape; arrays that backward needs
 from the forward are ``(T_store, B, ...)`` with T_store = 1 for the online rules (memory independent
 of T) and T for BPTT.
 """
 import numpy as np
+from numba import config
 
 from .kernels import conv as kconv
 from .kernels import elementwise as kel
@@ -26,6 +30,7 @@ from .kernels import linear as klin
 from .kernels import lif as klif
 from .kernels import norm as knorm
 from .kernels import pool as kpool
+from .kernels import winograd as kwino
 from .config import ConfigError
 from .threads import gemm_threads, inner_blas_single
 
@@ -62,6 +67,8 @@ class Workspace:
         self.z, self.y, self.gz, self.gx, self.direct, self.gacc = {}, {}, {}, {}, {}, {}
         self.bn_cache, self.bn_mean, self.bn_invstd, self.bn_mean_sum, self.bn_var_sum = {}, {}, {}, {}, {}
         self.lin_gx, self.lin_gw, self.conv_gw, self.conv_cols, self.conv_wt = {}, {}, {}, {}, {}
+        self.wino, wino_shapes = {}, {}
+        self.wino_fresh = set()  # (name, direction) whose transformed filters hold this sequence's W
         cols_shapes = {}
         for layer in L:
             single = len(layer.synapses) == 1
@@ -91,7 +98,11 @@ class Workspace:
                     self.bn_mean[n], self.bn_invstd[n] = z(T_store, c), z(T_store, c)
                     self.bn_mean_sum[n], self.bn_var_sum[n] = z(c), z(c)
                     self.gz[n] = z(B, *out)
-                if syn.op == "conv" and backend == "blas":
+                if syn.op == "conv" and backend == "blas" and kwino.eligible(syn.in_shape, out[0], syn.k,
+                                                                             syn.stride, syn.pad):
+                    wino_shapes[n] = kwino.scratch_shapes(B, syn.in_shape[0], out[0], *syn.in_shape[1:],
+                                                          config.NUMBA_NUM_THREADS)
+                elif syn.op == "conv" and backend == "blas":
                     cshape, wshape = kconv.fast_scratch_shapes((B, *syn.in_shape), out[0], syn.k, syn.k,
                                                                syn.stride, syn.pad, self.dtype.itemsize)
                     self.conv_gw[n] = z(*wshape)
@@ -105,8 +116,15 @@ class Workspace:
         self.cols = np.zeros(size, self.dtype) if backend == "blas" else None
         for n, sh in cols_shapes.items():
             self.conv_cols[n] = self.cols[:int(np.prod(sh))].reshape(sh)
+        # Winograd: the per-thread planes and padded images shared the same way; accumulators and
+        # transformed filters are per conv
+        shared = [max([int(np.prod(w[i])) for w in wino_shapes.values()] + [0]) for i in (0, 1, 4)]
+        self.wino_flat = [np.zeros(n, self.dtype) for n in shared]
+        for n, sh in wino_shapes.items():
+            views = [f[:int(np.prod(sh[i]))].reshape(sh[i]) for f, i in zip(self.wino_flat, (0, 1, 4))]
+            self.wino[n] = (views[0], views[1], z(*sh[2]), z(*sh[3]), views[2], z(*sh[5]), z(*sh[6]), z(*sh[7]))
         if backend == "blas":
-            if self.conv_gw:
+            if self.conv_gw or self.wino:
                 _need_scipy_blas()
             inner_blas_single()
         self.bn_steps = 0
@@ -124,7 +142,8 @@ class Workspace:
                        list(self.z.values()), list(self.y.values()), list(self.gz.values()),
                        list(self.gx.values()), list(self.bn_cache.values()), list(self.lin_gx.values()),
                        list(self.lin_gw.values()), list(self.conv_gw.values()), list(self.conv_wt.values()),
-                       list(self.gacc.values()), [self.cols]]
+                       list(self.gacc.values()), [self.cols], self.wino_flat,
+                       [a for v in self.wino.values() for a in v]]
         for group in groups:
             for a in group:
                 if a is not None and id(a) not in seen:
@@ -139,8 +158,13 @@ class Workspace:
                 klif.expand_theta_into(self.theta[layer.index], params[f"{layer.name}.theta"], layer.shape,
                                        layer.theta_mode)
 
+    def weights_changed(self):
+        """W may differ from the last call's (a new sequence, an online update): transform again."""
+        self.wino_fresh.clear()
+
     def reset_sequence(self, net, params, rng=None, train=True):
         """Zero membranes, spikes and traces; draw one dropout mask per sequence (train only)."""
+        self.weights_changed()
         for group in (self.v, self.s, self.th_trace, self.al_trace, list(self.w_trace.values())):
             for a in group:
                 if a is not None:
@@ -256,6 +280,10 @@ def weight_forward(ws, params, syn, x):
             klin.linear_forward_blas(z, x, w)
         else:
             klin.linear_forward_loop(z, x, w)
+    elif syn.name in ws.wino:
+        key = (syn.name, "forward")
+        kwino.conv3x3_forward(z, x, w, ws.wino[syn.name], transformed=key in ws.wino_fresh)
+        ws.wino_fresh.add(key)
     elif ws.backend == "blas":
         kconv.conv2d_forward_fast(z, x, w, syn.stride, syn.pad, ws.conv_cols[syn.name], ws.conv_wt[syn.name])
     else:
@@ -345,7 +373,14 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
         gx = ws.gx[n] if send_down else None
         if send_down:
             gx.fill(0)
-        if syn.op == "conv" and ws.backend == "blas":  # one pass over the batch for both GEMMs
+        if n in ws.wino:
+            if own_w or send_down:
+                key = (n, "input")
+                kwino.conv3x3_backward(gx, grads[f"{n}.weight"] if own_w else None, gz, w, a, ws.wino[n],
+                                       transformed=key in ws.wino_fresh)
+                if send_down:
+                    ws.wino_fresh.add(key)
+        elif syn.op == "conv" and ws.backend == "blas":  # one pass over the batch for both GEMMs
             if own_w or send_down:
                 kconv.conv2d_backward_fast(gx, grads[f"{n}.weight"] if own_w else None, gz, w, a, syn.stride,
                                            syn.pad, ws.conv_cols[n], ws.conv_gw[n])
@@ -379,6 +414,8 @@ def weight_grad(ws, grads, syn, gz, a):
             klin.linear_backward_weight_blas(gw, gz, a, ws.lin_gw[syn.name])
         else:
             klin.linear_backward_weight_loop(gw, gz, a)
+    elif syn.name in ws.wino:
+        kwino.conv3x3_backward(None, gw, gz, None, a, ws.wino[syn.name])
     elif ws.backend == "blas":
         kconv.conv2d_backward_weight_fast(gw, gz, a, syn.stride, syn.pad, ws.conv_cols[syn.name],
                                           ws.conv_gw[syn.name])

@@ -366,3 +366,57 @@ def test_event_driven_conv_forward_gives_the_same_gradients(rule, monkeypatch):
         for k in loop:
             np.testing.assert_allclose(fast[k], loop[k], rtol=1e-9, atol=1e-12 * np.abs(loop[k]).max(),
                                        err_msg=f"{k} at EVENT_DENSITY={density}")
+
+
+def _two_convs(input_shape):
+    """conv 3×3 pad 1 → conv 3×3 pad 1 → linear: both convs Winograd-eligible once MIN_CHANNELS is 1."""
+    return {"model": {"name": "custom", "input_shape": input_shape, "n_classes": 3,
+                      "layers": [{"type": "conv", "out": 4, "k": 3, "pad": 1},
+                                 {"type": "conv", "out": 3, "k": 3, "pad": 1},
+                                 {"type": "flatten"}, {"type": "linear", "out": 3}]},
+            "neuron": {"alpha_init": 0.6}, "run": {"seed": 0}}
+
+
+@pytest.mark.parametrize("rule", ["stop", "bptt"])
+def test_winograd_convs_give_the_same_gradients(rule, monkeypatch):
+    """conv → conv, both 3×3 pad 1: with the Winograd threshold lowered, both run by Winograd in the
+    forward, the input gradient and the weight gradient, and the network's gradients equal the loop
+    kernels' (float64), odd image size included."""
+    from stopnp.kernels import winograd as kwino
+    from stopnp.ops import Workspace
+    monkeypatch.setattr(kwino, "MIN_CHANNELS", 1)
+    net = stopnp.build(_two_convs([2, 7, 9])).astype(np.float64)
+    assert set(Workspace(net, 5, np.dtype(np.float64), backend="blas").wino) == {"conv1", "conv2"}
+    x, y = data(net, T=4, B=5, scale=1.2)
+    loop = _grads(net, x, y, rule, kernels="loop")
+    fast = _grads(net, x, y, rule, kernels="blas")
+    for k in loop:
+        np.testing.assert_allclose(fast[k], loop[k], rtol=1e-9, atol=1e-12 * np.abs(loop[k]).max(), err_msg=k)
+
+
+def test_winograd_filters_follow_online_updates(monkeypatch):
+    """The transformed filters are reused within a sequence; an online update changes W between steps,
+    so the next step must transform again: Winograd and loop kernels end with the same parameters."""
+    from stopnp.kernels import winograd as kwino
+    from stopnp.rules import runner
+    monkeypatch.setattr(kwino, "MIN_CHANNELS", 1)
+    cfg = _two_convs([2, 6, 6])
+    x, y = None, None
+    final = {}
+    for kernels in ("loop", "blas"):
+        net = stopnp.build(cfg).astype(np.float64)
+        if x is None:
+            x, y = data(net, T=4, B=3, scale=1.2)
+
+        def on_step(t, grads, P=net.params):
+            for k, g in grads.items():
+                P[k] -= 0.5 * g
+                g.fill(0)
+
+        res = runner("stop")(net, net.params, x, y, resolve_options(net, "stop", {"kernels": kernels}),
+                             record=("s",), on_step=on_step)
+        assert 0 < res.records["conv2.s"].mean() < 1
+        final[kernels] = net.params
+    for k in final["loop"]:
+        np.testing.assert_allclose(final["blas"][k], final["loop"][k], rtol=1e-9, atol=1e-12, err_msg=k)
+    assert not np.allclose(final["blas"]["conv2.weight"], stopnp.build(cfg).params["conv2.weight"])

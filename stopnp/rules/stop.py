@@ -137,6 +137,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
                     on_step(t, grads)
                     # the next step runs with the updated θ and α (W is read from params directly)
                     ws.refresh_theta(net, params)
+                    ws.weights_changed()
                     for layer in net.layers:
                         if layer.spiking:
                             alphas[layer.index] = alpha_of(params, layer, dtype)
