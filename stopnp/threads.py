@@ -188,30 +188,42 @@ def describe() -> str:
 
 
 class PoolTuner:
-    """Auto policy, numba pool: each epoch, time ``probe`` batches on all cores and ``probe`` on one, then
-    keep the faster for the rest of the epoch.
+    """Auto policy, numba pool: time ``probe`` batches on all cores and ``probe`` on one, then keep the
+    faster; probe again at each epoch, after ``every`` seconds, and as soon as a batch takes ``slower``
+    times the chosen count's probe time (another process started competing).
 
     On a box where another process holds a core, every parallel region waits at its barrier for a
     descheduled worker: measured on 2 cores with one busy loop beside LeNet-5 training, 1729 samples/s
-    on 2 threads against 3277 on 1 (idle: 5446 against 3429). Results are bitwise the same for any
-    thread count (tested), so switching costs nothing but the probe batches. Inactive (``threads`` is
-    None) under an explicit thread count, on one core, or when the BLAS pool carries the work.
+    on 2 threads against 3277 on 1 (idle: 5446 against 3429); with a second training beside it, one
+    epoch that stayed on 2 threads took 77 s instead of 1.6. Results are bitwise the same for any thread
+    count (tested), so switching costs nothing but the probe batches. Inactive (``threads`` is None)
+    under an explicit thread count, on one core, or when the BLAS pool carries the work.
     """
 
-    def __init__(self, probe=2):
-        self.probe = probe
+    def __init__(self, probe=2, every=30.0, slower=4.0, clock=None):
+        import time
+        self.probe, self.every, self.slower = probe, every, slower
+        self.clock = clock or time.perf_counter
         self.active = _policy["auto"] and not _policy["blas_pool"] and (_policy["max"] or 1) > 1
         self.threads = _policy["max"] if self.active else None
-        self._i, self._times = 0, {}
+        self._i, self._times, self._ref, self._since = 0, {}, None, 0.0
 
     def start_epoch(self):
+        self._restart(0)
+
+    def _restart(self, i):
         if self.active:
-            self._i, self._times = 0, {}
+            self._i, self._times, self._ref = i, {}, None
             self._set(_policy["max"])
 
     def batch_done(self, seconds):
-        """Record one batch's time; switch thread counts along the probe schedule (batch 0 is warm-up)."""
+        """Record one batch's time; switch thread counts along the probe schedule (batch 0 of an epoch is
+        warm-up: the first one may compile)."""
         if not self.active:
+            return
+        if self._ref is not None:  # decided: watch for a slowdown, and re-check now and then
+            if seconds > self.slower * self._ref or self.clock() - self._since > self.every:
+                self._restart(1)
             return
         i, p, n = self._i, self.probe, _policy["max"]
         self._i += 1
@@ -222,7 +234,9 @@ class PoolTuner:
         if i == p:
             self._set(1)
         elif i == 2 * p:
-            self._set(min(self._times, key=lambda k: min(self._times[k])))
+            best = min(self._times, key=lambda k: min(self._times[k]))
+            self._set(best)
+            self._ref, self._since = min(self._times[best]), self.clock()
 
     def _set(self, n):
         import numba

@@ -125,23 +125,33 @@ def test_blas_core_is_reported_and_an_avx2_override_on_avx512_is_flagged(monkeyp
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads to choose between")
-def test_pool_tuner_keeps_the_faster_thread_count_each_epoch():
-    """Batch 0 warms up, batches 1-2 run on all cores, 3-4 on one, then the faster count stays."""
+def test_pool_tuner_keeps_the_faster_thread_count_and_rechecks():
+    """Batch 0 warms up, batches 1-2 run on all cores, 3-4 on one, then the faster count stays until a
+    batch is 4x slower than its probe (or 30 s pass): then it probes again, without a warm-up batch."""
     cores = numba.config.NUMBA_NUM_THREADS
+    now = [0.0]
     try:
         threads.set_threads(0)
         threads.fit(0)  # conv-like workload: numba's pool carries it
         for busy_box, want in ((True, 1), (False, cores)):
-            tuner = threads.PoolTuner(probe=2)
+            tuner = threads.PoolTuner(probe=2, clock=lambda: now[0])
             assert tuner.active
             tuner.start_epoch()
             seen = []
-            for i, (t_all, t_one) in enumerate([(9, 9), (2.0, 1.0), (2.0, 1.0), (2.0, 1.0), (2.0, 1.0)] * 2):
+            for _ in range(10):
                 seen.append(numba.get_num_threads())
-                tuner.batch_done((t_all if busy_box else t_one) if seen[-1] == cores else
-                                 (t_one if busy_box else t_all))
+                one = seen[-1] == 1
+                tuner.batch_done(1.0 if one == busy_box else 2.0)
             assert seen[:5] == [cores, cores, cores, 1, 1]
-            assert tuner.threads == want and numba.get_num_threads() == want and seen[5:] == [want] * 5
+            assert tuner.threads == want and seen[5:] == [want] * 5
+        tuner.batch_done(9.0)  # another process started: probe again at once
+        assert tuner.threads == cores
+        for t in (1.0, 1.0, 3.0, 3.0):  # all cores now fast again, one slow
+            tuner.batch_done(t)
+        assert tuner.threads == cores
+        now[0] += 31.0
+        tuner.batch_done(1.0)  # time for a re-check
+        assert tuner._ref is None and tuner.threads == cores
         threads.set_threads(cores)
         assert not threads.PoolTuner().active and threads.PoolTuner().threads is None
     finally:
