@@ -238,6 +238,11 @@ class PoolTuner:
             self._set(best)
             self._ref, self._since = min(self._times[best]), self.clock()
 
+    def end_epoch(self):
+        """An epoch shorter than the probe schedule: back to all cores (one thread was never timed)."""
+        if self.active and self._ref is None:
+            self._set(_policy["max"])
+
     def _set(self, n):
         import numba
         numba.set_num_threads(n)

@@ -158,7 +158,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
         _check_loaded(net, resume)
         opt_state = ck.opt_state
         start_epoch, start_batch, metrics = ck.epoch, ck.step, list(ck.metrics)
-        partial = ck.extra.get("epoch_partial") if start_batch else None
+        partial = ck.extra.get("epoch_partial") if start_batch and isinstance(ck.extra, dict) else None
     with open(os.path.join(run_dir, "config.toml"), "w") as f:
         f.write(config_mod.dumps_toml(cfg, comments=True))
     log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
@@ -229,6 +229,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                     if ctrl_c.requested or (stop_after is not None and done_batches >= stop_after):
                         raise KeyboardInterrupt
                 bar.close()
+                tuner.end_epoch()
                 train_time = time.perf_counter() - t_epoch
                 test_acc = evaluate(net, test_src, dcfg["T"], dcfg["test_batch_size"], ws_cache=ws_cache,
                                     kernels=run_cfg["kernels"])
@@ -251,7 +252,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                           f" | test acc {100 * test_acc:.2f}% | {row['samples_per_s']:.0f} samples/s"
                           + (f" on {tuner.threads} thread{'s' * (tuner.threads > 1)}" if tuner.threads else ""),
                           file=stream or None, flush=True)
-                if ctrl_c.requested:
+                if ctrl_c.requested and epoch + 1 < run_cfg["epochs"]:  # the last epoch just finished
                     raise KeyboardInterrupt
     except _HardStop:
         interrupted = True
@@ -340,20 +341,32 @@ def _is_resolved(cfg):
         set(cfg[s]) == set(config_mod.SCHEMA[s]) for s in cfg)
 
 
-RUN_FILES = ("last.h5", "best.h5", "metrics.jsonl")
+RUN_FILES = ("last.h5", "best.h5")  # a run worth keeping: its checkpoints (metrics alone cannot resume)
+REPLACED = ("last.h5", "best.h5", "metrics.jsonl", "history.h5")  # what --force removes
+
+
+def _same_dir(a, b):
+    return os.path.isdir(a) and os.path.isdir(b) and os.path.samefile(a, b)
 
 
 def _check_run_dir(run_dir, resume, overwrite):
     if not run_dir:
         raise config_mod.ConfigError("run.out_dir is empty; name a run directory, e.g. --out runs/mnist")
     held = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
-    if not held or overwrite:
+    own = bool(resume) and _same_dir(run_dir, os.path.dirname(os.path.abspath(resume)))
+    if overwrite and not own:
+        for f in REPLACED:  # the replaced run goes whole: no stale best.h5 or history epochs mixed in
+            if os.path.exists(os.path.join(run_dir, f)):
+                os.remove(os.path.join(run_dir, f))
+        return
+    if not held:
         return
     if not resume:
-        raise config_mod.ConfigError(
-            f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume "
-            f"{os.path.join(run_dir, 'last.h5')}, choose another --out, or replace it with --force")
-    if not os.path.samefile(run_dir, os.path.dirname(os.path.abspath(resume))):
+        cont = (f"continue it with --resume {os.path.join(run_dir, 'last.h5')}, "
+                if "last.h5" in held else "")
+        raise config_mod.ConfigError(f"{run_dir} already holds a run ({', '.join(held)}); {cont}choose another "
+                                     f"--out, or replace it with --force")
+    if not own:
         raise config_mod.ConfigError(
             f"{run_dir} holds another run ({', '.join(held)}); resuming {resume} there would replace it: "
             f"resume without --out (its own folder), into an empty --out, or replace it with --force")

@@ -152,6 +152,13 @@ def test_pool_tuner_keeps_the_faster_thread_count_and_rechecks():
         now[0] += 31.0
         tuner.batch_done(1.0)  # time for a re-check
         assert tuner._ref is None and tuner.threads == cores
+        short = threads.PoolTuner(probe=2)  # an epoch of 4 batches ends mid-probe, on one thread
+        short.start_epoch()
+        for _ in range(4):
+            short.batch_done(1.0)
+        assert numba.get_num_threads() == 1
+        short.end_epoch()
+        assert numba.get_num_threads() == cores and short.threads == cores
         threads.set_threads(cores)
         assert not threads.PoolTuner().active and threads.PoolTuner().threads is None
     finally:

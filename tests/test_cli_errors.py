@@ -67,7 +67,7 @@ def test_resume_checks_the_optimizer_state_before_touching_anything(tmp_path, ca
 
 
 def test_a_run_directory_is_never_silently_replaced(tmp_path, capsys):
-    run = _run(tmp_path)
+    run = _run(tmp_path, extra=["run.epochs=2"])
     before = (run / "best.h5").read_bytes()
     _err(capsys, ["train", "--quiet", "--out", run] + sum((["--set", o] for o in TINY), []), "already holds a run",
          "--resume", "--force")
@@ -75,6 +75,12 @@ def test_a_run_directory_is_never_silently_replaced(tmp_path, capsys):
     assert cli.main(["train", "--quiet", "--force", "--out", str(run)] + sum((["--set", o] for o in TINY), [])) == 0
     rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
     assert [r["epoch"] for r in rows] == [1]  # the replaced run's rows are gone, not mixed in
+    with h5py.File(run / "history.h5") as f:
+        assert list(f) == ["1"]  # and its θ/α history
+    dead = tmp_path / "dead"  # a run that died before its first checkpoint: nothing to keep
+    os.makedirs(dead)
+    (dead / "metrics.jsonl").write_text("")
+    assert cli.main(["train", "--quiet", "--out", str(dead)] + sum((["--set", o] for o in TINY), [])) == 0
 
 
 def test_resume_keeps_only_the_checkpoints_metrics(tmp_path):

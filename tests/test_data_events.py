@@ -148,6 +148,10 @@ def test_frames_edge_cases():
     # unsorted timestamps (e.g. a hand-made tonic sample) would bin outside 0..T-1: refused, not written
     with pytest.raises(DataError, match="timestamps go backwards at event 1"):
         events.to_frames(events.make_events([100, 0, 10, 20], [1, 2, 3, 4], [1, 2, 3, 4], [0, 1, 0, 1]), 4, (8, 8))
+    uint = np.zeros(4, [("t", "<u4"), ("x", "<i2"), ("y", "<i2"), ("p", "?")])
+    uint["t"] = [1000, 5, 2000000, 3]  # unsigned differences wrap around: compared, not subtracted
+    with pytest.raises(DataError, match="timestamps go backwards at event 1"):
+        events.to_frames(uint, 4, (8, 8))
     bad = np.zeros(2, [("t", "<f8"), ("x", "<i2"), ("y", "<i2"), ("p", "?")])
     with pytest.raises(DataError, match="timestamps are float64"):
         events.to_frames(bad, 2, (8, 8))

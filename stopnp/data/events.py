@@ -43,9 +43,9 @@ def make_events(t, x, y, p):
 
 def check_monotonic(ev, path, bytes_per_event=None, offset=0):
     if len(ev) > 1:
-        d = np.diff(ev["t"])
-        if (d < 0).any():
-            i = int(np.argmax(d < 0)) + 1
+        back = ev["t"][1:] < ev["t"][:-1]  # a comparison, not np.diff: unsigned differences wrap around
+        if back.any():
+            i = int(np.argmax(back)) + 1
             where = f" (byte offset {offset + i * bytes_per_event})" if bytes_per_event else ""
             raise _err(f"{path}: timestamps go backwards at event {i}{where}: {int(ev['t'][i - 1])} -> "
                        f"{int(ev['t'][i])} µs; the file is corrupt")
