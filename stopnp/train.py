@@ -293,7 +293,10 @@ class _DeferredInterrupt:
                   "without one)", file=self.stream or None, flush=True)
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+        # signals reach the main thread only; a process that ignores SIGINT (nohup, a background job)
+        # keeps ignoring it
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
             self.prev = signal.signal(signal.SIGINT, self._handler)
         return self
 

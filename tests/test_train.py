@@ -39,6 +39,30 @@ def test_resume_is_bit_exact(tmp_path, stop_after):
             assert a[key] == b[key], (a["epoch"], key)
 
 
+def test_an_ignored_sigint_stays_ignored(tmp_path, monkeypatch):
+    """nohup and background jobs start with SIGINT ignored: training must not take it over (checked
+    during an update), while a terminal's default handler is replaced for the run."""
+    import signal
+    from stopnp import optim
+    real, during = optim.step, []
+
+    def step(*a, **k):
+        during.append(signal.getsignal(signal.SIGINT))
+        real(*a, **k)
+
+    monkeypatch.setattr(optim, "step", step)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        for handler in (signal.SIG_IGN, signal.default_int_handler):
+            signal.signal(signal.SIGINT, handler)
+            during.clear()
+            assert not train(_cfg(tmp_path, f"bg{len(str(handler))}", ["run.epochs=1"])).interrupted
+            assert during and all((h is signal.SIG_IGN) == (handler is signal.SIG_IGN) for h in during)
+            assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_inside_an_update_stops_at_the_batch_boundary(tmp_path, monkeypatch, presses):
     """SIGINT delivered in the middle of the 3rd update: one press finishes that batch and writes a
@@ -56,9 +80,14 @@ def test_ctrl_c_inside_an_update_stops_at_the_batch_boundary(tmp_path, monkeypat
         real(params, grads, *a, **k)
 
     monkeypatch.setattr(optim, "step", step)
-    part = train(_cfg(tmp_path, "resumed"))
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (CI may ignore it)
+    try:
+        part = train(_cfg(tmp_path, "resumed"))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after training
+    finally:
+        signal.signal(signal.SIGINT, before)
     monkeypatch.setattr(optim, "step", real)
-    assert part.interrupted and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert part.interrupted
     last = tmp_path / "resumed" / "last.h5"
     if presses == 2:
         assert not last.exists()
