@@ -60,19 +60,25 @@ def cmd_train(args):
         ov.append(f"run.epochs={args.epochs}")
     if args.out is not None:
         ov.append(f"run.out_dir={json.dumps(args.out)}")
-    if args.resume and args.out is None:  # continue in the checkpoint's own folder, wherever it now is
-        ov.append(f"run.out_dir={json.dumps(os.path.dirname(os.path.abspath(args.resume)))}")
-    ov.append(f"run.quiet={'true' if args.quiet else 'false'}")  # display only: never inherited
+    out_set = any(C.parse_override(o)[:2] == ("run", "out_dir") for o in ov)
+    if args.resume and not out_set:  # continue in the checkpoint's own folder, wherever it now is
+        ov.insert(0, f"run.out_dir={json.dumps(os.path.dirname(os.path.abspath(args.resume)))}")
+    if args.quiet:
+        ov.append("run.quiet=true")
     cfg = C.resolve(base, ov)
     if args.resume and not args.config:
         from .checkpoint import load
-        cfg = C.resolve(load(args.resume).config, ov)
+        saved = load(args.resume).config
+        run = saved.get("run") if isinstance(saved.get("run"), dict) else {}
+        saved = {**saved, "run": {**run, "quiet": False}}  # display only: not inherited from the old run
+        cfg = C.resolve(saved, ov)
     if args.print_config:
         print(C.dumps_toml(cfg, comments=True))
         return 0
     res = train(cfg, resume=args.resume, overwrite=args.force)
     last = res.metrics[-1] if res.metrics else {}
-    print(f"done in {res.seconds:.1f} s: best test accuracy {100 * res.best_acc:.2f}%"
+    print(("stopped after" if res.interrupted else "done in") + f" {res.seconds:.1f} s: best test accuracy "
+          f"{100 * res.best_acc:.2f}%"
           + (f", last {100 * last['test_acc']:.2f}%" if last else "") + f"; run directory {res.run_dir}")
     return 130 if res.interrupted else 0
 
@@ -118,7 +124,7 @@ def _add_inspect(sub):
                        description="Run one batch of the checkpoint's data through STOP, write per-layer, "
                                    "per-step δ, U, s, traces and gradient contributions to HDF5, and print "
                                    "spike rates, gradient norms and the cosine to the BPTT gradient.\n\n"
-                                   "The file: records/<layer>.<u|s|v|i|delta|g|th_trace|al_trace> and "
+                                   "The file: records/<layer>.<u|s|delta|th_trace|al_trace> and "
                                    "records/<synapse>.w_trace, each (T, B, ...); per_step/<param>: that "
                                    "step's gradient contribution (ΔW[t] = Σ_b δ[t] ⊗ w~[t], Δθ[t] = "
                                    "Σ_b δ[t]·(th~[t] - 1), Δα[t] = mean_j Σ_b δ[t]·al~[t]), (T, ...param "
@@ -139,6 +145,12 @@ def cmd_inspect(args):
     from .inspect import format_table, inspect_batch, write_h5
     from .train import load_network
     net, _ = load_network(args.checkpoint)
+    if net.neuron["reset"] == "hard" or net.config["rule"]["name"] == "bpsta":
+        from .config import ConfigError
+        raise ConfigError(f"{args.checkpoint}: inspect shows STOP's traces and per-step gradients, which are "
+                          f"defined for LIF neurons with the soft reset; this network "
+                          f"{'is BPSTA' if net.config['rule']['name'] == 'bpsta' else 'resets hard'} "
+                          f"(stopnp plot still shows its curves and thresholds)")
     d = net.config["data"]
     src = data.load(d["name"], args.split)
     x, y = next(iter(data.batches(src, args.batch, d["T"], shuffle=False, dtype=np.float64)))

@@ -168,6 +168,11 @@ def distributions(ax, values_by_epoch, label="θ"):
     return arts
 
 
+def _ordinal(n):
+    n = int(n)
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 def percentiles(ax, values_by_epoch, label, q=(1, 50, 99)):
     """One line per epoch axis: the median of the values with the band between the q[0]-th and q[-1]-th
     percentiles (θ of one layer across epochs: where the thresholds are, not only where most are)."""
@@ -177,7 +182,7 @@ def percentiles(ax, values_by_epoch, label, q=(1, 50, 99)):
     p = np.array([np.percentile(np.ravel(values_by_epoch[e]), q) for e in epochs])
     line, = ax.plot(epochs, p[:, len(q) // 2], marker=".", label=f"{label} (median)")
     band = ax.fill_between(epochs, p[:, 0], p[:, -1], alpha=0.2, color=line.get_color(),
-                           label=f"{label} ({q[0]}th-{q[-1]}th pct)")
+                           label=f"{label} ({_ordinal(q[0])}-{_ordinal(q[-1])} pct)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     return [line, band]

@@ -7,6 +7,7 @@ rate per layer, and memory vs T when a benchmark result (bench.jsonl) is present
 """
 import json
 import os
+import sys
 
 import h5py
 import numpy as np
@@ -39,10 +40,15 @@ def plot_run(run_dir, out_dir=None, n_samples=8):
     d = net.config["data"]
     src = data.load(d["name"], "test")
     x, y = next(iter(data.batches(src, n_samples, d["T"], shuffle=False)))
+    x = np.ascontiguousarray(x)
     who = f"last.h5, test sample 0 (label {int(y[0])})"
-    rec = simulate(net, np.ascontiguousarray(x), record=("u", "s", "delta", "w_trace", "th_trace", "al_trace"),
-                   y=y, bn_mode="eval")
     spiking = [layer for layer in net.layers if layer.spiking]
+    if net.config["rule"]["name"] == "bpsta":  # its own neuron (ReLU current, λ leak): not simulated here
+        _note("raster, membrane, traces and spike-rate plots skipped: a BPSTA network's neuron is not the "
+              "LIF neuron stopnp.simulate runs")
+        return paths + _theta_alpha(run_dir, out_dir, spiking, plt)
+    # the forward alone (any reset, fixed point simulated in float): spikes and membranes
+    rec = simulate(net, x, record=("u", "s"), numerics="float", bn_mode="eval")
     fig, axes = plt.subplots(1, len(spiking), figsize=(3.3 * len(spiking), 3.3), squeeze=False,
                              layout="constrained")
     for ax, layer in zip(axes[0], spiking):
@@ -55,28 +61,18 @@ def plot_run(run_dir, out_dir=None, n_samples=8):
     fig, axes = plt.subplots(1, len(spiking), figsize=(3.6 * len(spiking), 3.3), squeeze=False,
                              layout="constrained")
     for ax, layer in zip(axes[0], spiking):
-        u = rec[f"{layer.name}.u"]
         neurons = _active(rec[f"{layer.name}.s"], 3)
-        plot.membrane(ax, u, net.params[f"{layer.name}.theta"] if layer.theta_mode == "neuron"
-                      else _theta_full(net, layer), neurons, s=rec[f"{layer.name}.s"])
+        plot.membrane(ax, rec[f"{layer.name}.u"], net.params[f"{layer.name}.theta"], neurons,
+                      s=rec[f"{layer.name}.s"])
         ax.set_title(layer.name)
     fig.suptitle(f"membrane U of neurons firing about half the steps, {who}")
     paths.append(plot.save(fig, os.path.join(out_dir, "membrane.png")))
 
-    layer = spiking[min(1, len(spiking) - 1)]
-    syn = layer.synapses[0]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), layout="constrained")
-    neurons = _active(rec[f"{layer.name}.s"], 3)
-    w_trace = rec[f"{syn.name}.w_trace"]  # follows the layer's inputs: pick inputs that were active
-    w0 = w_trace.reshape(w_trace.shape[0], w_trace.shape[1], -1)[:, 0]
-    inputs = [int(j) for j in np.argsort(-w0.max(axis=0), kind="stable")[:3]]
-    plot.traces(list(axes), w_trace, rec[f"{layer.name}.th_trace"], rec[f"{layer.name}.al_trace"], neurons,
-                inputs=inputs)
-    axes[0].set_title("per input (most active)", fontsize="small")
-    axes[1].set_title("per neuron", fontsize="small")
-    axes[2].set_title("per neuron", fontsize="small")
-    fig.suptitle(f"STOP traces, layer {layer.name}, {who}")
-    paths.append(plot.save(fig, os.path.join(out_dir, "traces.png")))
+    if net.neuron["reset"] == "hard":  # STOP's traces are defined with the soft reset only
+        _note("traces.png skipped: STOP's traces are defined for the soft reset; this network resets hard")
+    else:
+        tr = simulate(net, x, record=("w_trace", "th_trace", "al_trace"), y=y, numerics="float", bn_mode="eval")
+        paths.append(_traces(tr, rec, spiking, out_dir, who, plt))
 
     rates = {layer.name: float(rec[f"{layer.name}.s"].mean()) for layer in spiking}
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -84,25 +80,7 @@ def plot_run(run_dir, out_dir=None, n_samples=8):
     ax.set_title(f"mean over {len(y)} test samples and {d['T']} steps", fontsize="small")
     paths.append(plot.save(fig, os.path.join(out_dir, "spike_rates.png")))
 
-    hist = os.path.join(run_dir, "history.h5")
-    if os.path.isfile(hist):
-        with h5py.File(hist, "r") as f:
-            epochs = sorted(int(k) for k in f)
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-            for layer in spiking:  # per layer: a pooled box would be conv1's, the largest layer
-                plot.percentiles(axes[0], {e: f[str(e)][f"{layer.name}.theta"][...] for e in epochs}, layer.name)
-            axes[0].set_ylabel("θ")
-            axes[0].set_title("thresholds: median and 1st-99th percentile", fontsize="small")
-            axes[0].legend(fontsize="x-small", ncol=2)
-            axes[1].set_title("leak α", fontsize="small")
-            for layer in spiking:
-                axes[1].plot(epochs, [float(f[str(e)][f"{layer.name}.alpha"][0]) for e in epochs], marker="o",
-                             label=layer.name)
-            axes[1].set_xlabel("epoch")
-            axes[1].xaxis.set_major_locator(plot.MaxNLocator(integer=True))
-            axes[1].set_ylabel("α")
-            axes[1].legend(fontsize="small")
-            paths.append(plot.save(fig, os.path.join(out_dir, "theta_alpha.png")))
+    paths += _theta_alpha(run_dir, out_dir, spiking, plt)
 
     bench = os.path.join(run_dir, "bench.jsonl")
     if os.path.isfile(bench):
@@ -116,13 +94,54 @@ def plot_run(run_dir, out_dir=None, n_samples=8):
     return paths
 
 
+def _note(text):
+    print(f"note: {text}", file=sys.stderr)
+
+
+def _traces(tr, rec, spiking, out_dir, who, plt):
+    """traces.png: STOP's three traces of the second spiking layer (w~ per input, θ~ and α~ per neuron)."""
+    layer = spiking[min(1, len(spiking) - 1)]
+    syn = layer.synapses[0]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), layout="constrained")
+    neurons = _active(rec[f"{layer.name}.s"], 3)
+    w_trace = tr[f"{syn.name}.w_trace"]  # follows the layer's inputs: pick inputs that were active
+    w0 = w_trace.reshape(w_trace.shape[0], w_trace.shape[1], -1)[:, 0]
+    inputs = [int(j) for j in np.argsort(-w0.max(axis=0), kind="stable")[:3]]
+    plot.traces(list(axes), w_trace, tr[f"{layer.name}.th_trace"], tr[f"{layer.name}.al_trace"], neurons,
+                inputs=inputs)
+    axes[0].set_title("per input (most active)", fontsize="small")
+    axes[1].set_title("per neuron", fontsize="small")
+    axes[2].set_title("per neuron", fontsize="small")
+    fig.suptitle(f"STOP traces, layer {layer.name}, {who}")
+    return plot.save(fig, os.path.join(out_dir, "traces.png"))
+
+
+def _theta_alpha(run_dir, out_dir, spiking, plt):
+    """theta_alpha.png from history.h5: per layer θ's median and 1st-99th percentile band, and α."""
+    hist = os.path.join(run_dir, "history.h5")
+    if not os.path.isfile(hist):
+        return []
+    with h5py.File(hist, "r") as f:
+        epochs = sorted(int(k) for k in f)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        for layer in spiking:  # per layer: a pooled box would be conv1's, the largest layer
+            plot.percentiles(axes[0], {e: f[str(e)][f"{layer.name}.theta"][...] for e in epochs}, layer.name)
+        axes[0].set_ylabel("θ")
+        axes[0].set_title("thresholds: median and 1st-99th percentile", fontsize="small")
+        axes[0].legend(fontsize="x-small", ncol=2 if len(spiking) <= 8 else 3)
+        axes[1].set_title("leak α", fontsize="small")
+        for layer in spiking:
+            axes[1].plot(epochs, [float(f[str(e)][f"{layer.name}.alpha"][0]) for e in epochs], marker="o",
+                         label=layer.name)
+        axes[1].set_xlabel("epoch")
+        axes[1].xaxis.set_major_locator(plot.MaxNLocator(integer=True))
+        axes[1].set_ylabel("α")
+        axes[1].legend(fontsize="small")
+        return [plot.save(fig, os.path.join(out_dir, "theta_alpha.png"))]
+
+
 def _active(s, k):
     """k neurons of sample 0 whose spike rate is closest to 1/2 (the informative ones to look at)."""
     rate = s.reshape(s.shape[0], s.shape[1], -1)[:, 0].mean(axis=0)
     order = np.argsort(np.abs(rate - 0.5), kind="stable")
     return [int(j) for j in order[:k]]
-
-
-def _theta_full(net, layer):
-    from .kernels.lif import expand_theta
-    return expand_theta(net.params[f"{layer.name}.theta"], layer.shape, layer.theta_mode)

@@ -243,6 +243,11 @@ class PoolTuner:
         if self.active and self._ref is None:
             self._set(_policy["max"])
 
+    def finish(self):
+        """Training is over: numba back on all cores for whatever the process runs next."""
+        if self.active:
+            self._set(_policy["max"])
+
     def _set(self, n):
         import numba
         numba.set_num_threads(n)

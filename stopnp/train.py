@@ -9,6 +9,7 @@ Run directory: config.toml (resolved), metrics.jsonl (one line per epoch), last.
 """
 import dataclasses
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ from . import checkpoint, data, optim
 from . import config as config_mod
 from .network import ShapeError, check_params, from_config
 from .ops import thread_workload
+from .fsutil import atomic_write
 from .progress import MetricsLog, Progress
 from . import threads
 from .rules import forward_runner, runner
@@ -148,9 +150,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     total_steps = per_epoch * run_cfg["epochs"]
     start_epoch, start_batch, metrics, partial = 0, 0, [], None
     run_dir = run_cfg["out_dir"]
-    _check_run_dir(run_dir, resume, overwrite)
-    os.makedirs(run_dir, exist_ok=True)
-    if resume:
+    if resume:  # everything read and checked before the run folder is touched (--force deletes)
         ck = checkpoint.load(resume, expect_params={k: v.shape for k, v in net.params.items()})
         _check_resume(resume, ck, net, names, ocfg, rng)
         for k, v in ck.params.items():
@@ -159,6 +159,10 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
         opt_state = ck.opt_state
         start_epoch, start_batch, metrics = ck.epoch, ck.step, list(ck.metrics)
         partial = ck.extra.get("epoch_partial") if start_batch and isinstance(ck.extra, dict) else None
+    _check_run_dir(run_dir, resume, overwrite)
+    os.makedirs(run_dir, exist_ok=True)
+    if resume:
+        _carry_over(resume, run_dir)
     with open(os.path.join(run_dir, "config.toml"), "w") as f:
         f.write(config_mod.dumps_toml(cfg, comments=True))
     log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
@@ -257,7 +261,9 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     except _HardStop:
         interrupted = True
         if not quiet:
-            print("stopped at once: no checkpoint written for this batch; last.h5 holds the last saved point",
+            saved = os.path.exists(os.path.join(run_dir, "last.h5"))
+            print("stopped at once: no checkpoint written for this batch" +
+                  ("; last.h5 holds the last saved point" if saved else "; no checkpoint exists yet"),
                   file=stream or None, flush=True)
     except KeyboardInterrupt:
         interrupted = True
@@ -269,6 +275,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
         if not quiet:
             print(f"interrupted: resumable checkpoint written; continue with: stopnp train --resume "
                   f"{os.path.join(run_dir, 'last.h5')}", file=stream or None, flush=True)
+    tuner.finish()
     return RunResult(net, metrics, run_dir, best, time.perf_counter() - t_start, interrupted)
 
 
@@ -348,6 +355,19 @@ RUN_FILES = ("last.h5", "best.h5")  # a run worth keeping: its checkpoints (metr
 REPLACED = ("last.h5", "best.h5", "metrics.jsonl", "history.h5")  # what --force removes
 
 
+def _carry_over(resume, run_dir):
+    """Resuming into another folder: it starts as a copy of the run so far (last.h5, and best.h5 and the
+    θ/α history when the run has them), so it is whole even if no epoch is left to train."""
+    src = os.path.dirname(os.path.abspath(resume))
+    if _same_dir(src, run_dir):
+        return
+    for name, source in (("last.h5", resume), ("best.h5", os.path.join(src, "best.h5")),
+                         ("history.h5", os.path.join(src, "history.h5"))):
+        if os.path.isfile(source):
+            with atomic_write(os.path.join(run_dir, name)) as tmp:
+                shutil.copyfile(source, tmp)
+
+
 def _same_dir(a, b):
     return os.path.isdir(a) and os.path.isdir(b) and os.path.samefile(a, b)
 
@@ -392,7 +412,8 @@ def _check_resume(path, ck, net, names, ocfg, rng):
                                      f"start a new run")
     partial = ck.extra.get("epoch_partial") if isinstance(ck.extra, dict) else None
     if partial is not None and not (isinstance(partial, dict) and all(
-            isinstance(partial.get(k), (int, float)) for k in ("loss_sum", "correct", "seen", "seconds"))):
+            isinstance(partial.get(k), (int, float)) and not isinstance(partial.get(k), bool)
+            and partial.get(k) >= 0 for k in ("loss_sum", "correct", "seen", "seconds"))):
         raise config_mod.ConfigError(f"{path}: its epoch_partial record is malformed (corrupt checkpoint); start "
                                      f"a new run")
     try:

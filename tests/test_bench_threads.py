@@ -159,6 +159,9 @@ def test_pool_tuner_keeps_the_faster_thread_count_and_rechecks():
         assert numba.get_num_threads() == 1
         short.end_epoch()
         assert numba.get_num_threads() == cores and short.threads == cores
+        short._set(1)
+        short.finish()  # after training: all cores again for the rest of the process
+        assert numba.get_num_threads() == cores
         threads.set_threads(cores)
         assert not threads.PoolTuner().active and threads.PoolTuner().threads is None
     finally:

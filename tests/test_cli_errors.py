@@ -235,3 +235,34 @@ def test_inspect_file_holds_the_batch_and_print_config_documents_itself(tmp_path
     cfg.write_text(text)
     assert C.resolve(C.read(str(cfg))) == C.resolve(C.DEFAULT_TRAIN, ["run.quiet=false"])  # reads back whole
     _err(capsys, ["eval", cfg], "c.toml: not an HDF5 checkpoint")
+
+
+def test_resume_flags_and_an_other_folder(tmp_path, capsys):
+    run = _run(tmp_path, extra=["run.epochs=2"])
+    # a config's or --set's run.quiet and run.out_dir are honoured with --resume
+    assert cli.main(["train", "--resume", str(run / "last.h5"), "--set", "run.quiet=true", "--set",
+                     f"run.out_dir={json.dumps(str(tmp_path / 'set'))}", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert "quiet = true" in text and str(tmp_path / "set") in text
+    # resuming into an empty folder copies the run so far: it is whole even with nothing left to train
+    assert cli.main(["train", "--resume", str(run / "last.h5"), "--out", str(tmp_path / "copy"), "--quiet"]) == 0
+    assert {"last.h5", "best.h5", "history.h5", "metrics.jsonl"} <= set(os.listdir(tmp_path / "copy"))
+    # --force with a checkpoint that does not fit deletes nothing
+    other = _run(tmp_path, "other")
+    _err(capsys, ["train", "--resume", run / "last.h5", "--out", other, "--force", "--set", "model.hidden=[8]",
+                  "--quiet"], "parameters do not fit")
+    assert {"last.h5", "best.h5", "history.h5"} <= set(os.listdir(other))
+
+
+@pytest.mark.parametrize("extra", [["model.name=lenet5", "neuron.theta_mode=channel"],
+                                   ["rule.name=bptt", "rule.learn=W", "neuron.reset=hard"],
+                                   ["numerics.kind=fixed", "optim.momentum=0.0", "optim.weight_decay=0.0"]])
+def test_plot_every_kind_of_run(tmp_path, capsys, extra):
+    """θ per channel, a hard reset (no STOP traces: skipped with a note), fixed point (simulated in float)."""
+    run = _run(tmp_path, extra=extra)
+    assert cli.main(["plot", str(run)]) == 0
+    names = {os.path.basename(p) for p in capsys.readouterr().out.split()}
+    assert {"curves.png", "raster.png", "membrane.png", "spike_rates.png", "theta_alpha.png"} <= names
+    assert ("traces.png" in names) == ("neuron.reset=hard" not in extra)
+    if "neuron.reset=hard" in extra:
+        _err(capsys, ["inspect", run / "last.h5"], "resets hard")
