@@ -109,7 +109,7 @@ def compare(rules=RULES, epochs=3, seed=0, out_dir="runs/compare", plots_dir="pl
             raise CompareError(f"rule {rule} failed: {last}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{rule:<7} test acc {100 * row['test_acc']:.2f}%  {row['train_seconds']:.0f} s  "
+        print(f"{rule:<7} test acc {100 * row['test_acc']:.2f}%  {_secs(row['train_seconds'])} s  "
               f"peak {row['peak_rss_mib']:.0f} MiB  cos to BPTT {row['cos_to_bptt']:.3f}", file=stream, flush=True)
     mem = []
     if memory:
@@ -135,12 +135,17 @@ def compare(rules=RULES, epochs=3, seed=0, out_dir="runs/compare", plots_dir="pl
     return rows, mem
 
 
+def _secs(s):
+    """Seconds for the table: whole seconds, or one decimal below 10 (a short run is not '0 s')."""
+    return f"{s:.1f}" if s < 10 else f"{s:.0f}"
+
+
 def markdown(rows, mem, Ts):
     lines = ["| rule | test acc (%) | training time (s) | peak RSS (MiB) | mean cos to BPTT |",
              "|---|---|---|---|---|"]
     for r in rows:
         cos = "n/a" if r["cos_to_bptt"] != r["cos_to_bptt"] else f"{r['cos_to_bptt']:.3f}"
-        lines.append(f"| {r['rule']} | {100 * r['test_acc']:.2f} | {r['train_seconds']:.0f} | "
+        lines.append(f"| {r['rule']} | {100 * r['test_acc']:.2f} | {_secs(r['train_seconds'])} | "
                      f"{r['peak_rss_mib']:.0f} | {cos} |")
     if mem:
         lines += ["", "Peak RSS growth (MiB) on the mlp workload (784-800-10, B = 64) vs T:", "",
