@@ -152,7 +152,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     run_dir = run_cfg["out_dir"]
     if resume:  # everything read and checked before the run folder is touched (--force deletes)
         ck = checkpoint.load(resume, expect_params={k: v.shape for k, v in net.params.items()})
-        _check_resume(resume, ck, net, names, ocfg, rng)
+        _check_resume(resume, ck, net, names, ocfg, rng, cfg)
         for k, v in ck.params.items():
             net.params[k][...] = v
         _check_loaded(net, resume)
@@ -395,7 +395,7 @@ def _check_run_dir(run_dir, resume, overwrite):
             f"resume without --out (its own folder), into an empty --out, or replace it with --force")
 
 
-def _check_resume(path, ck, net, names, ocfg, rng):
+def _check_resume(path, ck, net, names, ocfg, rng, cfg):
     """Everything a resume reads from the checkpoint, checked before anything is changed (one line each);
     sets ``rng`` to the saved stream."""
     try:
@@ -410,6 +410,15 @@ def _check_resume(path, ck, net, names, ocfg, rng):
     if not isinstance(ck.metrics, (list, tuple)) or not all(isinstance(m, dict) for m in ck.metrics):
         raise config_mod.ConfigError(f"{path}: metrics is not a list of epoch records (corrupt checkpoint); "
                                      f"start a new run")
+    if ck.step:  # mid-epoch: the saved batch position only means something for the same batch order
+        saved = ck.config if isinstance(ck.config, dict) else {}
+        for sec, key in (("data", "name"), ("data", "batch_size"), ("data", "limit_train"), ("run", "seed"),
+                         ("data", "augment")):
+            old, new = (saved.get(sec) or {}).get(key), cfg[sec][key]
+            if old is not None and old != new:
+                raise config_mod.ConfigError(
+                    f"{path}: stopped inside an epoch with {sec}.{key} = {old!r}; resuming with {new!r} would "
+                    f"skip the wrong batches: keep {sec}.{key} = {old!r} until the epoch ends")
     partial = ck.extra.get("epoch_partial") if isinstance(ck.extra, dict) else None
     if partial is not None and not (isinstance(partial, dict) and all(
             isinstance(partial.get(k), (int, float)) and not isinstance(partial.get(k), bool)

@@ -266,3 +266,13 @@ def test_plot_every_kind_of_run(tmp_path, capsys, extra):
     assert ("traces.png" in names) == ("neuron.reset=hard" not in extra)
     if "neuron.reset=hard" in extra:
         _err(capsys, ["inspect", run / "last.h5"], "resets hard")
+
+
+def test_a_mid_epoch_resume_keeps_the_batch_order(tmp_path):
+    cfg = C.resolve({}, TINY + [f'run.out_dir="{tmp_path / "r"}"', "run.epochs=2"])
+    assert train(cfg, stop_after=1).interrupted  # stopped after batch 1 of epoch 1
+    last = str(tmp_path / "r" / "last.h5")
+    for change in ("data.batch_size=16", "run.seed=5"):
+        with pytest.raises(C.ConfigError, match=f"stopped inside an epoch with {change.split('=')[0]}"):
+            train(C.resolve(cfg, [change]), resume=last)
+    assert not train(cfg, resume=last).interrupted  # the same order resumes
