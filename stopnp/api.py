@@ -6,7 +6,7 @@
 """
 import numpy as np
 
-from .config import ConfigError, _validate
+from .config import ConfigError, validate_field
 from .network import Network, check_input, check_params
 from .rules import runner
 from .rules.common import resolve_options
@@ -22,7 +22,7 @@ def _is_fixed(net, numerics):
     """The explicit ``numerics`` option, else the network's config, names the integer network."""
     _check_net(net)
     if numerics is not None:
-        numerics = _validate("numerics", "kind", numerics, name="option numerics (numerics.kind)")
+        numerics = validate_field("numerics", "kind", numerics, name="option numerics (numerics.kind)")
     return (numerics or net.config["numerics"]["kind"]) == "fixed"
 
 
@@ -54,7 +54,7 @@ def gradients(net, x, y, rule="stop", numerics=None, **options) -> dict:
         raise ValueError("gradients: labels y are required")
     if _is_fixed(net, numerics):
         _fixed_options(options, ("learn_last",))
-        learn_last = _validate("numerics", "learn_last", options.get("learn_last", 0),
+        learn_last = validate_field("numerics", "learn_last", options.get("learn_last", 0),
                                name="option learn_last (numerics.learn_last)")
         return _gradients_fixed(net, x, y, rule, learn_last)
     return run_batch(net, x, y, rule, **options).grads

@@ -142,15 +142,10 @@ def _add_inspect(sub):
 def cmd_inspect(args):
     import numpy as np
     from . import data
-    from .inspect import format_table, inspect_batch, write_h5
+    from .inspect import check_inspectable, format_table, inspect_batch, write_h5
     from .train import load_network
     net, _ = load_network(args.checkpoint)
-    if net.neuron["reset"] == "hard" or net.config["rule"]["name"] == "bpsta":
-        from .config import ConfigError
-        raise ConfigError(f"{args.checkpoint}: inspect shows STOP's traces and per-step gradients, which are "
-                          f"defined for LIF neurons with the soft reset; this network "
-                          f"{'is BPSTA' if net.config['rule']['name'] == 'bpsta' else 'resets hard'} "
-                          f"(stopnp plot still shows its curves and thresholds)")
+    check_inspectable(net, args.checkpoint)
     d = net.config["data"]
     src = data.load(d["name"], args.split)
     x, y = next(iter(data.batches(src, args.batch, d["T"], shuffle=False, dtype=np.float64)))

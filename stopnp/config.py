@@ -217,11 +217,11 @@ def resolve(cfg: dict | None = None, overrides=()) -> dict:
     for o in overrides:
         items.append(parse_override(o) if isinstance(o, str) else tuple(o))
     for sec, key, value in items:
-        out[sec][key] = _validate(sec, key, value)
+        out[sec][key] = validate_field(sec, key, value)
     return out
 
 
-def _validate(sec, key, value, name=None):
+def validate_field(sec, key, value, name=None):
     """``value`` checked against SCHEMA[sec][key]; errors name ``name`` (default ``sec.key``)."""
     if sec not in SCHEMA:
         raise ConfigError(f"unknown config section {sec!r}; valid: {', '.join(SCHEMA)}")

@@ -7,6 +7,7 @@ plus a per-layer table: spike rate, gradient norms, cosine of the STOP gradient 
 import numpy as np
 import h5py
 
+from .config import ConfigError
 from .network import check_input
 from .rules import runner
 from .rules.common import resolve_options
@@ -20,9 +21,19 @@ def cosine(a, b) -> float:
     return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
 
 
+def check_inspectable(net, where="network"):
+    """STOP's traces and per-step gradients exist for LIF neurons with the soft reset only."""
+    bpsta = net.config["rule"]["name"] == "bpsta"
+    if net.neuron["reset"] == "hard" or bpsta:
+        raise ConfigError(f"{where}: inspect shows STOP's traces and per-step gradients, which are defined for "
+                          f"LIF neurons with the soft reset; this network {'is BPSTA' if bpsta else 'resets hard'}"
+                          f" (stopnp plot still shows its curves and thresholds)")
+
+
 def inspect_batch(net, x, y, *, reference="bptt", per_step=True):
     """Returns (records, per_step_grads, grads, ref_grads, table)."""
     check_input(net, x, y)
+    check_inspectable(net)
     opts = resolve_options(net, "stop", {"bn_mode": "eval"})
     steps = {}
 

@@ -185,8 +185,9 @@ def from_config(cfg: dict) -> Network:
         raise config_mod.ConfigError(f"model: the output layer has {layers[-1].size} neurons but model.n_classes = "
                                      f"{m['n_classes']}{votes}")
     rng = np.random.default_rng(cfg["run"]["seed"])
-    params = init_params(layers, cfg, rng)
-    return Network(layers, params, cfg)
+    params = init_params(layers, cfg, rng)  # drawn in float32: the same start for either run.dtype
+    dtype = np.dtype(cfg["run"]["dtype"])
+    return Network(layers, {k: v.astype(dtype, copy=False) for k, v in params.items()}, cfg)
 
 
 def _conv_out(h, k, stride, pad):

@@ -102,13 +102,14 @@ def clip_grads(grads: dict, max_norm: float) -> float:
 
 def step(params: dict, grads: dict, state: dict, cfg_optim: dict, lr: float, theta_min: float):
     """Apply one update in place to ``params`` (and ``state``), then clamp θ and α."""
+    kind = state["kind"]
     for name, g in grads.items():  # checked before any update: the kernels index flat arrays blindly
-        bufs = [state[b].get(name) if isinstance(state.get(b), dict) else None for b in BUFFERS[state["kind"]]]
         p = params[name]
         if not isinstance(p, np.ndarray) or p.dtype.kind != "f" or not p.flags.writeable:
             raise ValueError(f"optim.step: parameter {name!r} must be a writable float array, got "
                              f"{getattr(p, 'dtype', type(p).__name__)}")
-        for what, a in (("gradient", g), *((f"{state['kind']} state", b) for b in bufs)):
+        bufs = [state[b].get(name) if isinstance(state.get(b), dict) else None for b in BUFFERS[kind]]
+        for what, a in (("gradient", g), *((f"{kind} state", b) for b in bufs)):
             if not isinstance(a, np.ndarray) or a.shape != p.shape:
                 got = a.shape if isinstance(a, np.ndarray) else type(a).__name__
                 raise ValueError(f"optim.step: {what} of {name!r} is {got}, the parameter is {p.shape}")
@@ -117,30 +118,27 @@ def step(params: dict, grads: dict, state: dict, cfg_optim: dict, lr: float, the
     state["step"] += 1
     wd = cfg_optim["weight_decay"]
     for name, g in grads.items():
-        p = params[name]
         eta = lr * _lr_scale(cfg_optim, name)
         decay = wd if name.endswith(".weight") else 0.0
-        # the kernels update flat views in place; a non-contiguous parameter is updated through a copy
-        # written back, so the update is never lost on a reshape copy
-        work = p if p.flags.c_contiguous else np.ascontiguousarray(p)
-        g = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
-        bufs = [np.ascontiguousarray(state[b][name]) for b in BUFFERS[state["kind"]]]
-        if state["kind"] == "sgd":
-            _sgd(work.reshape(-1), g, bufs[0].reshape(-1), eta, cfg_optim["momentum"], decay, cfg_optim["nesterov"])
+        # the kernels update flat views in place: a non-contiguous parameter or state buffer is updated
+        # through a contiguous copy written back, so no update is lost on a reshape copy
+        arrays = [params[name], *(state[b][name] for b in BUFFERS[kind])]
+        work = [np.ascontiguousarray(a) for a in arrays]
+        flat = [w.reshape(-1) for w in work]
+        g = np.ascontiguousarray(g, dtype=work[0].dtype).reshape(-1)
+        if kind == "sgd":
+            _sgd(flat[0], g, flat[1], eta, cfg_optim["momentum"], decay, cfg_optim["nesterov"])
         else:
             b1, b2 = cfg_optim["betas"]
             t = state["step"]
-            _adam(work.reshape(-1), g, bufs[0].reshape(-1), bufs[1].reshape(-1), eta, b1, b2, cfg_optim["eps"],
-                  1.0 - b1 ** t, 1.0 - b2 ** t, decay)
-        for b, arr in zip(BUFFERS[state["kind"]], bufs):
-            if arr is not state[b][name]:
-                state[b][name][...] = arr
+            _adam(flat[0], g, flat[1], flat[2], eta, b1, b2, cfg_optim["eps"], 1.0 - b1 ** t, 1.0 - b2 ** t, decay)
         if name.endswith(".alpha"):
-            np.clip(work, 0.0, 1.0, out=work)
+            np.clip(work[0], 0.0, 1.0, out=work[0])
         elif name.endswith(".theta"):
-            np.maximum(work, theta_min, out=work)
-        if work is not p:
-            p[...] = work
+            np.maximum(work[0], theta_min, out=work[0])
+        for a, w in zip(arrays, work):
+            if w is not a:
+                a[...] = w
 
 
 def update_bn_running(params: dict, bn_stats: dict, momentum: float = 0.1):

@@ -8,8 +8,9 @@
 On a terminal the bar redraws in place (at most ten times a second). When the stream is not a TTY
 (logs, CI) it prints a plain line every ``log_every`` seconds (30: a long epoch is not silent) and a
 summary line at ``close()``, and nothing at all when ``quiet``. ``initial``: samples already done (a
-resumed epoch); the rate counts only this run's. Throughput and ETA use ``time.perf_counter``. Postfix values whose key contains
-"acc" are percentages (the caller passes 91.2, not 0.912) and get a "%".
+resumed epoch); the rate counts only this run's. Throughput and ETA use ``time.perf_counter``.
+Postfix values whose key contains "acc" are percentages (the caller passes 91.2, not 0.912) and get
+a "%".
 
     MetricsLog(path).append(row)   one JSON object per line, flushed: a crash loses at most a line
     read_metrics(path)             the rows back (a torn last line from a crash is skipped)

@@ -127,7 +127,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     dtype = np.dtype(run_cfg["dtype"])
     train_src = _limit(data.load(dcfg["name"], "train"), dcfg["limit_train"])
     test_src = _limit(data.load(dcfg["name"], "test"), dcfg["limit_test"])
-    net = _run_dtype(from_config(cfg))
+    net = from_config(cfg)
     threads.fit(*thread_workload(net, dcfg["batch_size"]))
     check_data(net, train_src, "train")
     check_data(net, test_src, "test")
@@ -152,13 +152,12 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     run_dir = run_cfg["out_dir"]
     if resume:  # everything read and checked before the run folder is touched (--force deletes)
         ck = checkpoint.load(resume, expect_params={k: v.shape for k, v in net.params.items()})
-        _check_resume(resume, ck, net, names, ocfg, rng, cfg)
+        partial = _check_resume(resume, ck, net, names, ocfg, rng, cfg)
         for k, v in ck.params.items():
             net.params[k][...] = v
         _check_loaded(net, resume)
         opt_state = ck.opt_state
         start_epoch, start_batch, metrics = ck.epoch, ck.step, list(ck.metrics)
-        partial = ck.extra.get("epoch_partial") if start_batch and isinstance(ck.extra, dict) else None
     _check_run_dir(run_dir, resume, overwrite)
     os.makedirs(run_dir, exist_ok=True)
     if resume:
@@ -267,11 +266,10 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                   file=stream or None, flush=True)
     except KeyboardInterrupt:
         interrupted = True
-        partial = None
+        sums = None
         if pos[1] > 0:  # stopped inside an epoch: keep its running sums for the resume
-            partial = {"loss_sum": loss_sum, "correct": correct, "seen": seen,
-                       "seconds": time.perf_counter() - t_epoch}
-        _save(run_dir, net, opt_state, rng, cfg, pos[0], pos[1], metrics, False, partial)
+            sums = {"loss_sum": loss_sum, "correct": correct, "seen": seen, "seconds": time.perf_counter() - t_epoch}
+        _save(run_dir, net, opt_state, rng, cfg, pos[0], pos[1], metrics, False, sums)
         if not quiet:
             print(f"interrupted: resumable checkpoint written; continue with: stopnp train --resume "
                   f"{os.path.join(run_dir, 'last.h5')}", file=stream or None, flush=True)
@@ -372,10 +370,15 @@ def _same_dir(a, b):
     return os.path.isdir(a) and os.path.isdir(b) and os.path.samefile(a, b)
 
 
+def held_run(run_dir):
+    """The checkpoints of a run already in ``run_dir`` (empty: nothing there to protect)."""
+    return [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
+
+
 def _check_run_dir(run_dir, resume, overwrite):
     if not run_dir:
         raise config_mod.ConfigError("run.out_dir is empty; name a run directory, e.g. --out runs/mnist")
-    held = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
+    held = held_run(run_dir)
     own = bool(resume) and _same_dir(run_dir, os.path.dirname(os.path.abspath(resume)))
     if overwrite and not own:
         for f in REPLACED:  # the replaced run goes whole: no stale best.h5 or history epochs mixed in
@@ -397,7 +400,7 @@ def _check_run_dir(run_dir, resume, overwrite):
 
 def _check_resume(path, ck, net, names, ocfg, rng, cfg):
     """Everything a resume reads from the checkpoint, checked before anything is changed (one line each);
-    sets ``rng`` to the saved stream."""
+    sets ``rng`` to the saved stream and returns the stopped epoch's running sums (None at an epoch end)."""
     try:
         optim.check_state(ck.opt_state, net.params, names, ocfg, where=f"{path}: opt_state")
     except ValueError as e:
@@ -406,7 +409,7 @@ def _check_resume(path, ck, net, names, ocfg, rng, cfg):
         v = getattr(ck, field)
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise config_mod.ConfigError(f"{path}: {field} = {v!r} is not an integer >= 0 (corrupt checkpoint); "
-                              f"start a new run")
+                                         f"start a new run")
     if not isinstance(ck.metrics, (list, tuple)) or not all(isinstance(m, dict) for m in ck.metrics):
         raise config_mod.ConfigError(f"{path}: metrics is not a list of epoch records (corrupt checkpoint); "
                                      f"start a new run")
@@ -419,7 +422,7 @@ def _check_resume(path, ck, net, names, ocfg, rng, cfg):
                 raise config_mod.ConfigError(
                     f"{path}: stopped inside an epoch with {sec}.{key} = {old!r}; resuming with {new!r} would "
                     f"skip the wrong batches: keep {sec}.{key} = {old!r} until the epoch ends")
-    partial = ck.extra.get("epoch_partial") if isinstance(ck.extra, dict) else None
+    partial = ck.extra.get("epoch_partial") if ck.step and isinstance(ck.extra, dict) else None
     if partial is not None and not (isinstance(partial, dict) and all(
             isinstance(partial.get(k), (int, float)) and not isinstance(partial.get(k), bool)
             and partial.get(k) >= 0 for k in ("loss_sum", "correct", "seen", "seconds"))):
@@ -429,12 +432,7 @@ def _check_resume(path, ck, net, names, ocfg, rng, cfg):
         rng.bit_generator.state = ck.rng_state
     except (ValueError, TypeError, KeyError) as e:
         raise config_mod.ConfigError(f"{path}: random generator state unreadable ({e}); start a new run") from None
-
-
-def _run_dtype(net):
-    """The network with parameters in run.dtype: parameters, optimizer state and data share one float type."""
-    dtype = np.dtype(net.config["run"]["dtype"])
-    return net if all(v.dtype == dtype for v in net.params.values()) else net.astype(dtype)
+    return partial
 
 
 def load_network(path):
@@ -444,7 +442,7 @@ def load_network(path):
         cfg = config_mod.resolve(ck.config)
     except config_mod.ConfigError as e:
         raise checkpoint.CheckpointError(f"{path}: its config: {e}") from None
-    net = _run_dtype(from_config(cfg))
+    net = from_config(cfg)
     expect = {k: v.shape for k, v in net.params.items()}
     ck = checkpoint.load(path, expect_params=expect)
     for k in net.params:

@@ -343,12 +343,11 @@ def lif_bptt_backward(e_u, gtheta, galpha, g, u, s, v_prev, alpha, theta,
 def expand_theta(theta, layer_shape, mode):
     """Per-neuron view ``(N,)`` of a per-neuron, per-channel or per-layer threshold (once per batch)."""
     n = int(np.prod(layer_shape))
-    if mode == "neuron":
+    if mode == "neuron":  # θ itself when contiguous: a view, so in-place updates of θ are seen
         return np.ascontiguousarray(theta.reshape(n))
-    if mode == "layer":
-        return np.full(n, theta.reshape(-1)[0], dtype=theta.dtype)
-    per_channel = n // layer_shape[0]
-    return np.ascontiguousarray(np.repeat(theta.reshape(-1), per_channel))
+    out = np.empty(n, theta.dtype)
+    expand_theta_into(out, theta, layer_shape, mode)
+    return out
 
 
 def expand_theta_into(out, theta, layer_shape, mode):

@@ -81,11 +81,11 @@ def _input_transform(V, xp, nty, ntx):
                 t01, t11, t21, t31 = b0 - b2, b1 + b2, b2 - b1, b1 - b3
                 t02, t12, t22, t32 = c0 - c2, c1 + c2, c2 - c1, c1 - c3
                 t03, t13, t23, t33 = d0 - d2, d1 + d2, d2 - d1, d1 - d3
-                p = p0 + tx
-                V[0, c * P + p], V[1, c * P + p], V[2, c * P + p], V[3, c * P + p] = t00 - t02, t01 + t02, t02 - t01, t01 - t03
-                V[4, c * P + p], V[5, c * P + p], V[6, c * P + p], V[7, c * P + p] = t10 - t12, t11 + t12, t12 - t11, t11 - t13
-                V[8, c * P + p], V[9, c * P + p], V[10, c * P + p], V[11, c * P + p] = t20 - t22, t21 + t22, t22 - t21, t21 - t23
-                V[12, c * P + p], V[13, c * P + p], V[14, c * P + p], V[15, c * P + p] = t30 - t32, t31 + t32, t32 - t31, t31 - t33
+                cp = c * P + p0 + tx
+                V[0, cp], V[1, cp], V[2, cp], V[3, cp] = t00 - t02, t01 + t02, t02 - t01, t01 - t03
+                V[4, cp], V[5, cp], V[6, cp], V[7, cp] = t10 - t12, t11 + t12, t12 - t11, t11 - t13
+                V[8, cp], V[9, cp], V[10, cp], V[11, cp] = t20 - t22, t21 + t22, t22 - t21, t21 - t23
+                V[12, cp], V[13, cp], V[14, cp], V[15, cp] = t30 - t32, t31 + t32, t32 - t31, t31 - t33
 
 
 @njit(cache=True)
@@ -99,11 +99,11 @@ def _output_transform(out, M, nty, ntx, accumulate):
             full_y = yy + 1 < H
             p0 = ty * ntx
             for tx in range(ntx):
-                p = p0 + tx
-                m0, m1, m2, m3 = M[0, c * P + p], M[1, c * P + p], M[2, c * P + p], M[3, c * P + p]
-                m4, m5, m6, m7 = M[4, c * P + p], M[5, c * P + p], M[6, c * P + p], M[7, c * P + p]
-                m8, m9, m10, m11 = M[8, c * P + p], M[9, c * P + p], M[10, c * P + p], M[11, c * P + p]
-                m12, m13, m14, m15 = M[12, c * P + p], M[13, c * P + p], M[14, c * P + p], M[15, c * P + p]
+                cp = c * P + p0 + tx
+                m0, m1, m2, m3 = M[0, cp], M[1, cp], M[2, cp], M[3, cp]
+                m4, m5, m6, m7 = M[4, cp], M[5, cp], M[6, cp], M[7, cp]
+                m8, m9, m10, m11 = M[8, cp], M[9, cp], M[10, cp], M[11, cp]
+                m12, m13, m14, m15 = M[12, cp], M[13, cp], M[14, cp], M[15, cp]
                 s0, s1, s2, s3 = m0 + m4 + m8, m1 + m5 + m9, m2 + m6 + m10, m3 + m7 + m11  # Aᵀ m, row 0
                 r0, r1, r2, r3 = m4 - m8 - m12, m5 - m9 - m13, m6 - m10 - m14, m7 - m11 - m15  # row 1
                 y00, y01 = s0 + s1 + s2, s1 - s2 - s3
@@ -145,11 +145,11 @@ def _delta_transform(D, gp, nty, ntx):
                 e1a, e1b = d00 + d10, d01 + d11
                 e2a, e2b = d00 - d10, d01 - d11
                 e3a, e3b = -d10, -d11
-                p = p0 + tx
-                D[0, o * P + p], D[1, o * P + p], D[2, o * P + p], D[3, o * P + p] = e0a, e0a + e0b, e0a - e0b, -e0b
-                D[4, o * P + p], D[5, o * P + p], D[6, o * P + p], D[7, o * P + p] = e1a, e1a + e1b, e1a - e1b, -e1b
-                D[8, o * P + p], D[9, o * P + p], D[10, o * P + p], D[11, o * P + p] = e2a, e2a + e2b, e2a - e2b, -e2b
-                D[12, o * P + p], D[13, o * P + p], D[14, o * P + p], D[15, o * P + p] = e3a, e3a + e3b, e3a - e3b, -e3b
+                op = o * P + p0 + tx
+                D[0, op], D[1, op], D[2, op], D[3, op] = e0a, e0a + e0b, e0a - e0b, -e0b
+                D[4, op], D[5, op], D[6, op], D[7, op] = e1a, e1a + e1b, e1a - e1b, -e1b
+                D[8, op], D[9, op], D[10, op], D[11, op] = e2a, e2a + e2b, e2a - e2b, -e2b
+                D[12, op], D[13, op], D[14, op], D[15, op] = e3a, e3a + e3b, e3a - e3b, -e3b
 
 
 @njit(cache=True, parallel=True)
@@ -200,34 +200,34 @@ def _weight_grad_groups(acc, tmp, g, a, V, D, XP, nty, ntx):
 @njit(cache=True, parallel=True)
 def _reduce_filter_grad(gw, acc, tmp):
     """gw[o] += Gᵀ (Σ_g acc[g, :, o]) G: the groups summed in order, rows read contiguously;
-    parallel over o (an iteration owns gw[o]); tmp: per-thread (16, ·, ≥ I) scratch."""
+    parallel over o (an iteration owns gw[o]); tmp: per-thread scratch of at least 16·I values."""
     G, O, I = acc.shape[0], acc.shape[2], acc.shape[3]
     half = gw.dtype.type(0.5)
     for o in prange(O):
-        m = tmp[get_thread_id()]
+        m = tmp[get_thread_id()].reshape(-1)[:16 * I].reshape((16, I))  # m[k, i] = Σ_g acc[g, k, o, i]
         for k in range(16):
             for i in range(I):
-                m[k, 0, i] = acc[0, k, o, i]
+                m[k, i] = acc[0, k, o, i]
             for g in range(1, G):
                 for i in range(I):
-                    m[k, 0, i] += acc[g, k, o, i]
+                    m[k, i] += acc[g, k, o, i]
         for i in range(I):
             for r in range(3):  # Gᵀ m G: row r of Gᵀ m (four values), then its three taps
                 if r == 0:
-                    h0 = m[0, 0, i] + half * (m[4, 0, i] + m[8, 0, i])
-                    h1 = m[1, 0, i] + half * (m[5, 0, i] + m[9, 0, i])
-                    h2 = m[2, 0, i] + half * (m[6, 0, i] + m[10, 0, i])
-                    h3 = m[3, 0, i] + half * (m[7, 0, i] + m[11, 0, i])
+                    h0 = m[0, i] + half * (m[4, i] + m[8, i])
+                    h1 = m[1, i] + half * (m[5, i] + m[9, i])
+                    h2 = m[2, i] + half * (m[6, i] + m[10, i])
+                    h3 = m[3, i] + half * (m[7, i] + m[11, i])
                 elif r == 1:
-                    h0 = half * (m[4, 0, i] - m[8, 0, i])
-                    h1 = half * (m[5, 0, i] - m[9, 0, i])
-                    h2 = half * (m[6, 0, i] - m[10, 0, i])
-                    h3 = half * (m[7, 0, i] - m[11, 0, i])
+                    h0 = half * (m[4, i] - m[8, i])
+                    h1 = half * (m[5, i] - m[9, i])
+                    h2 = half * (m[6, i] - m[10, i])
+                    h3 = half * (m[7, i] - m[11, i])
                 else:
-                    h0 = half * (m[4, 0, i] + m[8, 0, i]) + m[12, 0, i]
-                    h1 = half * (m[5, 0, i] + m[9, 0, i]) + m[13, 0, i]
-                    h2 = half * (m[6, 0, i] + m[10, 0, i]) + m[14, 0, i]
-                    h3 = half * (m[7, 0, i] + m[11, 0, i]) + m[15, 0, i]
+                    h0 = half * (m[4, i] + m[8, i]) + m[12, i]
+                    h1 = half * (m[5, i] + m[9, i]) + m[13, i]
+                    h2 = half * (m[6, i] + m[10, i]) + m[14, i]
+                    h3 = half * (m[7, i] + m[11, i]) + m[15, i]
                 gw[o, i, r, 0] += h0 + half * (h1 + h2)
                 gw[o, i, r, 1] += half * (h1 - h2)
                 gw[o, i, r, 2] += half * (h1 + h2) + h3

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import ConfigError, RULES, _validate
+from ..config import ConfigError, RULES, validate_field
 from ..kernels import lif as klif
 
 
@@ -48,7 +48,7 @@ def resolve_options(net, rule, options) -> dict:
         if isinstance(value, np.generic):
             value = value.item()
         if isinstance(src, tuple):  # an option for a config field is checked as that field
-            value = _validate(*src, value, name=f"option {name} ({'.'.join(src)})" if name in options else None)
+            value = validate_field(*src, value, name=f"option {name} ({'.'.join(src)})" if name in options else None)
         elif isinstance(src, bool) and not isinstance(value, bool):
             raise ConfigError(f"option {name} = {value!r}: expected True or False")
         opts[name] = value

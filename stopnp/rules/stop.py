@@ -61,6 +61,12 @@ def trace_decay(opts, alpha, dtype):
     return dtype.type(0) if alpha is None else alpha
 
 
+def _leaks(net, params, opts, dtype):
+    """Per layer: α (None for a non-spiking readout) and the weight trace's decay λ."""
+    alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
+    return alphas, [trace_decay(opts, a, dtype) for a in alphas]
+
+
 def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on_step=None,
         backward_steps=None) -> Result:
     """One sequence batch. ``y=None``: forward only. ``backward_steps``: steps with a backward (SLTT-K).
@@ -88,8 +94,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     out_sum = np.zeros((B, n_out), dtype)
     go = np.zeros((B, n_out), dtype)
     counts = {layer.name: 0.0 for layer in net.layers if layer.spiking}
-    alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
-    decays = [trace_decay(opts, a, dtype) for a in alphas]
+    alphas, decays = _leaks(net, params, opts, dtype)
     theta_learn = "T" in learn or "L" in learn
     # static input (time stride 0, e.g. direct-coded images): W ⊛ x once per sequence, and the
     # input layer's ΔW as (Σ_t c_t·ĝ[t]) ⊗ x with c_t = λ·c_{t-1} + 1 (w~[t] = c_t·x)
@@ -98,8 +103,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     coef = [0.0] * len(net.layers)
     static_begin(ws)
     total = 0.0
-    loop = opts["kernels"] == "loop"  # the C-portable reference kernels throughout
-    lif_step = klif.lif_stop_forward_loop if loop else klif.lif_stop_forward
+    lif_step = klif.lif_stop_forward_loop if opts["kernels"] == "loop" else klif.lif_stop_forward
     for t in range(T):
         x_t = x[t]
         for layer in net.layers:
@@ -115,8 +119,8 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
             if not layer.spiking:
                 np.copyto(u, flat(i_in))
             elif learning and opts["rule"] in ("stop",):
-                lif_step(u, s, flat(ws.v[li]), flat(ws.th_trace[li]), flat(ws.al_trace[li]),
-                                      flat(i_in), alphas[li], ws.theta[li], smooth, surr)
+                lif_step(u, s, flat(ws.v[li]), flat(ws.th_trace[li]), flat(ws.al_trace[li]), flat(i_in),
+                         alphas[li], ws.theta[li], smooth, surr)
             else:
                 klif.lif_forward(u, s, flat(ws.v[li]), flat(i_in), alphas[li], ws.theta[li],
                                  opts["hard"], smooth, surr)
@@ -138,10 +142,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
                     # the next step runs with the updated θ and α (W is read from params directly)
                     ws.refresh_theta(net, params)
                     ws.weights_changed()
-                    for layer in net.layers:
-                        if layer.spiking:
-                            alphas[layer.index] = alpha_of(params, layer, dtype)
-                            decays[layer.index] = trace_decay(opts, alphas[layer.index], dtype)
+                    alphas, decays = _leaks(net, params, opts, dtype)
         _record_step(net, ws, rec, t)
     if static_grad:
         flush_static(net, ws, grads, x[0])
@@ -155,13 +156,13 @@ def _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef
     for g in ws.g:
         g.fill(0)
     flat(ws.g[net.output.index])[...] = go
+    delta_grads = klif.stop_delta_grads_loop if opts["kernels"] == "loop" else klif.stop_delta_grads
     for layer in reversed(net.layers):
         li = layer.index
         e = ws.e[li]
         if layer.spiking and theta_learn:
-            delta_grads = klif.stop_delta_grads_loop if opts["kernels"] == "loop" else klif.stop_delta_grads
-            delta_grads(flat(e), ws.gtheta[li], ws.galpha[li], flat(ws.g[li]), flat(ws.u[li][0]),
-                                  ws.theta[li], flat(ws.th_trace[li]), flat(ws.al_trace[li]), opts["surr"])
+            delta_grads(flat(e), ws.gtheta[li], ws.galpha[li], flat(ws.g[li]), flat(ws.u[li][0]), ws.theta[li],
+                        flat(ws.th_trace[li]), flat(ws.al_trace[li]), opts["surr"])
         elif layer.spiking:
             klif.spatial_delta(flat(e), flat(ws.g[li]), flat(ws.u[li][0]), ws.theta[li], opts["surr"])
         else:
