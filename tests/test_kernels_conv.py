@@ -325,8 +325,11 @@ def test_band_rows_budget(monkeypatch):
     assert conv.band_rows(xs, 3, 3, 1, 1) == 32  # VGG's 64-channel layer: the whole image in one band
     monkeypatch.setattr(conv, "TILE_BYTES", 256 << 10)
     rows = conv.band_rows(xs, 3, 3, 1, 1)
-    assert 1 <= rows < 32 and K * rows * 32 * 4 <= conv.TILE_BYTES < K * (rows + 1) * 32 * 4
+    Wp = 34  # stride 1: the wide lowering's rows are the padded image's
+    assert 1 <= rows < 32 and K * rows * Wp * 4 <= conv.TILE_BYTES < K * (rows + 1) * Wp * 4
     assert conv.band_rows((2, 512, 64, 64), 3, 3, 1, 1) == 1  # one row over budget: still 1
     (slots, n), wshape = conv.fast_scratch_shapes(xs, 64, 3, 3, 1, 1)
-    assert slots == numba.config.NUMBA_NUM_THREADS and n == (K + 64) * rows * 32
+    assert slots == numba.config.NUMBA_NUM_THREADS and n == (K + 64) * rows * Wp + 2 * 64 * Wp * Wp
+    (_, n2), _ = conv.fast_scratch_shapes(xs, 64, 3, 3, 2, 1)  # stride 2: rows of Wo, no padded images
+    assert n2 == (K + 64) * conv.band_rows(xs, 3, 3, 2, 1) * 16
     assert wshape == (8 + slots, K, 64)  # 8 weight-gradient groups for 16 samples, one GEMM slot per thread

@@ -23,12 +23,18 @@ def avgpool2d_forward(out, x, k):
     for bc in prange(B * C):  # iteration owns the plane out[b, c]
         b, c = bc // C, bc % C
         for i in range(Ho):
+            o = out[b, c, i]  # row views: the inner loops vectorize (4-D indexing did not)
             for j in range(Wo):
-                acc = zero
-                for p in range(k):
+                o[j] = zero
+            for p in range(k):  # window sum in order (p, q), as the formula
+                xr = x[b, c, i * k + p]
+                for j in range(Wo):
+                    acc = o[j]
                     for q in range(k):
-                        acc += x[b, c, i * k + p, j * k + q]
-                out[b, c, i, j] = acc * inv
+                        acc += xr[j * k + q]
+                    o[j] = acc
+            for j in range(Wo):
+                o[j] *= inv
 
 
 @njit(cache=True, parallel=True)
@@ -38,11 +44,13 @@ def avgpool2d_backward(gx, gout, k):
     for bc in prange(B * C):  # iteration owns the plane gx[b, c]
         b, c = bc // C, bc % C
         for i in range(Ho):
-            for j in range(Wo):
-                g = gout[b, c, i, j] * inv
-                for p in range(k):
+            g = gout[b, c, i]
+            for p in range(k):
+                xr = gx[b, c, i * k + p]
+                for j in range(Wo):
+                    gj = g[j] * inv
                     for q in range(k):
-                        gx[b, c, i * k + p, j * k + q] += g
+                        xr[j * k + q] += gj
 
 
 @njit(cache=True, parallel=True)
