@@ -279,11 +279,13 @@ def test_fast_path_rejects_bad_buffers():
     assert np.all(view == 18) and np.all(big[..., 1::2] == 0)
 
 
-def test_threads_bitwise_identical():
+@pytest.mark.parametrize("xs,ws,s,p", [((5, 3, 9, 8), (4, 3, 3, 2), 2, 1),  # im2col lowering
+                                        ((5, 3, 9, 8), (4, 3, 3, 2), 1, 1),  # wide lowering, padded
+                                        ((5, 3, 9, 8), (4, 3, 3, 2), 1, 0)], ids=["s2p1", "s1p1", "s1p0"])
+def test_threads_bitwise_identical(xs, ws, s, p):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs 2 numba threads")
     rng = np.random.default_rng(8)
-    xs, ws, s, p = (5, 3, 9, 8), (4, 3, 3, 2), 2, 1
     results = []
     prev = numba.get_num_threads()
     try:
