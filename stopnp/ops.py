@@ -123,6 +123,7 @@ class Workspace:
         for n, sh in wino_shapes.items():
             views = [f[:int(np.prod(sh[i]))].reshape(sh[i]) for f, i in zip(self.wino_flat, (0, 1, 4))]
             self.wino[n] = (views[0], views[1], z(*sh[2]), z(*sh[3]), views[2], z(*sh[5]), z(*sh[6]), z(*sh[7]))
+        self.nspk = np.zeros(B, np.int64)  # per-sample spike counts of one layer (``spike_count``)
         if backend == "blas":
             if self.conv_gw or self.wino:
                 _need_scipy_blas()
@@ -203,6 +204,15 @@ def _need_scipy_blas():
     except ImportError:
         raise ConfigError("run.kernels = 'blas' needs SciPy for the conv GEMMs: pip install scipy, "
                           "or set run.kernels = 'loop'") from None
+
+
+def spike_count(ws, s, binary=True) -> float:
+    """Σ s over a (B, N) view: a count of the nonzeros for 0/1 spikes (vectorized, exact), else the sum
+    (the smooth spikes of finite-difference checks, BPSTA's ANN mode)."""
+    if not binary:
+        return float(s.sum())
+    kel.count_nonzero(ws.nspk, s)
+    return float(ws.nspk.sum())
 
 
 def gemm_macs(syn, B) -> int:

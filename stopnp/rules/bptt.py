@@ -15,8 +15,8 @@ import numpy as np
 
 from .. import loss as loss_mod
 from ..kernels import lif as klif
-from ..ops import (Workspace, flat, flush_static, layer_current, layer_grads_out, static_begin,
-                   synapse_backward, syn_input)
+from ..ops import (Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count,
+                   static_begin, synapse_backward, syn_input)
 from .common import Result, alpha_of, bn_stats, output_view, zero_grads
 
 
@@ -53,7 +53,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
                 np.copyto(ws.v_prev[li][t], ws.v[li])
                 klif.lif_forward(u, s, flat(ws.v[li]), flat(i_in), alphas[li], ws.theta[li], hard,
                                  smooth, surr)
-                counts[layer.name] += float(s.sum())
+                counts[layer.name] += spike_count(ws, s, not smooth)
             else:
                 np.copyto(u, flat(i_in))
         if bn_train:

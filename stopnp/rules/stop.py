@@ -23,8 +23,8 @@ import numpy as np
 from .. import loss as loss_mod
 from ..config import ConfigError
 from ..kernels import lif as klif
-from ..ops import (Workspace, flat, flush_static, layer_current, layer_grads_out, static_begin,
-                   synapse_backward, syn_input)
+from ..ops import (Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count,
+                   static_begin, synapse_backward, syn_input)
 from .common import Result, alpha_of, bn_stats, output_view, zero_grads
 
 RECORDABLE = ("u", "s", "v", "i", "delta", "g", "w_trace", "th_trace", "al_trace")
@@ -125,7 +125,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
                 klif.lif_forward(u, s, flat(ws.v[li]), flat(i_in), alphas[li], ws.theta[li],
                                  opts["hard"], smooth, surr)
             if layer.spiking:
-                counts[layer.name] += float(s.sum())
+                counts[layer.name] += spike_count(ws, s, not smooth)
         if bn_train:
             ws.bn_steps += 1
         o = output_view(ws, net, 0)
