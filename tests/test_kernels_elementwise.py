@@ -64,3 +64,21 @@ def test_dropout_backward_matches_finite_differences():
     ok, err = check_grad(loss, a, g, rtol=1e-8)
     assert ok, err
     assert not check_grad(loss, a, g * 1.01, rtol=1e-8)[0]
+
+
+def test_count_nonzero_counts_spikes_per_sample():
+    """Per-sample nonzero counts (the engine's spike counts: the sum of 0/1 spikes), 1 and 2 threads."""
+    rng = np.random.default_rng(3)
+    s = (rng.random((7, 1001)) < 0.2).astype(np.float32)
+    s[2] = 0  # a silent sample
+    s[3, 5] = -0.0  # a negative zero is no spike
+    assert 0 < s.mean() < 1
+    got = []
+    for n in (1, 2):
+        numba.set_num_threads(n)
+        out = np.full(7, -1, np.int64)
+        kel.count_nonzero(out, s)
+        got.append(out)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert np.array_equal(got[0], got[1]) and np.array_equal(got[0], s.sum(axis=1).astype(np.int64))
+    assert got[0][2] == 0

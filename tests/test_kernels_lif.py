@@ -223,6 +223,26 @@ def test_fast_delta_grads_equal_loop_reference(N):
             assert np.abs(d1).max() > 0
 
 
+def test_delta_grads_independent_of_the_neuron_blocks(monkeypatch):
+    """The parallel blocks (``delta_block``: an even count of equal blocks) only split the neurons: any
+    block size gives bitwise the same δ, gθ, gα, because each neuron sums over b in order."""
+    rng = np.random.default_rng(9)
+    B, N = 5, 4704  # LeNet's first layer: 10 blocks of 480
+    assert lif.delta_block(N) == 480 and all(lif.delta_block(n) % 16 == 0 for n in (10, 84, 1600, 70000))
+    assert all(-(-n // lif.delta_block(n)) % 2 == 0 for n in (1600, 4704, 9000))
+    args = [rng.normal(size=(B, N)).astype(np.float32) for _ in range(2)] + [
+        rng.uniform(0.5, 1.5, N).astype(np.float32)] + [rng.normal(size=(B, N)).astype(np.float32) for _ in range(2)]
+    res = []
+    for block in (480, 16, 4704, 1000):
+        monkeypatch.setattr(lif, "delta_block", lambda n, b=block: b)
+        d, gt, ga = np.zeros((B, N), np.float32), np.zeros(N, np.float32), np.zeros(N, np.float32)
+        lif.stop_delta_grads(d, gt, ga, *args, lif.EXP)
+        res.append((d, gt, ga))
+    assert np.abs(res[0][1]).max() > 0
+    for other in res[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(res[0], other))
+
+
 def test_exp_neg_f32_accuracy():
     z = -np.concatenate([np.linspace(0, 90, 200001), [0.0, 1e-8, 86.9, 87.0, 200.0]]).astype(np.float32)
     got = np.array([lif.exp_neg_f32(v) for v in z[::50]] + [lif.exp_neg_f32(v) for v in z[-5:]])

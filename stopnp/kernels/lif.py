@@ -257,9 +257,10 @@ def _stop_delta_grads_ser(delta, gtheta, galpha, g, u, theta, th_trace, al_trace
 
 
 def delta_block(N):
-    """Neurons per parallel block: an even number of blocks of at most BLOCK, equal up to a multiple of
-    16 (5 blocks of 1024 kept one of 2 threads idle a fifth of the time). Each neuron's θ/α sum runs
-    over b in order inside its block, so the partition does not change the results."""
+    """Neurons per parallel block: about equal blocks of at most BLOCK, a multiple of 16, their count
+    even unless that rounding changes it (5 blocks of 1024 kept one of 2 threads idle a fifth of the
+    time). Each neuron's θ/α sum runs over b in order inside its block, so the partition does not
+    change the results."""
     n = -(-N // BLOCK)
     n += n % 2
     return max(16, -(-(-(-N // n)) // 16) * 16)
