@@ -16,27 +16,59 @@ import math
 import numpy as np
 from numba import njit, prange
 
+SERIAL_BELOW = 256  # parameters smaller than this update serially (a parallel launch costs more: α, small θ)
+
+
+@njit(cache=True, inline="always")
+def _sgd_at(p, g, m, lr, mu, wd, nesterov, i):
+    gi = g[i] + wd * p[i]
+    mi = mu * m[i] + gi
+    m[i] = mi
+    p[i] -= lr * (gi + mu * mi if nesterov else mi)
+
 
 @njit(cache=True, parallel=True)
+def _sgd_par(p, g, m, lr, mu, wd, nesterov):
+    for i in prange(p.shape[0]):  # (a prange loop vectorizes; the same loop serial did not: aliasing)
+        _sgd_at(p, g, m, lr, mu, wd, nesterov, i)
+
+
+@njit(cache=True)
+def _sgd_ser(p, g, m, lr, mu, wd, nesterov):
+    for i in range(p.shape[0]):
+        _sgd_at(p, g, m, lr, mu, wd, nesterov, i)
+
+
 def _sgd(p, g, m, lr, mu, wd, nesterov):
     """In place over flat arrays: m = μm + (g + wd·p); p -= lr·(nesterov ? g' + μm : m)."""
-    for i in prange(p.shape[0]):
-        gi = g[i] + wd * p[i]
-        mi = mu * m[i] + gi
-        m[i] = mi
-        p[i] -= lr * (gi + mu * mi if nesterov else mi)
+    (_sgd_ser if p.shape[0] < SERIAL_BELOW else _sgd_par)(p, g, m, lr, mu, wd, nesterov)
+
+
+@njit(cache=True, inline="always")
+def _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, i):
+    gi = g[i] + wd * p[i]
+    mi = b1 * m[i] + (1.0 - b1) * gi
+    vi = b2 * v[i] + (1.0 - b2) * gi * gi
+    m[i] = mi
+    v[i] = vi
+    p[i] -= lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
 
 
 @njit(cache=True, parallel=True)
+def _adam_par(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
+    for i in prange(p.shape[0]):
+        _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, i)
+
+
+@njit(cache=True)
+def _adam_ser(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
+    for i in range(p.shape[0]):
+        _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, i)
+
+
 def _adam(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
     """In place over flat arrays: Adam with bias corrections bc1 = 1-β1^t, bc2 = 1-β2^t."""
-    for i in prange(p.shape[0]):
-        gi = g[i] + wd * p[i]
-        mi = b1 * m[i] + (1.0 - b1) * gi
-        vi = b2 * v[i] + (1.0 - b2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] -= lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
+    (_adam_ser if p.shape[0] < SERIAL_BELOW else _adam_par)(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
 
 
 BUFFERS = {"sgd": ("momentum",), "adam": ("m", "v")}

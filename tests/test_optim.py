@@ -132,3 +132,25 @@ def test_update_bn_running_formula(momentum):
     optim.update_bn_running(params, {"c.bn": (mean, var)}, momentum)
     np.testing.assert_allclose(params["c.bn.running_mean"], ref_m, rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(params["c.bn.running_var"], ref_v, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_serial_and_parallel_kernels_agree(kind):
+    """Small parameters update serially, large ones in a parallel loop: the same formula element by
+    element, so the two variants give bitwise the same result on the same data."""
+    rng = np.random.default_rng(4)
+    n = 3 * optim.SERIAL_BELOW + 5
+    for dtype in (np.float32, np.float64):
+        p, g, m, v = (rng.normal(size=n).astype(dtype) for _ in range(4))
+        v = np.abs(v)
+        outs = []
+        for fn in ((optim._sgd_ser, optim._sgd_par) if kind == "sgd" else (optim._adam_ser, optim._adam_par)):
+            a = [p.copy(), g, m.copy(), v.copy()]
+            if kind == "sgd":
+                fn(a[0], a[1], a[2], 0.1, 0.9, 1e-4, True)
+            else:
+                fn(a[0], a[1], a[2], a[3], 1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001, 1e-4)
+            outs.append(a)
+        assert not np.array_equal(outs[0][0], p)
+        for x, y in zip(*outs):
+            assert np.array_equal(x, y)
