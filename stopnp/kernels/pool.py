@@ -24,6 +24,15 @@ def avgpool2d_forward(out, x, k):
         b, c = bc // C, bc % C
         for i in range(Ho):
             o = out[b, c, i]  # row views: the inner loops vectorize (4-D indexing did not)
+            if k == 2:  # the usual window, unrolled (3x faster): the same sum in the same order
+                x0, x1 = x[b, c, 2 * i], x[b, c, 2 * i + 1]
+                for j in range(Wo):
+                    acc = zero + x0[2 * j]
+                    acc += x0[2 * j + 1]
+                    acc += x1[2 * j]
+                    acc += x1[2 * j + 1]
+                    o[j] = acc * inv
+                continue
             for j in range(Wo):
                 o[j] = zero
             for p in range(k):  # window sum in order (p, q), as the formula
@@ -45,6 +54,15 @@ def avgpool2d_backward(gx, gout, k):
         b, c = bc // C, bc % C
         for i in range(Ho):
             g = gout[b, c, i]
+            if k == 2:
+                x0, x1 = gx[b, c, 2 * i], gx[b, c, 2 * i + 1]
+                for j in range(Wo):
+                    gj = g[j] * inv
+                    x0[2 * j] += gj
+                    x0[2 * j + 1] += gj
+                    x1[2 * j] += gj
+                    x1[2 * j + 1] += gj
+                continue
             for p in range(k):
                 xr = gx[b, c, i * k + p]
                 for j in range(Wo):
