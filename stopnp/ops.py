@@ -88,7 +88,8 @@ class Workspace:
                     self.z[n] = self.i_in[layer.index] if (self.direct[n] and not syn.bn) else z(B, *out)
                     if syn.src < 0:  # static input: Σ_t c_t·ĝ[t], correlated with x once per batch
                         self.gacc[n] = z(B, *out)
-                    self.gx[n] = z(B, *syn.in_shape)
+                    if syn.pre and syn.src >= 0:  # without pre-ops gx is g^src itself (synapse_backward)
+                        self.gx[n] = z(B, *syn.in_shape)
                     if traces:
                         self.w_trace[n] = z(B, *syn.in_shape)
                 if syn.bn:
@@ -380,8 +381,10 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
         if learn_w and static_coef is not None:
             kel.axpy(flat(ws.gacc[n]), flat(gz), gz.dtype.type(static_coef))
         own_w = learn_w and static_coef is None
-        gx = ws.gx[n] if send_down else None
-        if send_down:
+        # no pre-ops: the input gradient accumulates straight into g^src (its kernels all add)
+        into_src = send_down and not syn.pre
+        gx = (ws.g[syn.src] if into_src else ws.gx[n]) if send_down else None
+        if send_down and not into_src:
             gx.fill(0)
         if n in ws.wino:
             if own_w or send_down:
@@ -399,6 +402,8 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
                 weight_grad(ws, grads, syn, gz, a)
             if send_down:
                 input_grad(ws, syn, gx, gz, w)
+        if into_src:
+            return
     if send_down:
         pre_backward(ws, syn, gx, ti)
 

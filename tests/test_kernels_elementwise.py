@@ -29,8 +29,10 @@ def _all(a, m, out0, c):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_kernels_equal_formulas(dtype):
-    a, m, out0 = _setup(dtype)
+@pytest.mark.parametrize("B,M", [(9, 37), (64, 1100)], ids=["serial", "parallel"])
+def test_kernels_equal_formulas(dtype, B, M):
+    assert (B * M < kel.SERIAL_BELOW) == (B == 9)  # both variants
+    a, m, out0 = _setup(dtype, B, M)
     c = dtype(0.37)
     got = _all(a, m, out0, c)
     want = [a * m, out0 + a * m, out0 + a, out0 + c * a]
@@ -39,7 +41,7 @@ def test_kernels_equal_formulas(dtype):
 
 
 def test_one_and_two_threads_bitwise():
-    a, m, out0 = _setup(np.float32, B=64, M=300)
+    a, m, out0 = _setup(np.float32, B=64, M=1100)  # over SERIAL_BELOW: the parallel variant
     res = []
     for n in (1, 2):
         numba.set_num_threads(n)
@@ -69,16 +71,17 @@ def test_dropout_backward_matches_finite_differences():
 def test_count_nonzero_counts_spikes_per_sample():
     """Per-sample nonzero counts (the engine's spike counts: the sum of 0/1 spikes), 1 and 2 threads."""
     rng = np.random.default_rng(3)
-    s = (rng.random((7, 1001)) < 0.2).astype(np.float32)
-    s[2] = 0  # a silent sample
-    s[3, 5] = -0.0  # a negative zero is no spike
-    assert 0 < s.mean() < 1
-    got = []
-    for n in (1, 2):
-        numba.set_num_threads(n)
-        out = np.full(7, -1, np.int64)
-        kel.count_nonzero(out, s)
-        got.append(out)
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    assert np.array_equal(got[0], got[1]) and np.array_equal(got[0], s.sum(axis=1).astype(np.int64))
-    assert got[0][2] == 0
+    for B, M in ((7, 1001), (40, 1001)):  # serial, parallel
+        s = (rng.random((B, M)) < 0.2).astype(np.float32)
+        s[2] = 0  # a silent sample
+        s[3, 5] = -0.0  # a negative zero is no spike
+        assert 0 < s.mean() < 1
+        got = []
+        for n in (1, 2):
+            numba.set_num_threads(n)
+            out = np.full(B, -1, np.int64)
+            kel.count_nonzero(out, s)
+            got.append(out)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        assert np.array_equal(got[0], got[1]) and np.array_equal(got[0], s.sum(axis=1).astype(np.int64))
+        assert got[0][2] == 0

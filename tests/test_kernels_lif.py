@@ -140,13 +140,14 @@ def test_stop_traces_follow_their_definition():
         s_prev, v_prev = s.copy(), v.copy()
         fired += s.mean()
     assert 0 < fired / T < 1
-    w = np.zeros((B, N))
-    x = rng.normal(size=(T, B, N))
-    ref = np.zeros((B, N))
-    for t in range(T):
-        lif.trace_update(w, x[t], alpha)
-        ref = alpha * ref + x[t]
-    np.testing.assert_allclose(w, ref, atol=1e-14)
+    for shape in ((B, N), (8, lif.SERIAL_BELOW // 4)):  # the serial and the parallel variant
+        w = np.zeros(shape)
+        x = rng.normal(size=(T, *shape))
+        ref = np.zeros(shape)
+        for t in range(T):
+            lif.trace_update(w, x[t], alpha)
+            ref = alpha * ref + x[t]
+        assert np.array_equal(w, ref)  # the same formula in the same precision: exact
 
 
 def test_param_grads_accumulate():

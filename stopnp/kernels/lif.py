@@ -117,13 +117,30 @@ def lif_stop_forward_loop(u, s, v, th_trace, al_trace, i_in, alpha, theta, smoot
             v[b, j] = uu - theta[j] * sp
 
 
-@njit(cache=True, parallel=True)
-def trace_update(w_trace, x, decay):
-    """w~ = λ·w~ + x over a flat ``(B, M)`` view (λ = α for STOP, fixed λ for OTTT)."""
-    B, M = x.shape
-    for b in prange(B):
+@njit(cache=True, inline="always")
+def _trace_rows(w_trace, x, decay, b0, b1):
+    M = x.shape[1]
+    for b in range(b0, b1):
+        wr, xr = w_trace[b], x[b]  # row views: vectorized
         for j in range(M):
-            w_trace[b, j] = decay * w_trace[b, j] + x[b, j]
+            wr[j] = decay * wr[j] + xr[j]
+
+
+@njit(cache=True, parallel=True)
+def _trace_update_par(w_trace, x, decay):
+    for b in prange(x.shape[0]):  # iteration owns row b
+        _trace_rows(w_trace, x, decay, b, b + 1)
+
+
+@njit(cache=True)
+def _trace_update_ser(w_trace, x, decay):
+    _trace_rows(w_trace, x, decay, 0, x.shape[0])
+
+
+def trace_update(w_trace, x, decay):
+    """w~ = λ·w~ + x over a flat ``(B, M)`` view (λ = α for STOP, fixed λ for OTTT); serial for small
+    arrays (see SERIAL_BELOW), the same formula either way."""
+    (_trace_update_ser if x.size < SERIAL_BELOW else _trace_update_par)(w_trace, x, w_trace.dtype.type(decay))
 
 
 @njit(cache=True, parallel=True)
