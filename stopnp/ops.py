@@ -50,6 +50,7 @@ class Workspace:
         self.B, self.dtype, self.T_store, self.backend = B, np.dtype(dtype), T_store, backend
         z = lambda *shape: np.zeros(shape, self.dtype)  # noqa: E731
         L = net.layers
+        self._flat = None  # see flat_views
         self.i_in = [z(B, *l.shape) for l in L]
         self.u = [z(T_store, B, *l.shape) for l in L]
         self.s = [z(T_store, B, *l.shape) for l in L]
@@ -130,6 +131,16 @@ class Workspace:
                 _need_scipy_blas()
             inner_blas_single()
         self.bn_steps = 0
+
+    def flat_views(self):
+        """Per layer, the (B, N) views of slot 0 that a one-slot rule (STOP) passes to its kernels every
+        step: u, s, v, th~, al~, I, g, δ (None where absent), made once."""
+        if self._flat is None:
+            f = lambda a: None if a is None else flat(a)  # noqa: E731
+            self._flat = [tuple(f(a) for a in (self.u[i][0], self.s[i][0], self.v[i], self.th_trace[i],
+                                               self.al_trace[i], self.i_in[i], self.g[i], self.e[i]))
+                          for i in range(len(self.u))]
+        return self._flat
 
     def nbytes(self, persistent_only=False) -> int:
         """Bytes held by the workspace (``persistent_only``: state and traces carried across steps)."""

@@ -104,6 +104,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     static_begin(ws)
     total = 0.0
     lif_step = klif.lif_stop_forward_loop if opts["kernels"] == "loop" else klif.lif_stop_forward
+    views = ws.flat_views()
     for t in range(T):
         x_t = x[t]
         for layer in net.layers:
@@ -115,14 +116,14 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
                     if syn.op != "identity" and not (static_grad and syn.src < 0):
                         klif.trace_update(flat(ws.w_trace[syn.name]), flat(syn_input(ws, syn, x_t, 0)),
                                           decays[li])
-            u, s = flat(ws.u[li][0]), flat(ws.s[li][0])
+            u, s, v, th, al, i_f = views[li][:6]
             if not layer.spiking:
-                np.copyto(u, flat(i_in))
+                np.copyto(u, i_f)
             elif learning and opts["rule"] in ("stop",):
-                lif_step(u, s, flat(ws.v[li]), flat(ws.th_trace[li]), flat(ws.al_trace[li]), flat(i_in),
+                lif_step(u, s, v, th, al, i_f,
                          alphas[li], ws.theta[li], smooth, surr)
             else:
-                klif.lif_forward(u, s, flat(ws.v[li]), flat(i_in), alphas[li], ws.theta[li],
+                klif.lif_forward(u, s, v, i_f, alphas[li], ws.theta[li],
                                  opts["hard"], smooth, surr)
             if layer.spiking:
                 counts[layer.name] += spike_count(ws, s, not smooth)
@@ -153,18 +154,21 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
 
 
 def _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef=None):
-    for g in ws.g:
-        g.fill(0)
-    flat(ws.g[net.output.index])[...] = go
+    views = ws.flat_views()
+    out = net.output.index
+    for li, g in enumerate(ws.g):
+        if li != out:
+            g.fill(0)
+    views[out][6][...] = go
     delta_grads = klif.stop_delta_grads_loop if opts["kernels"] == "loop" else klif.stop_delta_grads
     for layer in reversed(net.layers):
         li = layer.index
         e = ws.e[li]
+        u, _, _, th, al, _, g, e_f = views[li]
         if layer.spiking and theta_learn:
-            delta_grads(flat(e), ws.gtheta[li], ws.galpha[li], flat(ws.g[li]), flat(ws.u[li][0]), ws.theta[li],
-                        flat(ws.th_trace[li]), flat(ws.al_trace[li]), opts["surr"])
+            delta_grads(e_f, ws.gtheta[li], ws.galpha[li], g, u, ws.theta[li], th, al, opts["surr"])
         elif layer.spiking:
-            klif.spatial_delta(flat(e), flat(ws.g[li]), flat(ws.u[li][0]), ws.theta[li], opts["surr"])
+            klif.spatial_delta(e_f, g, u, ws.theta[li], opts["surr"])
         else:
             np.copyto(e, ws.g[li])
         for syn in layer.synapses:
