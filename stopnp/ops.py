@@ -32,7 +32,7 @@ from .kernels import norm as knorm
 from .kernels import pool as kpool
 from .kernels import winograd as kwino
 from .config import ConfigError
-from .threads import gemm_threads, inner_blas_single
+from .threads import blas_carries, gemm_threads, inner_blas_single
 
 BN_EPS = 1e-5
 
@@ -68,6 +68,10 @@ class Workspace:
         self.z, self.y, self.gz, self.gx, self.direct, self.gacc = {}, {}, {}, {}, {}, {}
         self.bn_cache, self.bn_mean, self.bn_invstd, self.bn_mean_sum, self.bn_var_sum = {}, {}, {}, {}, {}
         self.lin_gx, self.lin_gw, self.conv_gw, self.conv_cols, self.conv_wt = {}, {}, {}, {}, {}
+        self.lin_gt = {}
+        # the linear GEMMs run in numba's pool when the convolutions carry the work (LeNet, VGG): a
+        # property of the network and B, not of the thread count, so results do not depend on it
+        self.linear_pool = backend == "blas" and not blas_carries(*thread_workload(net, B))
         self.wino, wino_shapes = {}, {}
         self.wino_fresh = set()  # (name, direction) whose transformed filters hold this sequence's W
         cols_shapes = {}
@@ -113,6 +117,7 @@ class Workspace:
                 elif syn.op == "linear" and backend == "blas":
                     self.lin_gx[n] = z(B, syn.in_shape[0])
                     self.lin_gw[n] = z(out[0], syn.in_shape[0])
+                    self.lin_gt[n] = z(out[0], B)
         # one scratch shared by every conv (they run one at a time); each gets its view once, here
         size = max([int(np.prod(sh)) for sh in cols_shapes.values()] + [0])
         self.cols = np.zeros(size, self.dtype) if backend == "blas" else None
@@ -127,7 +132,7 @@ class Workspace:
             self.wino[n] = (views[0], views[1], z(*sh[2]), z(*sh[3]), views[2], z(*sh[5]), z(*sh[6]), z(*sh[7]))
         self.nspk = np.zeros(B, np.int64)  # per-sample spike counts of one layer (``spike_count``)
         if backend == "blas":
-            if self.conv_gw or self.wino:
+            if self.conv_gw or self.wino or self.linear_pool:
                 _need_scipy_blas()
             inner_blas_single()
         self.bn_steps = 0
@@ -154,7 +159,8 @@ class Workspace:
                        [a for v in self.pre_grad.values() for a in v],
                        list(self.z.values()), list(self.y.values()), list(self.gz.values()),
                        list(self.gx.values()), list(self.bn_cache.values()), list(self.lin_gx.values()),
-                       list(self.lin_gw.values()), list(self.conv_gw.values()), list(self.conv_wt.values()),
+                       list(self.lin_gw.values()), list(self.lin_gt.values()), list(self.conv_gw.values()),
+                       list(self.conv_wt.values()),
                        list(self.gacc.values()), [self.cols], self.wino_flat,
                        [a for v in self.wino.values() for a in v]]
         for group in groups:
@@ -297,7 +303,9 @@ def weight_forward(ws, params, syn, x):
     w = params[f"{syn.name}.weight"]
     z = ws.z[syn.name]
     if syn.op == "linear":
-        if ws.backend == "blas":
+        if ws.linear_pool:
+            klin.linear_forward_pool(z, x, w)
+        elif ws.backend == "blas":
             gemm_threads(gemm_macs(syn, ws.B))
             klin.linear_forward_blas(z, x, w)
         else:
@@ -422,7 +430,9 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
 def input_grad(ws, syn, gx, gz, w):
     """gx += Wᵀ ĝ: linear (BLAS or loop) and the conv loop reference (the BLAS conv input gradient
     runs fused with ΔW in ``synapse_backward``)."""
-    if syn.op == "linear" and ws.backend == "blas":
+    if syn.op == "linear" and ws.linear_pool:
+        klin.linear_backward_input_pool(gx, gz, w, ws.lin_gx[syn.name])
+    elif syn.op == "linear" and ws.backend == "blas":
         gemm_threads(gemm_macs(syn, ws.B))
         klin.linear_backward_input_blas(gx, gz, w, ws.lin_gx[syn.name])
     elif syn.op == "linear":
@@ -435,7 +445,9 @@ def weight_grad(ws, grads, syn, gz, a):
     """ΔW += ĝ ⊗ a with the workspace's backend."""
     gw = grads[f"{syn.name}.weight"]
     if syn.op == "linear":
-        if ws.backend == "blas":
+        if ws.linear_pool:
+            klin.linear_backward_weight_pool(gw, gz, a, ws.lin_gw[syn.name], ws.lin_gt[syn.name])
+        elif ws.backend == "blas":
             gemm_threads(gemm_macs(syn, ws.B))
             klin.linear_backward_weight_blas(gw, gz, a, ws.lin_gw[syn.name])
         else:

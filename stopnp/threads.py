@@ -158,6 +158,13 @@ def set_threads(n: int = 0, blas: int = 1):
     set_blas_threads(1 if n <= 0 else max(1, blas))
 
 
+def blas_carries(max_gemm_macs: int, inner_macs: int = 0, blas_macs: int | None = None) -> bool:
+    """Whether NumPy's BLAS carries the workload (see ``fit``): a GEMM reaches ``BIG_GEMM_MACS`` and the
+    BLAS work is at least the numba work. A property of the network and batch size alone."""
+    blas = max_gemm_macs if blas_macs is None else blas_macs
+    return max_gemm_macs >= BIG_GEMM_MACS and blas >= inner_macs
+
+
 def fit(max_gemm_macs: int, inner_macs: int = 0, blas_macs: int | None = None):
     """Auto policy only: give the cores to numba unless big NumPy GEMMs carry the workload.
 
@@ -172,8 +179,7 @@ def fit(max_gemm_macs: int, inner_macs: int = 0, blas_macs: int | None = None):
     if not _policy["auto"]:
         return
     import numba
-    blas = max_gemm_macs if blas_macs is None else blas_macs
-    _policy["blas_pool"] = max_gemm_macs >= BIG_GEMM_MACS and blas >= inner_macs
+    _policy["blas_pool"] = blas_carries(max_gemm_macs, inner_macs, blas_macs)
     numba.set_num_threads(1 if _policy["blas_pool"] else _policy["max"])
     set_blas_threads(1)
 

@@ -420,3 +420,16 @@ def test_winograd_filters_follow_online_updates(monkeypatch):
     for k in final["loop"]:
         np.testing.assert_allclose(final["blas"][k], final["loop"][k], rtol=1e-9, atol=1e-12, err_msg=k)
     assert not np.allclose(final["blas"]["conv2.weight"], stopnp.build(cfg).params["conv2.weight"])
+
+
+def test_linear_gemms_join_numba_pool_when_the_convolutions_carry_the_work():
+    """LeNet-5 (conv work dominates): the linear GEMMs run in numba's pool; the bench MLP (one big GEMM
+    carries the work): on NumPy's BLAS; the loop backend: its own kernels. A property of the network and
+    B only, so the results never depend on the thread count."""
+    from stopnp import bench
+    lenet = stopnp.build(bench.config_for("lenet", "stop"))
+    mlp = stopnp.build(bench.config_for("mlp", "stop"))
+    opts = resolve_options(lenet, "stop", {})
+    assert stop.workspace(lenet, 32, np.float32, opts).linear_pool
+    assert not stop.workspace(mlp, 64, np.float32, resolve_options(mlp, "stop", {})).linear_pool
+    assert not stop.workspace(lenet, 32, np.float32, dict(opts, kernels="loop")).linear_pool

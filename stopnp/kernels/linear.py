@@ -8,6 +8,12 @@ The ``*_loop`` functions are the C-portable references (numba, prange over the o
 owns, fixed summation order). The ``*_blas`` functions compute the same through NumPy's sgemm/dgemm;
 they take a caller-allocated scratch so that nothing is allocated per step. How many BLAS threads a
 GEMM gets is the caller's business (``stopnp.threads``): kernels import nothing from the package.
+
+The ``*_pool`` functions run the same GEMMs inside numba's thread pool, for networks whose conv kernels
+keep that pool busy (NumPy's BLAS then has one thread): the output rows are split into ``parts``
+fixed by the shape alone (``parts_for``), each part one single-threaded BLAS call (SciPy's, through
+``np.dot``) that owns its rows, so the results are the same for any thread count. The weight gradient
+splits gW by rows o and reads goutᵀ from a caller's (O, B) scratch that each part fills for its rows.
 """
 import numpy as np
 from numba import njit, prange
@@ -61,3 +67,59 @@ def linear_backward_input_blas(gx, gout, w, scratch):
 def linear_backward_weight_blas(gw, gout, a, scratch):
     np.matmul(gout.T, a, out=scratch)
     gw += scratch
+
+
+def parts_for(rows):
+    """Row blocks of a pooled GEMM: at least 16 rows each, at most 8 (fixed by the shape, not the threads)."""
+    return max(1, min(8, rows // 16))
+
+
+@njit(cache=True, parallel=True)
+def _forward_pool(out, x, wt, parts):
+    B = x.shape[0]
+    for p in prange(parts):  # a part owns rows b0 <= b < b1 of out
+        b0, b1 = p * B // parts, (p + 1) * B // parts
+        np.dot(x[b0:b1], wt, out[b0:b1])
+
+
+@njit(cache=True, parallel=True)
+def _backward_input_pool(gx, gout, w, scratch, parts):
+    B, I = gx.shape
+    for p in prange(parts):  # a part owns rows b0 <= b < b1 of gx
+        b0, b1 = p * B // parts, (p + 1) * B // parts
+        np.dot(gout[b0:b1], w, scratch[b0:b1])
+        for b in range(b0, b1):
+            g, s = gx[b], scratch[b]
+            for i in range(I):
+                g[i] += s[i]
+
+
+@njit(cache=True, parallel=True)
+def _backward_weight_pool(gw, gout, a, scratch, gout_t, parts):
+    O, I = gw.shape
+    B = gout.shape[0]
+    for p in prange(parts):  # a part owns rows o0 <= o < o1 of gW (and of the scratches)
+        o0, o1 = p * O // parts, (p + 1) * O // parts
+        for o in range(o0, o1):
+            for b in range(B):
+                gout_t[o, b] = gout[b, o]
+        np.dot(gout_t[o0:o1], a, scratch[o0:o1])
+        for o in range(o0, o1):
+            g, s = gw[o], scratch[o]
+            for i in range(I):
+                g[i] += s[i]
+
+
+def linear_forward_pool(out, x, w):
+    """out = x·Wᵀ (overwritten), in numba's pool."""
+    _forward_pool(out, x, w.T, parts_for(x.shape[0]))
+
+
+def linear_backward_input_pool(gx, gout, w, scratch):
+    """gx += gout·W, in numba's pool; ``scratch`` (B, I)."""
+    _backward_input_pool(gx, gout, w, scratch, parts_for(gx.shape[0]))
+
+
+def linear_backward_weight_pool(gw, gout, a, scratch, gout_t):
+    """gW += goutᵀ·a, in numba's pool; ``scratch`` (O, I), ``gout_t`` (O, B)."""
+    _backward_weight_pool(gw, gout, a, scratch, gout_t, parts_for(gw.shape[0]))
