@@ -31,7 +31,9 @@ BPTT, backward in time with eU[t+1] carried (``lif_bptt_backward``):
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 # surrogate codes (stable: they are stored in configs as names, mapped here)
 EXP, TRIANGLE, SIGMOID, ATAN, RECTANGLE = 0, 1, 2, 3, 4
@@ -201,10 +203,26 @@ SERIAL_BELOW = 1 << 15      # elements (B·N) under which the serial variant is 
 BLOCK = 512                 # at most this many neurons per parallel chunk (it owns their θ/α sums)
 
 
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bits are the low 32 bits of the integer ``bits`` (C: memcpy or a
+    union); vectorizes."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = args[0]
+        if bits.bitwidth > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+    return types.float32(bits), codegen
+
+
 @njit(cache=True, inline="always")
 def exp_neg_f32(x):
     """exp(x) for float32 x <= 0 (x < -87 is clamped: result < 1.7e-38): Cody-Waite reduction
-    x = k·ln2 + r, |r| <= ln2/2, a degree-7 polynomial for e^r, 2^k built from k's bits (exact)."""
+    x = k·ln2 + r, |r| <= ln2/2, a degree-7 polynomial for e^r, 2^k written as a float's exponent bits
+    (exact)."""
     f = np.float32
     x = max(x, f(-87.0))
     kf = (x * f(1.4426950408889634) + f(12582912.0)) - f(12582912.0)  # round to nearest integer
@@ -218,15 +236,7 @@ def exp_neg_f32(x):
     p = p * r + f(5.0000001201e-1)
     p = p * r * r + r + f(1.0)
     m = np.int32(-kf)  # 0 <= m <= 126
-    sc = f(1.0)
-    sc = sc * (f(0.5) if m & 1 else f(1.0))
-    sc = sc * (f(0.25) if m & 2 else f(1.0))
-    sc = sc * (f(0.0625) if m & 4 else f(1.0))
-    sc = sc * (f(0.00390625) if m & 8 else f(1.0))
-    sc = sc * (f(1.52587890625e-05) if m & 16 else f(1.0))
-    sc = sc * (f(2.3283064365386963e-10) if m & 32 else f(1.0))
-    sc = sc * (f(5.421010862427522e-20) if m & 64 else f(1.0))
-    return p * sc
+    return p * _f32_from_bits((127 - m) << 23)  # 2^-m, exact (a normal float)
 
 
 @njit(cache=True, inline="always")
