@@ -31,7 +31,6 @@ BPTT, backward in time with eU[t+1] carried (``lif_bptt_backward``):
 import math
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
@@ -213,8 +212,8 @@ def _f32_from_bits(typingctx, bits):
     def codegen(context, builder, signature, args):
         v = args[0]
         if bits.bitwidth > 32:
-            v = builder.trunc(v, ir.IntType(32))
-        return builder.bitcast(v, ir.FloatType())
+            v = builder.trunc(v, context.get_value_type(types.int32))
+        return builder.bitcast(v, context.get_value_type(types.float32))
     return types.float32(bits), codegen
 
 
