@@ -20,55 +20,69 @@ SERIAL_BELOW = 256  # parameters smaller than this update serially (a parallel l
 
 
 @njit(cache=True, inline="always")
-def _sgd_at(p, g, m, lr, mu, wd, nesterov, i):
+def _clamp(p, i, lo, hi):
+    """p[i] into [lo, hi] after its update (as stored: in p's dtype); NaN stays NaN."""
+    w = p[i]
+    if w < lo:
+        p[i] = lo
+    elif w > hi:
+        p[i] = hi
+
+
+@njit(cache=True, inline="always")
+def _sgd_at(p, g, m, lr, mu, wd, nesterov, lo, hi, i):
     gi = g[i] + wd * p[i]
     mi = mu * m[i] + gi
     m[i] = mi
     p[i] -= lr * (gi + mu * mi if nesterov else mi)
+    _clamp(p, i, lo, hi)
 
 
 @njit(cache=True, parallel=True)
-def _sgd_par(p, g, m, lr, mu, wd, nesterov):
+def _sgd_par(p, g, m, lr, mu, wd, nesterov, lo, hi):
     for i in prange(p.shape[0]):  # (a prange loop vectorizes; the same loop serial did not: aliasing)
-        _sgd_at(p, g, m, lr, mu, wd, nesterov, i)
+        _sgd_at(p, g, m, lr, mu, wd, nesterov, lo, hi, i)
 
 
 @njit(cache=True)
-def _sgd_ser(p, g, m, lr, mu, wd, nesterov):
+def _sgd_ser(p, g, m, lr, mu, wd, nesterov, lo, hi):
     for i in range(p.shape[0]):
-        _sgd_at(p, g, m, lr, mu, wd, nesterov, i)
+        _sgd_at(p, g, m, lr, mu, wd, nesterov, lo, hi, i)
 
 
-def _sgd(p, g, m, lr, mu, wd, nesterov):
-    """In place over flat arrays: m = μm + (g + wd·p); p -= lr·(nesterov ? g' + μm : m)."""
-    (_sgd_ser if p.shape[0] < SERIAL_BELOW else _sgd_par)(p, g, m, lr, mu, wd, nesterov)
+def _sgd(p, g, m, lr, mu, wd, nesterov, lo=-math.inf, hi=math.inf):
+    """In place over flat arrays: m = μm + (g + wd·p); p -= lr·(nesterov ? g' + μm : m); p into [lo, hi]."""
+    lo, hi = p.dtype.type(lo), p.dtype.type(hi)
+    (_sgd_ser if p.shape[0] < SERIAL_BELOW else _sgd_par)(p, g, m, lr, mu, wd, nesterov, lo, hi)
 
 
 @njit(cache=True, inline="always")
-def _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, i):
+def _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi, i):
     gi = g[i] + wd * p[i]
     mi = b1 * m[i] + (1.0 - b1) * gi
     vi = b2 * v[i] + (1.0 - b2) * gi * gi
     m[i] = mi
     v[i] = vi
     p[i] -= lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
+    _clamp(p, i, lo, hi)
 
 
 @njit(cache=True, parallel=True)
-def _adam_par(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
+def _adam_par(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi):
     for i in prange(p.shape[0]):
-        _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, i)
+        _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi, i)
 
 
 @njit(cache=True)
-def _adam_ser(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
+def _adam_ser(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi):
     for i in range(p.shape[0]):
-        _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, i)
+        _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi, i)
 
 
-def _adam(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd):
-    """In place over flat arrays: Adam with bias corrections bc1 = 1-β1^t, bc2 = 1-β2^t."""
-    (_adam_ser if p.shape[0] < SERIAL_BELOW else _adam_par)(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd)
+def _adam(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo=-math.inf, hi=math.inf):
+    """In place over flat arrays: Adam with bias corrections bc1 = 1-β1^t, bc2 = 1-β2^t; p into [lo, hi]."""
+    lo, hi = p.dtype.type(lo), p.dtype.type(hi)
+    (_adam_ser if p.shape[0] < SERIAL_BELOW else _adam_par)(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi)
 
 
 BUFFERS = {"sgd": ("momentum",), "adam": ("m", "v")}
@@ -149,25 +163,25 @@ def step(params: dict, grads: dict, state: dict, cfg_optim: dict, lr: float, the
                 raise ValueError(f"optim.step: {what} of {name!r} must be a writable float array")
     state["step"] += 1
     wd = cfg_optim["weight_decay"]
+    t = state["step"]
+    if kind == "adam":
+        b1, b2 = cfg_optim["betas"]
+        bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
     for name, g in grads.items():
         eta = lr * _lr_scale(cfg_optim, name)
         decay = wd if name.endswith(".weight") else 0.0
+        lo, hi = ((0.0, 1.0) if name.endswith(".alpha") else (theta_min, math.inf) if name.endswith(".theta")
+                  else (-math.inf, math.inf))  # the clamps, applied by the kernels after the update
         # the kernels update flat views in place: a non-contiguous parameter or state buffer is updated
         # through a contiguous copy written back, so no update is lost on a reshape copy
         arrays = [params[name], *(state[b][name] for b in BUFFERS[kind])]
-        work = [np.ascontiguousarray(a) for a in arrays]
+        work = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
         flat = [w.reshape(-1) for w in work]
         g = np.ascontiguousarray(g, dtype=work[0].dtype).reshape(-1)
         if kind == "sgd":
-            _sgd(flat[0], g, flat[1], eta, cfg_optim["momentum"], decay, cfg_optim["nesterov"])
+            _sgd(flat[0], g, flat[1], eta, cfg_optim["momentum"], decay, cfg_optim["nesterov"], lo, hi)
         else:
-            b1, b2 = cfg_optim["betas"]
-            t = state["step"]
-            _adam(flat[0], g, flat[1], flat[2], eta, b1, b2, cfg_optim["eps"], 1.0 - b1 ** t, 1.0 - b2 ** t, decay)
-        if name.endswith(".alpha"):
-            np.clip(work[0], 0.0, 1.0, out=work[0])
-        elif name.endswith(".theta"):
-            np.maximum(work[0], theta_min, out=work[0])
+            _adam(flat[0], g, flat[1], flat[2], eta, b1, b2, cfg_optim["eps"], bc1, bc2, decay, lo, hi)
         for a, w in zip(arrays, work):
             if w is not a:
                 a[...] = w

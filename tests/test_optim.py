@@ -146,11 +146,26 @@ def test_serial_and_parallel_kernels_agree(kind):
         outs = []
         for fn in ((optim._sgd_ser, optim._sgd_par) if kind == "sgd" else (optim._adam_ser, optim._adam_par)):
             a = [p.copy(), g, m.copy(), v.copy()]
+            lo, hi = dtype(-1.0), dtype(1.0)  # the clamps inside the kernels: some values hit each
             if kind == "sgd":
-                fn(a[0], a[1], a[2], 0.1, 0.9, 1e-4, True)
+                fn(a[0], a[1], a[2], 0.1, 0.9, 1e-4, True, lo, hi)
             else:
-                fn(a[0], a[1], a[2], a[3], 1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001, 1e-4)
+                fn(a[0], a[1], a[2], a[3], 1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001, 1e-4, lo, hi)
             outs.append(a)
         assert not np.array_equal(outs[0][0], p)
+        assert (outs[0][0] == -1).any() and (outs[0][0] == 1).any() and np.abs(outs[0][0]).max() == 1
         for x, y in zip(*outs):
             assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clamps_keep_nan_and_round_like_numpy(dtype):
+    """The clamps run inside the update kernels: a NaN stays NaN (never hidden on a bound), and a θ just
+    below θ_min lands on θ_min as stored in the parameter's dtype (what np.maximum gave)."""
+    cfg = C.resolve({}, ['optim.kind="sgd"', "optim.weight_decay=0.0", "optim.momentum=0.0"])["optim"]
+    below = np.nextafter(dtype(1e-3), dtype(0))
+    params = {"a.theta": np.array([0.5, 0.5, below], dtype), "a.alpha": np.array([0.5], dtype)}
+    grads = {"a.theta": np.array([np.nan, 0.0, 0.0], dtype), "a.alpha": np.array([np.nan], dtype)}
+    optim.step(params, grads, optim.init_state(cfg, params, list(params)), cfg, lr=1.0, theta_min=1e-3)
+    assert np.isnan(params["a.theta"][0]) and np.isnan(params["a.alpha"][0]) and params["a.theta"][1] == 0.5
+    assert params["a.theta"][2] == np.maximum(np.array([below], dtype), 1e-3)[0] == dtype(1e-3)
