@@ -229,8 +229,7 @@ def spike_count(ws, s, binary=True) -> float:
     (the smooth spikes of finite-difference checks, BPSTA's ANN mode)."""
     if not binary:
         return float(s.sum())
-    kel.count_nonzero(ws.nspk, s)
-    return float(ws.nspk.sum())
+    return float(kel.count_nonzero(ws.nspk, s))
 
 
 def gemm_macs(syn, B) -> int:

@@ -80,7 +80,7 @@ def test_count_nonzero_counts_spikes_per_sample():
         for n in (1, 2):
             numba.set_num_threads(n)
             out = np.full(B, -1, np.int64)
-            kel.count_nonzero(out, s)
+            assert kel.count_nonzero(out, s) == np.count_nonzero(s)
             got.append(out)
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         assert np.array_equal(got[0], got[1]) and np.array_equal(got[0], s.sum(axis=1).astype(np.int64))

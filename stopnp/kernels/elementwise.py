@@ -4,7 +4,7 @@
     mul_add(out, a, m)     out += a ⊙ m          dropout backward
     add_into(out, a)       out += a              gradient / current sums
     axpy(out, a, c)        out += c·a            static-input weight gradients
-    count_nonzero(out, a)  out[b] = #{j: a[b, j] != 0}   spike counts (0/1 spikes: their sum)
+    count_nonzero(out, a)  out[b] = #{j: a[b, j] != 0}, returns Σ_b   spike counts (0/1 spikes: their sum)
 
 Row views (``o, x = out[b], a[b]``) in the inner loops: LLVM vectorizes those, not 2-D indexing.
 Arrays under SERIAL_BELOW elements run serially, larger ones in a parallel loop over rows: the same
@@ -82,13 +82,16 @@ def _count_rows(out, a, b0, b1):
 def _count_par(out, a):
     for b in prange(a.shape[0]):
         _count_rows(out, a, b, b + 1)
+    return out.sum()
 
 
 @njit(cache=True)
 def _count_ser(out, a):
     _count_rows(out, a, 0, a.shape[0])
+    return out.sum()
 
 
-def count_nonzero(out, a):
-    """out[b] = number of nonzero a[b, j] (an integer count vectorizes; a float sum in order does not)."""
-    (_count_ser if a.size < SERIAL_BELOW else _count_par)(out, a)
+def count_nonzero(out, a) -> int:
+    """out[b] = number of nonzero a[b, j] (an integer count vectorizes; a float sum in order does not);
+    returns Σ_b out[b]."""
+    return int((_count_ser if a.size < SERIAL_BELOW else _count_par)(out, a))
