@@ -300,10 +300,11 @@ def stop_delta_grads(delta, gtheta, galpha, g, u, theta, th_trace, al_trace, kin
 
 
 @njit(cache=True, inline="always")
-def _lif_stop_rows(u, s, v, th_trace, al_trace, i_in, alpha, theta, b0, b1):
+def _lif_stop_rows(u, s, v, th_trace, al_trace, i_in, alpha, theta, counts, b0, b1):
     N = u.shape[1]
     zero, one = u.dtype.type(0), u.dtype.type(1)
     for b in range(b0, b1):
+        n = 0
         for j0 in range(0, N, 512):  # chunks that stay in L1 between the two passes
             j1 = min(N, j0 + 512)
             ur, sr, vr, ir, th = u[b, j0:j1], s[b, j0:j1], v[b, j0:j1], i_in[b, j0:j1], theta[j0:j1]
@@ -313,31 +314,42 @@ def _lif_stop_rows(u, s, v, th_trace, al_trace, i_in, alpha, theta, b0, b1):
                 ar[j] = alpha * ar[j] + vr[j]
             for j in range(j1 - j0):
                 uu = alpha * vr[j] + ir[j]
-                sp = one if uu - th[j] >= zero else zero
+                fire = uu - th[j] >= zero
+                sp = one if fire else zero
                 ur[j] = uu
                 sr[j] = sp
                 vr[j] = uu - th[j] * sp
+                n += fire
+        counts[b] = n
 
 
 @njit(cache=True, parallel=True)
-def _lif_stop_forward_par(u, s, v, th_trace, al_trace, i_in, alpha, theta):
+def _lif_stop_forward_par(u, s, v, th_trace, al_trace, i_in, alpha, theta, counts):
     for b in prange(u.shape[0]):  # iteration owns row b
-        _lif_stop_rows(u, s, v, th_trace, al_trace, i_in, alpha, theta, b, b + 1)
+        _lif_stop_rows(u, s, v, th_trace, al_trace, i_in, alpha, theta, counts, b, b + 1)
+    return counts.sum()
 
 
 @njit(cache=True)
-def _lif_stop_forward_ser(u, s, v, th_trace, al_trace, i_in, alpha, theta):
-    _lif_stop_rows(u, s, v, th_trace, al_trace, i_in, alpha, theta, 0, u.shape[0])
+def _lif_stop_forward_ser(u, s, v, th_trace, al_trace, i_in, alpha, theta, counts):
+    _lif_stop_rows(u, s, v, th_trace, al_trace, i_in, alpha, theta, counts, 0, u.shape[0])
+    return counts.sum()
 
 
-def lif_stop_forward(u, s, v, th_trace, al_trace, i_in, alpha, theta, smooth, kind):
-    """Fused STOP step (soft reset), fast path of ``lif_stop_forward_loop`` (``smooth``: the reference)."""
+def lif_stop_forward(u, s, v, th_trace, al_trace, i_in, alpha, theta, smooth, kind, counts=None):
+    """Fused STOP step (soft reset), fast path of ``lif_stop_forward_loop`` (``smooth``: the reference).
+
+    Returns the number of spikes; ``counts`` (B,) int64, if given, receives them per sample (the fast
+    path counts while it fires: no second pass over s).
+    """
+    if counts is None:
+        counts = np.empty(u.shape[0], np.int64)
     if smooth:
         lif_stop_forward_loop(u, s, v, th_trace, al_trace, i_in, alpha, theta, smooth, kind)
-    elif u.size < SERIAL_BELOW:
-        _lif_stop_forward_ser(u, s, v, th_trace, al_trace, i_in, u.dtype.type(alpha), theta)
-    else:
-        _lif_stop_forward_par(u, s, v, th_trace, al_trace, i_in, u.dtype.type(alpha), theta)
+        counts[:] = np.count_nonzero(s, axis=1)
+        return int(counts.sum())
+    fn = _lif_stop_forward_ser if u.size < SERIAL_BELOW else _lif_stop_forward_par
+    return int(fn(u, s, v, th_trace, al_trace, i_in, u.dtype.type(alpha), theta, counts))
 
 
 @njit(cache=True, parallel=True)

@@ -103,7 +103,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     coef = [0.0] * len(net.layers)
     static_begin(ws)
     total = 0.0
-    lif_step = klif.lif_stop_forward_loop if opts["kernels"] == "loop" else klif.lif_stop_forward
+    fused = opts["kernels"] != "loop" and not smooth  # the fast LIF step (the loop kernels: reference)
     views = ws.flat_views()
     for t in range(T):
         x_t = x[t]
@@ -119,12 +119,14 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
             u, s, v, th, al, i_f = views[li][:6]
             if not layer.spiking:
                 np.copyto(u, i_f)
-            elif learning and opts["rule"] in ("stop",):
-                lif_step(u, s, v, th, al, i_f,
-                         alphas[li], ws.theta[li], smooth, surr)
+            elif learning and opts["rule"] == "stop" and fused:  # fires and counts in one pass
+                counts[layer.name] += klif.lif_stop_forward(u, s, v, th, al, i_f, alphas[li], ws.theta[li],
+                                                            smooth, surr, ws.nspk)
+                continue
+            elif learning and opts["rule"] == "stop":
+                klif.lif_stop_forward_loop(u, s, v, th, al, i_f, alphas[li], ws.theta[li], smooth, surr)
             else:
-                klif.lif_forward(u, s, v, i_f, alphas[li], ws.theta[li],
-                                 opts["hard"], smooth, surr)
+                klif.lif_forward(u, s, v, i_f, alphas[li], ws.theta[li], opts["hard"], smooth, surr)
             if layer.spiking:
                 counts[layer.name] += spike_count(ws, s, not smooth)
         if bn_train:
