@@ -56,8 +56,14 @@ def check_data(net, src, split):
                             f"{net.n_classes}")
 
 
+def _finite(arr) -> bool:
+    # a finite sum means every element is finite (NaN and ±Inf propagate); a sum that overflows from
+    # finite values falls through to the exact test. The sum allocates nothing, np.isfinite a mask.
+    return bool(np.isfinite(arr.sum())) or bool(np.all(np.isfinite(arr)))
+
+
 def _finite_or_raise(what, arr):
-    if not np.all(np.isfinite(arr)):
+    if not _finite(arr):
         raise TrainingError(f"non-finite values (NaN/Inf) in {what}; the last good checkpoint is kept. "
                             f"Lower optim.lr or enable optim.grad_clip")
 
@@ -66,9 +72,11 @@ def guard(loss, grads, ws, net):
     """Stop on NaN/Inf, naming the layer and array (state first: it is where a blow-up starts)."""
     if ws is not None:
         for layer in net.layers:
-            _finite_or_raise(f"membrane state V of layer {layer.name!r}", ws.v[layer.index])
+            if not _finite(ws.v[layer.index]):
+                _finite_or_raise(f"membrane state V of layer {layer.name!r}", ws.v[layer.index])
     for name, g in grads.items():
-        _finite_or_raise(f"gradient {name!r} (layer {name.rsplit('.', 1)[0]})", g)
+        if not _finite(g):
+            _finite_or_raise(f"gradient {name!r} (layer {name.rsplit('.', 1)[0]})", g)
     if not np.isfinite(loss):
         raise TrainingError(f"loss is {loss}; the last good checkpoint is kept. Lower optim.lr or enable "
                             f"optim.grad_clip")
@@ -203,10 +211,12 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                     lr = optim.lr_at(ocfg, epoch * per_epoch + bi, total_steps)
 
                     def apply(t, grads, lr=lr):
-                        optim.clip_grads(grads, ocfg["grad_clip"])
+                        if ocfg["grad_clip"] > 0:
+                            optim.clip_grads(grads, ocfg["grad_clip"])
                         optim.step(net.params, grads, opt_state, ocfg, lr, cfg["neuron"]["theta_min"])
-                        for g in grads.values():
-                            g.fill(0)
+                        if t is not None:  # online: the rule keeps summing into these arrays
+                            for g in grads.values():
+                                g.fill(0)
 
                     if is_fixed:   # integer STOP step and SGD: what the exported C computes (fixed.py)
                         out_sum, grads, loss = fixed.run(qnet, fixed.quantize_input(qnet, x), y,

@@ -41,3 +41,24 @@ def test_affine_rotation_by_90_degrees_is_exact():
 def test_unknown_augment():
     with pytest.raises(DataError, match="valid: shift, cifar, dvs"):
         augment.apply("mixup", np.zeros((1, 1, 2, 2)), np.random.default_rng())
+
+
+def test_shift_batch_equals_the_per_sample_translation():
+    """``shift`` draws (dy, dx) for the whole batch at once: the same draws, in the same order, as one
+    per sample, and each sample is its zero-filled translation by them."""
+    rng = np.random.default_rng(0)
+    xb = rng.normal(size=(40, 1, 9, 8)).astype(np.float32)
+    out = augment.apply("shift", xb, np.random.default_rng(7))
+    ref_rng = np.random.default_rng(7)
+    seen = set()
+    H, W = xb.shape[-2:]
+    for i in range(len(xb)):
+        dy, dx = (int(d) for d in ref_rng.integers(-2, 3, 2))
+        seen.add((dy, dx))
+        want = np.zeros_like(xb[i])  # out(y, x) = x(y - dy, x - dx) inside the image, 0 elsewhere
+        for y in range(H):
+            for x in range(W):
+                if 0 <= y - dy < H and 0 <= x - dx < W:
+                    want[:, y, x] = xb[i][:, y - dy, x - dx]
+        assert np.array_equal(out[i], want), (i, dy, dx)
+    assert len(seen) > 10 and min(d[0] for d in seen) == -2 and max(d[1] for d in seen) == 2

@@ -12,11 +12,15 @@ import numpy as np
 AUGMENTS = ("shift", "cifar", "dvs")
 
 
+def _slices(d, n):
+    """(source, destination) slices of a shift by d along an axis of length n (zero fill)."""
+    return (slice(0, n - d), slice(d, n)) if d >= 0 else (slice(-d, n), slice(0, n + d))
+
+
 def _translate(img, dy, dx):
     out = np.zeros_like(img)
     H, W = img.shape[-2:]
-    ys, yd = (slice(0, H - dy), slice(dy, H)) if dy >= 0 else (slice(-dy, H), slice(0, H + dy))
-    xs, xd = (slice(0, W - dx), slice(dx, W)) if dx >= 0 else (slice(-dx, W), slice(0, W + dx))
+    (ys, yd), (xs, xd) = _slices(dy, H), _slices(dx, W)
     out[..., yd, xd] = img[..., ys, xs]
     return out
 
@@ -34,17 +38,27 @@ def _affine(img, m):
     return out
 
 
+def _shift_batch(out, xb, rng):
+    """``shift`` for a whole batch: one draw of (dy, dx) per sample, in the order a per-sample loop
+    draws them (the same random stream), written straight into ``out``."""
+    H, W = xb.shape[-2:]
+    out.fill(0)
+    for i, (dy, dx) in enumerate(rng.integers(-2, 3, (len(xb), 2))):
+        (ys, yd), (xs, xd) = _slices(int(dy), H), _slices(int(dx), W)
+        out[i, ..., yd, xd] = xb[i, ..., ys, xs]
+    return out
+
+
 def apply(kind, xb, rng, static=True):
     from . import DataError
     if kind not in AUGMENTS:
         raise DataError(f"augment {kind!r}: valid: {', '.join(AUGMENTS)}")
     out = np.empty_like(xb)
+    if kind == "shift":
+        return _shift_batch(out, xb, rng)
     for i in range(len(xb)):
         img = xb[i]
-        if kind == "shift":
-            dy, dx = rng.integers(-2, 3, 2)
-            img = _translate(img, int(dy), int(dx))
-        elif kind == "cifar":
+        if kind == "cifar":
             dy, dx = rng.integers(-4, 5, 2)
             img = _translate(img, int(dy), int(dx))
             if rng.random() < 0.5:
