@@ -26,10 +26,12 @@ image (Hp = H + 2p, Wp = W + 2p) flattened,
 
 so each row is one contiguous run of x̄ (a vectorized copy, 5-6× faster than the Wo-wide rows of short
 runs). Columns j >= Wo run on into the next image row: the forward drops them, the backward gives them
-gout = 0 (so they add exact zeros to gW and gx). The GEMMs grow by Wp/Wo (LeNet's 5×5 conv on 14×14:
-1.4×) but the lowering, which dominated, shrinks more (LeNet conv2 per step, B = 32, 2 threads:
-forward 227 → 86 µs, backward 446 → 199 µs). The whole step runs inside one numba parallel loop over samples
-(or over the fixed sample groups g of the weight gradient): each iteration lowers its sample into
+gout = 0, so for finite inputs they add exact zeros to gW and gx (an infinite input gives NaN there
+where the direct sum gives ±Inf; training's NaN guard stops on either). The GEMMs grow by Wp/Wo
+(LeNet's 5×5 conv on 14×14: 1.4×) but the lowering, which dominated, shrinks more (LeNet conv2 per
+step, B = 32, 2 threads: forward 227 → 86 µs, backward 446 → 199 µs). The whole step runs inside one
+numba parallel loop over samples (or over the fixed sample groups g of the weight gradient): each
+iteration lowers its sample into
 its thread's slot of ``cols`` while it is hot in that core's cache and calls single-threaded BLAS
 (``np.dot``, through SciPy's BLAS) on it. So the GEMMs, im2col and col2im share numba's one thread
 pool and no second pool spins against it. A sample whose lowered matrix exceeds a byte budget is
@@ -520,8 +522,9 @@ def band_rows(x_shape, KH, KW, stride, pad, itemsize=4, budget=None):
 
 
 def fast_scratch_shapes(x_shape, Co, KH, KW, stride, pad, itemsize=4, slots=None):
-    """Shapes of the fast path's scratch: ``cols`` (slots, (K + Co)·rows·Wo) and ``wscratch``
-    (G + slots, K, Co), K = Ci·KH·KW, rows = ``band_rows``, G = ``wgrad_groups(B)``.
+    """Shapes of the fast path's scratch: ``cols`` (slots, (K + Co)·rows·width, plus two padded images
+    Ci·Hp·Wp for stride 1 with padding) and ``wscratch`` (G + slots, K, Co), K = Ci·KH·KW,
+    rows = ``band_rows``, width = ``row_width`` (Wp for stride 1, Wo otherwise), G = ``wgrad_groups(B)``.
 
     ``slots`` defaults to numba's thread-pool size (``NUMBA_NUM_THREADS``): one slot for each thread that
     can run an iteration, whatever ``set_num_threads`` says later.

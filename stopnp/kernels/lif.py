@@ -339,8 +339,9 @@ def _lif_stop_forward_ser(u, s, v, th_trace, al_trace, i_in, alpha, theta, count
 def lif_stop_forward(u, s, v, th_trace, al_trace, i_in, alpha, theta, smooth, kind, counts=None):
     """Fused STOP step (soft reset), fast path of ``lif_stop_forward_loop`` (``smooth``: the reference).
 
-    Returns the number of spikes; ``counts`` (B,) int64, if given, receives them per sample (the fast
-    path counts while it fires: no second pass over s).
+    Returns the number of spikes (nonzero s; with ``smooth`` the spikes are not 0/1 and this is not
+    their sum); ``counts`` (B,) int64, if given, receives them per sample (the fast path counts while
+    it fires: no second pass over s).
     """
     if counts is None:
         counts = np.empty(u.shape[0], np.int64)
