@@ -123,13 +123,15 @@ class Workspace:
         self.cols = np.zeros(size, self.dtype) if backend == "blas" else None
         for n, sh in cols_shapes.items():
             self.conv_cols[n] = self.cols[:int(np.prod(sh))].reshape(sh)
-        # Winograd: the per-thread planes and padded images shared the same way; accumulators and
-        # transformed filters are per conv
-        shared = [max([int(np.prod(w[i])) for w in wino_shapes.values()] + [0]) for i in (0, 1, 4)]
+        # Winograd: the per-thread planes, the weight-gradient accumulators (overwritten by each call)
+        # and the padded images shared the same way; the transformed filters (cached per sequence) and
+        # their scratch are per conv
+        shared_idx = (0, 1, 2, 3, 4)
+        shared = [max([int(np.prod(w[i])) for w in wino_shapes.values()] + [0]) for i in shared_idx]
         self.wino_flat = [np.zeros(n, self.dtype) for n in shared]
         for n, sh in wino_shapes.items():
-            views = [f[:int(np.prod(sh[i]))].reshape(sh[i]) for f, i in zip(self.wino_flat, (0, 1, 4))]
-            self.wino[n] = (views[0], views[1], z(*sh[2]), z(*sh[3]), views[2], z(*sh[5]), z(*sh[6]), z(*sh[7]))
+            v = [f[:int(np.prod(sh[i]))].reshape(sh[i]) for f, i in zip(self.wino_flat, shared_idx)]
+            self.wino[n] = (*v, z(*sh[5]), z(*sh[6]), z(*sh[7]))
         self.nspk = np.zeros(B, np.int64)  # per-sample spike counts of one layer (``spike_count``)
         if backend == "blas":
             if self.conv_gw or self.wino or self.linear_pool:

@@ -175,7 +175,7 @@ def step(params: dict, grads: dict, state: dict, cfg_optim: dict, lr: float, the
         # the kernels update flat views in place: a non-contiguous parameter or state buffer is updated
         # through a contiguous copy written back, so no update is lost on a reshape copy
         arrays = [params[name], *(state[b][name] for b in BUFFERS[kind])]
-        work = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
+        work = [np.ascontiguousarray(a) for a in arrays]
         flat = [w.reshape(-1) for w in work]
         g = np.ascontiguousarray(g, dtype=work[0].dtype).reshape(-1)
         if kind == "sgd":

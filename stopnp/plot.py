@@ -183,12 +183,11 @@ def percentiles(ax, values_by_epoch, label, q=(1, 50, 99)):
     line, = ax.plot(epochs, p[:, len(q) // 2], marker=".", label=f"{label} (median)")
     band = ax.fill_between(epochs, p[:, 0], p[:, -1], alpha=0.2, color=line.get_color(),
                            label=f"{label} ({_ordinal(q[0])}-{_ordinal(q[-1])} pct)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
+    epoch_axis(ax)
     return [line, band]
 
 
-def _epoch_axis(ax):
+def epoch_axis(ax):
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 2.5" ticks
 
@@ -204,7 +203,7 @@ def curves(ax, metrics, keys=("train_loss", "test_acc")):
         if all(v is None for v in vals):
             continue
         arts += ax.plot(ep, [np.nan if v is None else v for v in vals], marker="o", label=k)
-    _epoch_axis(ax)
+    epoch_axis(ax)
     if arts:
         ax.legend()
     return arts
@@ -244,7 +243,7 @@ def accuracy_vs_epoch(ax, runs):
         accs = np.asarray(accs, dtype=float)
         scale = 100.0 if accs.size and np.nanmax(accs) <= 1.0 else 1.0
         arts += ax.plot(np.arange(1, accs.size + 1), scale * accs, marker="o", label=rule)
-    _epoch_axis(ax)
+    epoch_axis(ax)
     ax.set_ylabel("test accuracy (%)")
     ax.legend()
     return arts

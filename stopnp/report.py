@@ -133,8 +133,7 @@ def _theta_alpha(run_dir, out_dir, spiking, plt):
         for layer in spiking:
             axes[1].plot(epochs, [float(f[str(e)][f"{layer.name}.alpha"][0]) for e in epochs], marker="o",
                          label=layer.name)
-        axes[1].set_xlabel("epoch")
-        axes[1].xaxis.set_major_locator(plot.MaxNLocator(integer=True))
+        plot.epoch_axis(axes[1])
         axes[1].set_ylabel("α")
         axes[1].legend(fontsize="small")
         return [plot.save(fig, os.path.join(out_dir, "theta_alpha.png"))]

@@ -62,10 +62,9 @@ def _finite(arr) -> bool:
     return bool(np.isfinite(arr.sum())) or bool(np.all(np.isfinite(arr)))
 
 
-def _finite_or_raise(what, arr):
-    if not _finite(arr):
-        raise TrainingError(f"non-finite values (NaN/Inf) in {what}; the last good checkpoint is kept. "
-                            f"Lower optim.lr or enable optim.grad_clip")
+def _nonfinite(what):
+    return TrainingError(f"non-finite values (NaN/Inf) in {what}; the last good checkpoint is kept. "
+                         f"Lower optim.lr or enable optim.grad_clip")
 
 
 def guard(loss, grads, ws, net):
@@ -73,10 +72,10 @@ def guard(loss, grads, ws, net):
     if ws is not None:
         for layer in net.layers:
             if not _finite(ws.v[layer.index]):
-                _finite_or_raise(f"membrane state V of layer {layer.name!r}", ws.v[layer.index])
+                raise _nonfinite(f"membrane state V of layer {layer.name!r}")
     for name, g in grads.items():
         if not _finite(g):
-            _finite_or_raise(f"gradient {name!r} (layer {name.rsplit('.', 1)[0]})", g)
+            raise _nonfinite(f"gradient {name!r} (layer {name.rsplit('.', 1)[0]})")
     if not np.isfinite(loss):
         raise TrainingError(f"loss is {loss}; the last good checkpoint is kept. Lower optim.lr or enable "
                             f"optim.grad_clip")
@@ -349,9 +348,7 @@ def _save(run_dir, net, opt_state, rng, cfg, epoch, step, metrics, is_best, part
     resumed epoch reports the same loss and accuracy as an uninterrupted one."""
     kw = dict(params=net.params, opt_state=opt_state, rng_state=rng.bit_generator.state, config=cfg,
               epoch=epoch, step=step, metrics=metrics, extra={"epoch_partial": partial} if partial else None)
-    checkpoint.save(os.path.join(run_dir, "last.h5"), **kw)
-    if is_best:
-        checkpoint.save(os.path.join(run_dir, "best.h5"), **kw)
+    checkpoint.save_best_and_last(run_dir, is_best=is_best, **kw)
 
 
 def _is_resolved(cfg):
@@ -417,14 +414,14 @@ def _check_resume(path, ck, net, names, ocfg, rng, cfg):
         raise config_mod.ConfigError(str(e)) from None
     for field in ("epoch", "step"):
         v = getattr(ck, field)
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        if v < 0:  # (checkpoint.load reads both as int)
             raise config_mod.ConfigError(f"{path}: {field} = {v!r} is not an integer >= 0 (corrupt checkpoint); "
                                          f"start a new run")
     if not isinstance(ck.metrics, (list, tuple)) or not all(isinstance(m, dict) for m in ck.metrics):
         raise config_mod.ConfigError(f"{path}: metrics is not a list of epoch records (corrupt checkpoint); "
                                      f"start a new run")
     if ck.step:  # mid-epoch: the saved batch position only means something for the same batch order
-        saved = ck.config if isinstance(ck.config, dict) else {}
+        saved = ck.config  # a dict: checkpoint.load refuses anything else
         for sec, key in (("data", "name"), ("data", "batch_size"), ("data", "limit_train"), ("run", "seed"),
                          ("data", "augment")):
             old, new = (saved.get(sec) or {}).get(key), cfg[sec][key]

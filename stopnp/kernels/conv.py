@@ -267,6 +267,21 @@ def events_rows(acc, x, wt, KH, KW, stride, pad, i0, i1):
                             a[j, o] += xv * wt[r0 + v, o]
 
 
+@njit(cache=True)
+def _events_sample(out2, xb, wt, buf, KH, KW, stride, pad, band, Ho, Wo):
+    """out2 (Co, Ho·Wo) = the event sum of one sparse sample (spikes), band by band in ``buf``:
+    each nonzero input scatters its weight columns (``events_rows``)."""
+    Co = out2.shape[0]
+    for i0 in range(0, Ho, band):
+        i1 = min(Ho, i0 + band)
+        acc = _tile(buf, 0, (i1 - i0) * Wo * Co, 1).reshape((i1 - i0, Wo, Co))
+        events_rows(acc, xb, wt, KH, KW, stride, pad, i0, i1)
+        for oc in range(Co):
+            for i in range(i1 - i0):
+                for j in range(Wo):
+                    out2[oc, (i0 + i) * Wo + j] = acc[i, j, oc]
+
+
 @njit(cache=True, parallel=True)
 def _forward_gemm(out3, x, w2, wt, cols, KH, KW, stride, pad, band, max_density):
     B, Co, P = out3.shape
@@ -276,18 +291,12 @@ def _forward_gemm(out3, x, w2, wt, cols, KH, KW, stride, pad, band, max_density)
     size = x.shape[1] * x.shape[2] * x.shape[3]
     for b in prange(B):  # iteration owns out[b]; cols[thread] is its scratch
         buf = cols[get_thread_id()]
-        events = _count_nonzero(x[b]) <= max_density * size  # decided by this sample alone
+        if _count_nonzero(x[b]) <= max_density * size:  # decided by this sample alone
+            _events_sample(out3[b], x[b], wt, buf, KH, KW, stride, pad, band, Ho, Wo)
+            continue
         for i0 in range(0, Ho, band):
             i1 = min(Ho, i0 + band)
             n, p0 = (i1 - i0) * Wo, i0 * Wo
-            if events:  # sparse input (spikes): scatter the weight columns of its nonzeros
-                acc = _tile(buf, 0, n * Co, 1).reshape((i1 - i0, Wo, Co))
-                events_rows(acc, x[b], wt, KH, KW, stride, pad, i0, i1)
-                for oc in range(Co):
-                    for i in range(i1 - i0):
-                        for j in range(Wo):
-                            out3[b, oc, p0 + i * Wo + j] = acc[i, j, oc]
-                continue
             c = _tile(buf, 0, K, n)
             im2col_rows(c, x[b], KH, KW, stride, pad, i0, i1)
             if n == P:  # one band: straight into out[b]
@@ -396,15 +405,8 @@ def _forward_wide(out3, x, w2, wt, cols, KH, KW, pad, band, max_density):
     nmax = min(band, Ho) * Wp
     for b in prange(B):  # iteration owns out[b]; cols[thread] is its scratch
         buf = cols[get_thread_id()]
-        if _count_nonzero(x[b]) <= max_density * C * H * W:  # sparse input: the event sum (as above)
-            for i0 in range(0, Ho, band):
-                i1 = min(Ho, i0 + band)
-                acc = _tile(buf, 0, (i1 - i0) * Wo * Co, 1).reshape((i1 - i0, Wo, Co))
-                events_rows(acc, x[b], wt, KH, KW, 1, pad, i0, i1)
-                for oc in range(Co):
-                    for i in range(i1 - i0):
-                        for j in range(Wo):
-                            out3[b, oc, (i0 + i) * Wo + j] = acc[i, j, oc]
+        if _count_nonzero(x[b]) <= max_density * C * H * W:  # sparse input: the event sum
+            _events_sample(out3[b], x[b], wt, buf, KH, KW, 1, pad, band, Ho, Wo)
             continue
         if pad == 0:
             src = x[b].reshape(S)

@@ -99,7 +99,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     # static input (time stride 0, e.g. direct-coded images): W ⊛ x once per sequence, and the
     # input layer's ΔW as (Σ_t c_t·ĝ[t]) ⊗ x with c_t = λ·c_{t-1} + 1 (w~[t] = c_t·x)
     static = x.strides[0] == 0 and on_step is None  # an online update changes W within the sequence
-    static_grad = static and learning and on_step is None and "w_trace" not in record
+    static_grad = static and learning and "w_trace" not in record
     coef = [0.0] * len(net.layers)
     static_begin(ws)
     total = 0.0
