@@ -127,6 +127,28 @@ def test_load_errors(tmp_path):
         data.load(p2, "train")
 
 
+def test_from_arrays_checks_what_load_checks():
+    x = np.zeros((3, 1, 2, 2), np.uint8)
+    with pytest.raises(DataError, match=r"labels of shape \(3, 1\), expected \(3,\)"):
+        data.from_arrays(x, np.zeros((3, 1), np.int64))  # would broadcast against the predictions
+    with pytest.raises(DataError, match=r"labels outside \[0, 2\): label 5 at index 2"):
+        data.from_arrays(x, [0, 1, 5], n_classes=2)
+    with pytest.raises(DataError, match="label -1 at index 0"):
+        data.from_arrays(x, [-1, 1, 1])
+    with pytest.raises(DataError, match="samples are complex128"):
+        data.from_arrays(x + 1j, [0, 1, 1])
+    with pytest.raises(DataError, match="n_classes = 2.5"):
+        data.from_arrays(x, [0, 1, 1], n_classes=2.5)
+    src = data.from_arrays(x, [0, 1, 1])
+    assert src.n_classes == 2 and src.y.dtype == np.int64 and src.input_shape == (1, 2, 2)
+
+
+def test_info_counts_every_class(tmp_path):
+    p = cache.write_h5_atomic(str(tmp_path / "c.h5"), {"train": (np.zeros((3, 1, 2, 2), np.uint8), [0, 1, 1])},
+                              {"n_classes": 5})
+    assert data.info(p)["train"]["per_class"] == [1, 2, 0, 0, 0]  # classes without samples count 0
+
+
 def test_info_summarises_a_cache():
     out = data.info("mnist-builtin")
     assert out["train"]["x_shape"] == (8000, 1, 28, 28) and out["test"]["n"] == 2000

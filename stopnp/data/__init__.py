@@ -6,6 +6,14 @@
     from_arrays(x, y), from_tonic(dataset, T, sensor_size)   sources without a cache file
     DataError (a ValueError)                  any missing, truncated or inconsistent file; names it
 
+A cache is checked once, when it is opened (``load``, ``info``): x and y are datasets stored in the file
+itself (no external link, external raw storage or virtual dataset), x real numbers (N, C, H, W) or
+(N, T, C, H, W), y integer labels of shape (N,) (an (N, 1) column is refused, not squeezed), the
+attribute n_classes an integer in 1..MAX_CLASSES (absent: the largest label + 1) and every label in
+0..n_classes - 1,
+the attribute static consistent with x's rank. x's checks read metadata only; float pixels are checked
+for NaN/Inf as they are read.
+
 Source: x (N, C, H, W) uint8 images or (N, T, C, H, W) uint8/uint16 event counts (numpy array, or an
 h5py dataset for caches over 512 MiB), y int64 (N,), n_classes, input_shape (C, H, W), static, T
 (None for images), name, attrs (the cache file's attributes).
@@ -50,40 +58,130 @@ def _resolve_path(name_or_path):
 
 def load(name_or_path: str, split: str) -> Source:
     """Open a cached dataset split. Small sets are read into memory; large ones stay on disk."""
-    import h5py
     if split not in ("train", "test"):
         raise DataError(f"split {split!r}: valid: train, test")
     path = _resolve_path(name_or_path)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such dataset cache; run `stopnp data get {name_or_path}` (or "
                         f"`stopnp data convert`) first, or pass data.name = 'mnist-builtin'")
+    f = _open_h5(path)
     try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise DataError(f"{path}: not a readable HDF5 cache ({e}); delete it and convert again") from None
-    if split not in f or "x" not in f[split] or "y" not in f[split]:
-        raise DataError(f"{path}: has no '{split}/x' and '{split}/y' datasets; convert the dataset again")
-    g = f[split]
-    attrs = {k: _attr(v) for k, v in f.attrs.items()}
-    x = g["x"]
-    if g["y"].dtype.kind not in "iu":
-        raise DataError(f"{path}: {split} labels are {g['y'].dtype}, expected integer class indices; "
-                        f"convert the dataset again")
-    y = np.asarray(g["y"][...], np.int64)
-    if len(y) != x.shape[0]:
-        raise DataError(f"{path}: {split} has {x.shape[0]} samples but {len(y)} labels")
-    if len(y) == 0:
-        raise DataError(f"{path}: {split} has no samples; convert the dataset again")
-    n_classes = int(attrs.get("n_classes", int(y.max()) + 1))
-    if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise DataError(f"{path}: {split} labels outside [0, {n_classes})")
-    if x.size * x.dtype.itemsize <= 512 * 2 ** 20:
-        x = x[...]  # small: read once
-        _check_finite(x, f"{path}: {split}")
-    static = bool(attrs.get("static", x.ndim == 4))
+        attrs = {k: _attr(v) for k, v in f.attrs.items()}
+        x, y, n_classes, static = _read_split(f, path, split, attrs)
+        if x.size * x.dtype.itemsize <= 512 * 2 ** 20:
+            x = _read(x, f"{path}: {split}/x")  # small: read once
+            _check_finite(x, f"{path}: {split}")
+            f.close()
+    except BaseException:
+        f.close()
+        raise
     shape = tuple(x.shape[1:]) if static else tuple(x.shape[2:])
     return Source(attrs.get("name", os.path.basename(path)), x, y, n_classes, shape, static,
                   None if static else int(x.shape[1]), attrs)
+
+
+MAX_CLASSES = 2 ** 16  # n_classes above this is a corrupt attribute or label, not a classification task
+_REDO = "convert the dataset again"
+
+
+def _open_h5(path):
+    import h5py
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise DataError(f"{path}: not a readable HDF5 cache ({e}); delete it and {_REDO}") from None
+
+
+def _read(ds, where):
+    """All of an HDF5 dataset; a damaged chunk or a missing filter becomes a DataError naming it."""
+    try:
+        return ds[...]
+    except OSError as e:
+        raise DataError(f"{where} is unreadable ({e}); the file is damaged: delete it and {_REDO}") from None
+
+
+def _dataset(g, name, where):
+    """``g[name]`` as an h5py Dataset whose data lie in this file (no external link, external raw file
+    or virtual mapping: those read whatever other file they name)."""
+    import h5py
+    link = g.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        raise DataError(f"{where} is a link to {link.filename}:{link.path}; a cache holds its own data: "
+                        f"{_REDO}")
+    ds = g.get(name)
+    if ds is None:
+        return None
+    if not isinstance(ds, h5py.Dataset):
+        raise DataError(f"{where} is an HDF5 group, expected a dataset (array); not a stopnp cache: {_REDO}")
+    if ds.is_virtual or ds.external:
+        kind = "a virtual dataset" if ds.is_virtual else f"stored in external files ({ds.external[0][0]}, ...)"
+        raise DataError(f"{where} is {kind}; a cache holds its own data: {_REDO}")
+    return ds
+
+
+def _read_split(f, path, split, attrs):
+    """The split's x (h5py Dataset, not read), y (int64 (N,), read), n_classes and static flag: every
+    type, shape and range checked here, once; x's dtype and shape are metadata (no pixel is read)."""
+    import h5py
+    g = f.get(split)
+    if g is not None and not isinstance(g, h5py.Group):
+        raise DataError(f"{path}: '{split}' is not a group with x and y; not a stopnp dataset cache: {_REDO}")
+    x = None if g is None else _dataset(g, "x", f"{path}: {split}/x")
+    yd = None if g is None else _dataset(g, "y", f"{path}: {split}/y")
+    if x is None or yd is None:
+        raise DataError(f"{path}: has no '{split}/x' and '{split}/y' datasets; {_REDO}")
+    where = f"{path}: {split}"
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{where}/x is {x.dtype}, expected real numbers (uint8 images, uint16 event counts or "
+                        f"float); {_REDO}")
+    if x.ndim not in (4, 5):
+        raise DataError(f"{where}/x has shape {x.shape}, expected images (N, C, H, W) or event frames "
+                        f"(N, T, C, H, W); {_REDO}")
+    if yd.dtype.kind not in "iu":
+        raise DataError(f"{where} labels are {yd.dtype}, expected integer class indices; {_REDO}")
+    if yd.ndim != 1:
+        raise DataError(f"{where}/y has shape {yd.shape}, expected ({x.shape[0]},): one class index per sample; "
+                        f"store the labels 1-D (y.reshape(-1) if each row holds one label) or {_REDO}")
+    if len(yd) != x.shape[0]:
+        raise DataError(f"{where} has {x.shape[0]} samples but {len(yd)} labels; {_REDO}")
+    if x.shape[0] == 0:
+        raise DataError(f"{where} has no samples; {_REDO}")
+    if 0 in x.shape[1:]:
+        raise DataError(f"{where}/x has shape {x.shape}: empty samples; {_REDO}")
+    static = attrs.get("static", x.ndim == 4)
+    if not isinstance(static, bool):
+        raise DataError(f"{path}: attribute static = {static!r}, expected true or false; {_REDO}")
+    if static != (x.ndim == 4):
+        raise DataError(f"{path}: attribute static = {static} but {split}/x has shape {x.shape} (static images "
+                        f"are 4-D, event frames 5-D); {_REDO}")
+    n_classes = attrs.get("n_classes")
+    if n_classes is not None and not _is_count(n_classes):
+        raise DataError(f"{path}: attribute n_classes = {n_classes!r}, expected an integer in 1..{MAX_CLASSES}; "
+                        f"{_REDO}")
+    y = _read(yd, f"{where}/y")
+    return x, y.astype(np.int64), _check_labels(y, n_classes, where, _REDO), static
+
+
+def _is_count(n):
+    return isinstance(n, (int, np.integer)) and not isinstance(n, bool) and 1 <= n <= MAX_CLASSES
+
+
+def _check_labels(y, n_classes, where, fix):
+    """Every label of the integer array ``y`` in 0..n_classes - 1 (``n_classes`` None: max + 1, at most
+    MAX_CLASSES); returns n_classes."""
+    if n_classes is None:
+        lo, hi = int(y.min()), int(y.max())  # Python ints: uint64 labels do not wrap
+        if lo >= 0 and hi < MAX_CLASSES:
+            return hi + 1
+        bad = int(np.argmax(y < 0)) if lo < 0 else int(np.argmax(y == y.max()))
+        raise DataError(f"{where}: label {int(y[bad])} at index {bad}; class indices must be 0..n_classes - 1 "
+                        f"(at most {MAX_CLASSES} classes): fix the labels or {fix}")
+    out = (y < 0) | (y >= n_classes)
+    if out.any():
+        bad = int(np.argmax(out))
+        raise DataError(f"{where} labels outside [0, {n_classes}): label {int(y[bad])} at index {bad} "
+                        f"(n_classes = {n_classes}); fix the labels or {fix}")
+    return int(n_classes)
 
 
 def _check_finite(x, where):
@@ -93,16 +191,23 @@ def _check_finite(x, where):
 
 def from_arrays(x, y, n_classes=None, name="arrays", T=None) -> Source:
     """A Source over in-memory arrays: images (N, C, H, W) or frames (N, T, C, H, W)."""
-    if np.asarray(y).dtype.kind not in "iu":
-        raise DataError(f"{name}: labels are {np.asarray(y).dtype}, expected integer class indices")
-    y = np.asarray(y, np.int64)
-    if len(x) != len(y):
-        raise DataError(f"{name}: {len(x)} samples but {len(y)} labels")
+    x, y = np.asarray(x), np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{name}: labels are {y.dtype}, expected integer class indices")
+    if x.dtype.kind not in "biuf" or x.ndim not in (4, 5):
+        raise DataError(f"{name}: samples are {x.dtype} {x.shape}, expected real numbers (N, C, H, W) or "
+                        f"(N, T, C, H, W)")
+    if y.shape != (len(x),):
+        raise DataError(f"{name}: {len(x)} samples but labels of shape {y.shape}, expected ({len(x)},)")
     if len(y) == 0:
         raise DataError(f"{name}: no samples")
-    _check_finite(np.asarray(x), name)
+    n_classes = n_classes or None  # 0 / None: inferred from the labels
+    if n_classes is not None and not _is_count(n_classes):
+        raise DataError(f"{name}: n_classes = {n_classes!r}, expected an integer in 1..{MAX_CLASSES}")
+    n_classes = _check_labels(y, n_classes, name, "pass n_classes")
+    _check_finite(x, name)
     static = x.ndim == 4
-    return Source(name, x, y, int(n_classes or (y.max() + 1)), tuple(x.shape[1:] if static else x.shape[2:]),
+    return Source(name, x, y.astype(np.int64), n_classes, tuple(x.shape[1:] if static else x.shape[2:]),
                   static, None if static else int(x.shape[1]))
 
 
@@ -165,23 +270,16 @@ def batches(source: Source, batch_size: int, T: int, *, seed=0, epoch=0, shuffle
 
 
 def info(path: str) -> dict:
-    """Shapes, dtypes, class counts and attributes of a cache file (a path, or a name as for ``load``)."""
-    import h5py
+    """Shapes, dtypes, class counts and attributes of a cache file (a path, or a name as for ``load``);
+    every split is checked as ``load`` checks it, except the pixels, which are not read."""
     path = _resolve_path(path)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file; `stopnp data get NAME` or `stopnp data convert` makes caches")
-    try:
-        with h5py.File(path, "r") as f:
-            out = {"path": path, "attrs": {k: _attr(v) for k, v in f.attrs.items()}}
-            for split in f:
-                g = f[split]
-                if not isinstance(g, h5py.Group) or "x" not in g or "y" not in g:
-                    raise DataError(f"{path}: '{split}' is not a split group with x and y; not a stopnp "
-                                    f"dataset cache")
-                y = g["y"][...]
-                out[split] = {"x_shape": tuple(g["x"].shape), "x_dtype": str(g["x"].dtype),
-                              "n": int(len(y)),
-                              "per_class": np.bincount(y.astype(np.int64)).tolist()}
-    except OSError as e:
-        raise DataError(f"{path}: not a readable HDF5 file ({e})") from None
+    with _open_h5(path) as f:
+        attrs = {k: _attr(v) for k, v in f.attrs.items()}
+        out = {"path": path, "attrs": attrs}
+        for split in f:
+            x, y, n_classes, _ = _read_split(f, path, split, attrs)
+            out[split] = {"x_shape": tuple(x.shape), "x_dtype": str(x.dtype), "n": int(len(y)),
+                          "per_class": np.bincount(y, minlength=n_classes).tolist()}
     return out
