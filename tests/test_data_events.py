@@ -85,6 +85,8 @@ def test_aedat31_packets_overflow_and_labels(tmp_path):
     lab.write_text("class,startTime_usec,endTime_usec\n1,150,350\n11,350,500\n")
     cuts = events.cut_gestures(events.read_aedat31(str(f)), events.read_gesture_labels(str(lab)))
     assert [(len(e), c) for e, c in cuts] == [(2, 0), (1, 10)]
+    lab.write_text("\nclass,startTime_usec,endTime_usec\n\n1,150,350\n11,350,500\n\n")  # blank lines skipped
+    assert events.read_gesture_labels(str(lab)) == [(0, 150, 350), (10, 350, 500)]
     lab.write_text("class,startTime_usec,endTime_usec\n12,1,2\n")
     with pytest.raises(DataError, match="labels.csv: line 2: class 12 outside 1..11"):
         events.read_gesture_labels(str(lab))
@@ -143,7 +145,7 @@ def test_frames_edge_cases():
     assert events.to_frames(np.empty(0, events.EVENT_DTYPE), 3, (34, 34)).sum() == 0
     one = events.make_events([7, 7], [1, 2], [1, 2], [0, 1])  # zero duration: all in bin 0
     assert events.to_frames(one, 4, (34, 34))[0].sum() == 2
-    with pytest.raises(DataError, match="outside the sensor 34x34"):
+    with pytest.raises(DataError, match=r"event 0 at \(x, y\) = \(34, 0\) is outside the 34x34 sensor"):
         events.to_frames(events.make_events([1], [34], [0], [0]), 2, (34, 34))
     # unsorted timestamps (e.g. a hand-made tonic sample) would bin outside 0..T-1: refused, not written
     with pytest.raises(DataError, match="timestamps go backwards at event 1"):
@@ -152,6 +154,11 @@ def test_frames_edge_cases():
     uint["t"] = [1000, 5, 2000000, 3]  # unsigned differences wrap around: compared, not subtracted
     with pytest.raises(DataError, match="timestamps go backwards at event 1"):
         events.to_frames(uint, 4, (8, 8))
+    # k = (t - t0)·T // span in int64: a span with (t1 - t0 + 1)·T >= 2^63 would wrap k outside 0..T-1
+    with pytest.raises(DataError, match=r"rec.bin: timestamps 0 \.\. 4611686018427387903 µs are out of range"):
+        events.to_frames(events.make_events([0, 2 ** 62 - 1], [0, 1], [0, 1], [0, 1]), 2, (4, 4), source="rec.bin")
+    fr = events.to_frames(events.make_events([0, 2 ** 62 - 2], [0, 1], [0, 1], [0, 1]), 2, (4, 4))
+    assert fr[0, 0, 0, 0] == 1 and fr[1, 1, 1, 1] == 1 and fr.sum() == 2  # the largest span still bins right
     bad = np.zeros(2, [("t", "<f8"), ("x", "<i2"), ("y", "<i2"), ("p", "?")])
     with pytest.raises(DataError, match="timestamps are float64"):
         events.to_frames(bad, 2, (8, 8))

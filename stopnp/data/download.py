@@ -197,15 +197,24 @@ def convert(name, root, cache_dir=None, T=None, size=None, by="time", denoise_dt
         splits = {}
         for s in ("train", "test"):
             items = lister(s)
-            frames = ((events.to_frames(load(), T, sensor, out_hw, by=by, denoise_dt=denoise_dt), c)
-                      for load, c in items)
+            if not items:
+                raise DataError(f"{root}: no {s} recordings found. Expected layout: {MANUAL[kind]}")
+            frames = ((events.to_frames(load(), T, sensor, out_hw, by=by, denoise_dt=denoise_dt,
+                                        source=load.source), c) for load, c in items)
             splits[s] = (len(items), (T, 2, *out_hw), np.uint16, frames)
         attrs = {"n_classes": {"nmnist": 10, "dvsgesture": 11, "cifar10-dvs": 10}[kind], "static": False, "T": T,
                  "binning": by, "denoise_dt": denoise_dt, "size": list(out_hw), "name": name,
                  "source_root": os.path.abspath(root),
                  "source_sha256": json.dumps(source_checksums(root, (".bin", ".aedat", ".csv", ".txt", ".npy"))),
                  "shapes": json.dumps({s: [n, *shape] for s, (n, shape, _, _) in splits.items()})}
-        return write_h5_streamed(out, splits, attrs)
+        made = _missing_dirs(cache_dir)
+        try:
+            return write_h5_streamed(out, splits, attrs)
+        except BaseException:  # a bad recording, read while writing: leave no folder behind either
+            for d in made:
+                if os.path.isdir(d) and not os.listdir(d):
+                    os.rmdir(d)
+            raise
     attrs.update({"name": name, "source_root": os.path.abspath(root),
                   "source_sha256": json.dumps(source_checksums(
                       root, (".gz", "ubyte", ".bin"), names=("data_batch_1", "data_batch_2", "data_batch_3",
@@ -213,3 +222,13 @@ def convert(name, root, cache_dir=None, T=None, size=None, by="time", denoise_dt
                                                                "train", "test"))),
                   "shapes": json.dumps({s: list(x.shape) for s, (x, _) in splits.items()})})
     return write_h5_atomic(out, splits, attrs)
+
+
+def _missing_dirs(folder):
+    """The folders that creating ``folder`` would make, deepest first."""
+    out = []
+    folder = os.path.abspath(folder)
+    while not os.path.exists(folder):
+        out.append(folder)
+        folder = os.path.dirname(folder)
+    return out
