@@ -53,5 +53,5 @@ def test_idx_count_mismatch_and_label_range_and_missing(tmp_path):
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.full(4, 11), 1)
     with pytest.raises(DataError, match="label 11 out of range"):
         idx.read_mnist_split(str(tmp_path), "train")
-    with pytest.raises(DataError, match="expected the four MNIST IDX files"):
+    with pytest.raises(DataError, match="download the four MNIST IDX files"):
         idx.read_mnist_split(str(tmp_path / "empty"), "test")
