@@ -103,6 +103,22 @@ def test_batches_from_an_on_disk_h5_dataset(tmp_path):
     f.close()
 
 
+def test_a_damaged_chunk_is_named_when_read(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (4, 1, 8, 8)).astype(np.uint8)
+    path = cache.write_h5_atomic(str(tmp_path / "d.h5"), {"train": (x, [0, 1, 2, 3])}, {"n_classes": 4})
+    with h5py.File(path) as f:
+        chunk = f["train/x"].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:
+        fh.seek(chunk.byte_offset + 2)
+        fh.write(b"\xff" * (chunk.size - 4))  # the deflate stream garbled
+    with pytest.raises(DataError, match="d.h5: train/x is unreadable .*damaged: delete it"):
+        data.load(path, "train")
+    with h5py.File(path) as f:  # a large cache is read batch by batch
+        disk = data.Source("d", f["train/x"], np.arange(4), 4, (1, 8, 8), True)
+        with pytest.raises(DataError, match="d.h5: train/x is unreadable"):
+            next(data.batches(disk, 2, 1))
+
+
 # --- load / info errors ----------------------------------------------------------------------------
 def test_load_errors(tmp_path):
     with pytest.raises(DataError, match="no such dataset cache; run `stopnp data get cifar10-nothere`"):

@@ -92,10 +92,10 @@ def _open_h5(path):
         raise DataError(f"{path}: not a readable HDF5 cache ({e}); delete it and {_REDO}") from None
 
 
-def _read(ds, where):
-    """All of an HDF5 dataset; a damaged chunk or a missing filter becomes a DataError naming it."""
+def _read(ds, where, index=Ellipsis):
+    """``ds[index]`` of an HDF5 dataset; a damaged chunk or a missing filter becomes a DataError naming it."""
     try:
-        return ds[...]
+        return ds[index]
     except OSError as e:
         raise DataError(f"{where} is unreadable ({e}); the file is damaged: delete it and {_REDO}") from None
 
@@ -254,7 +254,7 @@ def batches(source: Source, batch_size: int, T: int, *, seed=0, epoch=0, shuffle
         else:  # h5py: fancy indexing needs increasing indices
             srt = np.argsort(idx)
             xb = np.empty((len(idx), *source.x.shape[1:]), source.x.dtype)
-            xb[srt] = source.x[np.sort(idx)]
+            xb[srt] = _read(source.x, f"{source.x.file.filename}: {source.x.name.lstrip('/')}", np.sort(idx))
             _check_finite(xb, source.name)  # a large cache is checked as it is read
         scale = _scale(xb)
         xb = xb.astype(dtype)
