@@ -4,6 +4,8 @@
     batches(source, batch_size, T, ...)       yields x (T, B, C, H, W) float, y (B,) int64
     info(path) -> dict                        what a cache file holds
     from_arrays(x, y), from_tonic(dataset, T, sensor_size)   sources without a cache file
+    simulate_saccades(images, params, seed)   N-MNIST-like event recordings of static digits (saccades.py);
+                                              "nmnist-builtin": those of the built-in digits, as a cache
     DataError (a ValueError)                  any missing, truncated or inconsistent file; names it
 
 A cache is checked once, when it is opened (``load``, ``info``): x and y are datasets stored in the file
@@ -182,6 +184,14 @@ def _check_labels(y, n_classes, where, fix):
         raise DataError(f"{where} labels outside [0, {n_classes}): label {int(y[bad])} at index {bad} "
                         f"(n_classes = {n_classes}); fix the labels or {fix}")
     return int(n_classes)
+
+
+def __getattr__(name):
+    # the simulator compiles numba kernels: imported on first use, not with the package
+    if name == "simulate_saccades":
+        from .saccades import simulate_saccades
+        return simulate_saccades
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_finite(x, where):

@@ -9,6 +9,7 @@ import json
 
 DOWNLOADABLE = "mnist, fashion-mnist, cifar10, cifar100"
 MANUAL = "nmnist, dvsgesture, cifar10-dvs"
+SIMULATED = "nmnist-builtin"
 
 
 def register(sub):
@@ -20,6 +21,7 @@ def register(sub):
                     "summarises a cache file. The built-in MNIST set (data.name = 'mnist-builtin') needs "
                     "none of this.",
         epilog="examples:\n  stopnp data get fashion-mnist\n"
+               "  stopnp data get nmnist-builtin              N-MNIST-like events from the built-in digits\n"
                "  stopnp data convert nmnist data/raw/nmnist --T 8\n"
                "  stopnp data convert cifar10-dvs data/raw/cifar10-dvs --T 10 --size 48\n"
                "  stopnp data info data/mnist_builtin.h5")
@@ -28,11 +30,27 @@ def register(sub):
                       description=f"Download {DOWNLOADABLE} from their official addresses (or --url), verify "
                                   f"the checksums, and convert to data/cache/NAME.h5. An interrupted download "
                                   f"resumes. For {MANUAL} (registration or manual download needed) it prints "
-                                  f"where to obtain them and the folder layout `convert` expects.")
-    g.add_argument("name", metavar="NAME", help=f"{DOWNLOADABLE}, {MANUAL}")
-    g.add_argument("--root", help="folder for the original files (default data/raw/NAME)")
+                                  f"where to obtain them and the folder layout `convert` expects. "
+                                  f"{SIMULATED} is simulated offline: three saccades over the built-in digits seen "
+                                  f"by an emulated event camera, written as data/cache/{SIMULATED}.h5 (T = 8 "
+                                  f"frames by time, as examples/configs/nmnist.toml reads; other settings give "
+                                  f"{SIMULATED}-T<T>[-<SIZE>px][-count].h5).")
+    g.add_argument("name", metavar="NAME", help=f"{DOWNLOADABLE}, {MANUAL}, {SIMULATED}")
+    g.add_argument("--root", help="folder for the original files (default data/raw/NAME); "
+                                  f"{SIMULATED}: also write the recordings there as N-MNIST .bin files "
+                                  f"(ROOT/Train/<digit>/<index>.bin, ROOT/Test/...)")
     g.add_argument("--url", metavar="BASE", help="base URL of a mirror holding the same file names")
     g.add_argument("--cache-dir", help="folder for the HDF5 cache (default data/cache)")
+    s = g.add_argument_group(f"{SIMULATED} only")
+    s.add_argument("--T", type=int, help="frames per sample (default 8)")
+    s.add_argument("--by", choices=["time", "count"], help="cut each recording into T equal time spans (default) "
+                                                            "or T equal event counts")
+    s.add_argument("--size", type=int, help="sensor side in pixels (default 34; the digit and its motion scale "
+                                            "with it)")
+    s.add_argument("--seed", type=int, help="seed of the emulated sensor and its noise (default: a fixed "
+                                            "seed: every machine makes the same set)")
+    s.add_argument("--limit", type=int, help="only the first N digits of each split (quick tries)")
+    s.add_argument("--force", action="store_true", help="replace a cache made with other settings")
     g.set_defaults(func=main)
     c = ds.add_parser("convert", help="convert local original files to an HDF5 cache",
                       description="Convert original files under ROOT to data/cache/NAME[-T..].h5: MNIST / "
@@ -67,7 +85,11 @@ def main(args) -> int:
         args._parser.print_help()
         return 0
     if which == "get":
-        print(f"wrote {download.get(args.name, args.root, args.url, cache_dir=args.cache_dir)}")
+        simulate = {k: v for k in ("T", "by", "size", "seed", "limit", "force")
+                    if (v := getattr(args, k, None)) not in (None, False)}
+        if args.name.startswith(SIMULATED):
+            simulate["progress"] = _progress_bars()
+        print(f"wrote {download.get(args.name, args.root, args.url, cache_dir=args.cache_dir, **simulate)}")
     elif which == "convert":
         path = download.convert(args.name, args.root, cache_dir=args.cache_dir, T=args.T, size=args.size,
                                 by=args.by, denoise_dt=args.denoise)
@@ -75,6 +97,19 @@ def main(args) -> int:
     else:
         print(json.dumps(info(args.file), indent=2, default=str))
     return 0
+
+
+def _progress_bars():
+    """A progress(split, done, total) callback drawing one bar per split on stderr."""
+    from ..progress import Progress
+    bars = {}
+
+    def progress(split, done, total):
+        bar = bars.setdefault(split, Progress(total, f"simulating {split}"))
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+    return progress
 
 
 cmd = main  # earlier name, kept for callers that used it

@@ -46,7 +46,8 @@ MANUAL = {
     "nmnist": ("N-MNIST (Orchard et al. 2015): download Train.zip and Test.zip from "
                "https://www.garrickorchard.com/datasets/n-mnist and unzip into data/raw/nmnist/ so that "
                "data/raw/nmnist/Train/0/*.bin ... data/raw/nmnist/Test/9/*.bin exist; then run "
-               "`stopnp data convert nmnist data/raw/nmnist --T 8`."),
+               "`stopnp data convert nmnist data/raw/nmnist --T 8`. Offline, `stopnp data get nmnist-builtin` "
+               "simulates N-MNIST-like recordings from the built-in digits."),
     "dvsgesture": ("DVS128 Gesture (Amir et al. 2017): download DvsGesture.tar.gz from "
                    "https://research.ibm.com/interactive/dvsgesture/ and extract into data/raw/dvsgesture/ "
                    "(user*_*.aedat with their *_labels.csv, trials_to_train.txt, trials_to_test.txt); then "
@@ -114,12 +115,22 @@ def fetch(url, dest, expected=None, retries=3, timeout=30):
     return dest
 
 
-def get(name, root=None, base_url=None, cache_dir=None):
-    """Download and convert ``name``; returns the cache path. Event datasets: raises with instructions."""
+def get(name, root=None, base_url=None, cache_dir=None, **simulate):
+    """Download and convert ``name``; returns the cache path. Event datasets: raises with instructions.
+    'nmnist-builtin' (and its named variants, e.g. 'nmnist-builtin-T20') is simulated from the built-in
+    digits instead (``saccades.build``; ``root``: also write its N-MNIST .bin files there; ``simulate``:
+    T, by, size, seed, limit, force, progress)."""
+    if name == "nmnist-builtin" or name.startswith("nmnist-builtin-"):
+        from .saccades import get as simulated
+        return simulated(name, cache_dir=cache_dir, bin_root=root, **simulate)
+    if simulate:
+        raise DataError(f"{', '.join(sorted(simulate))}: options of the simulated set nmnist-builtin only, "
+                        f"not of {name}")
     if name in MANUAL:
         raise DataError(f"{name} cannot be downloaded automatically. {MANUAL[name]}")
     if name not in SOURCES:
-        raise DataError(f"unknown dataset {name!r}; available: {', '.join(list(SOURCES) + list(MANUAL))}")
+        raise DataError(f"unknown dataset {name!r}; available: {', '.join(list(SOURCES) + list(MANUAL))}, "
+                        f"nmnist-builtin")
     src = SOURCES[name]
     root = root or os.path.join(RAW, name)
     base = base_url or src["base"]

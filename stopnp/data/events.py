@@ -112,6 +112,29 @@ def read_nmnist_folder(root, split):
     return [(load(), d) for load, d in list_nmnist(root, split)]
 
 
+def encode_nmnist(ev, where="events"):
+    """Events -> N-MNIST .bin bytes (the inverse of ``decode_nmnist``); refuses what the format cannot hold."""
+    t, x, y, p = (np.asarray(ev[k]).astype(np.int64) for k in ("t", "x", "y", "p"))
+    if len(t) and (t.min() < 0 or t.max() >= 2 ** 23):
+        raise _err(f"{where}: timestamps must lie in [0, 2^23) µs for N-MNIST .bin, got {t.min()}..{t.max()}")
+    if len(t) and (min(x.min(), y.min()) < 0 or max(x.max(), y.max()) > 255):
+        raise _err(f"{where}: x and y must lie in 0..255 for N-MNIST .bin")
+    if len(t) and not np.isin(p, (0, 1)).all():
+        raise _err(f"{where}: polarity must be 0 or 1")
+    check_monotonic(make_events(t, x, y, p), where)
+    word = (x << 32) | (y << 24) | (p << 23) | t
+    return ((word[:, None] >> np.array([32, 24, 16, 8, 0])) & 0xFF).astype(np.uint8).tobytes()
+
+
+def write_nmnist(path, ev):
+    """One recording as an N-MNIST .bin file (folders created as needed)."""
+    buf = encode_nmnist(ev, path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(buf)
+    return path
+
+
 # --- AEDAT ---------------------------------------------------------------------------------------------
 def _split_header(buf, path, end_marker=None):
     pos = 0
