@@ -261,6 +261,8 @@ def test_cache_reuse_settings_and_names(small_build, tmp_path):
         saccades.build(str(tmp_path), size=48, bin_root=str(tmp_path / "bin"))
     with pytest.raises(DataError, match="options of the simulated set nmnist-builtin only"):
         download.get("mnist", T=4)
+    with pytest.raises(DataError, match="nothing is downloaded; drop --url"):
+        download.get("nmnist-builtin", base_url="http://example.invalid/")
 
 
 def test_larger_sensor_scales_the_digit(tmp_path):

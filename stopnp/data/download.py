@@ -121,6 +121,8 @@ def get(name, root=None, base_url=None, cache_dir=None, **simulate):
     digits instead (``saccades.build``; ``root``: also write its N-MNIST .bin files there; ``simulate``:
     T, by, size, seed, limit, force, progress)."""
     if name == "nmnist-builtin" or name.startswith("nmnist-builtin-"):
+        if base_url:
+            raise DataError(f"--url {base_url}: {name} is simulated here, nothing is downloaded; drop --url")
         from .saccades import get as simulated
         return simulated(name, cache_dir=cache_dir, bin_root=root, **simulate)
     if simulate:
