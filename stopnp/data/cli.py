@@ -85,9 +85,9 @@ def main(args) -> int:
         args._parser.print_help()
         return 0
     if which == "get":
-        simulate = {k: v for k in ("T", "by", "size", "seed", "limit", "force")
-                    if (v := getattr(args, k, None)) not in (None, False)}
-        if args.name.startswith(SIMULATED):
+        given = {k: getattr(args, k, None) for k in ("T", "by", "size", "seed", "limit", "force")}
+        simulate = {k: v for k, v in given.items() if v not in (None, False)}
+        if args.name == SIMULATED or args.name.startswith(SIMULATED + "-"):
             simulate["progress"] = _progress_bars()
         print(f"wrote {download.get(args.name, args.root, args.url, cache_dir=args.cache_dir, **simulate)}")
     elif which == "convert":

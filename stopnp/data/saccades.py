@@ -368,7 +368,8 @@ def build(cache_dir=None, *, T=DEFAULT_T, by="time", size=FIELD, seed=SEED, bin_
     ``bin_root``: also write each recording as an N-MNIST .bin file, <bin_root>/{Train,Test}/<digit>/
     <index>.bin (index = the digit's position in its built-in split). ``limit``: only the first ``limit``
     digits of each split. A finished cache made with the same settings is reused; one made with other
-    settings is refused unless ``force``. ``progress(split, done, total)`` is called as samples finish."""
+    settings is refused unless ``force``. ``progress(split, done, total)`` is called at the start of each
+    split and as samples finish."""
     from . import DataError, load
     from .cache import write_h5_streamed
     from .download import CACHE
@@ -405,6 +406,8 @@ def build(cache_dir=None, *, T=DEFAULT_T, by="time", size=FIELD, seed=SEED, bin_
 
     def frames(split, n):
         src = digits[split]
+        if progress:
+            progress(split, 0, n)
         for start in range(0, n, 256):
             stop = min(start + 256, n)
             evs = simulate_saccades(src.x[start:stop], params, seed=seed,
