@@ -233,7 +233,8 @@ def test_cache_is_what_convert_makes_of_the_bin_files(small_build):
     assert np.array_equal(src.y, digits.y[:200]) and src.n_classes == 10 and not src.static
     assert (src.x.sum(axis=(2, 3, 4)) > 0).all()  # every frame of every sample holds events
     attrs = data.info(path)["attrs"]
-    assert attrs["name"] == "nmnist-builtin" and attrs["binning"] == "time" and attrs["simulation_seed"] == saccades.SEED
+    assert attrs["name"] == "nmnist-builtin" and attrs["binning"] == "time"
+    assert attrs["simulation_seed"] == saccades.SEED
     assert json.loads(attrs["simulation"])["c_on"] == saccades.SaccadeParams().c_on
     converted = data.load(download.convert("nmnist", str(root / "bin"), cache_dir=str(root / "conv")), "train")
     order = [int(f[:-4]) for d in range(10) for f in sorted(os.listdir(root / "bin" / "Train" / str(d)))]
@@ -300,6 +301,15 @@ def test_a_small_network_learns_the_simulated_digits(small_build, tmp_path):
     x, _ = next(data.batches(data.load(path, "test"), 50, 8, shuffle=False))
     spikes = {k: v for k, v in simulate(net, x, record=("s",)).items() if k.endswith(".s")}
     assert spikes and all(v.sum() > 0 for v in spikes.values())
+
+
+def test_event_stats_on_known_events():
+    ev = events.make_events([1000, 2000, 120000, 250000, 400000], [3, 5, 5, 9, 3], [4, 4, 6, 7, 4], [1, 0, 1, 1, 0])
+    s = saccades.event_stats(ev, saccade_us=100000)
+    assert s["events"] == 5 and s["on_fraction"] == 0.6 and s["duration_ms"] == 399.0
+    assert (s["x_min"], s["x_max"], s["y_min"], s["y_max"]) == (3, 9, 4, 7) and s["active_pixels"] == 4
+    assert (s["saccade_1"], s["saccade_2"], s["saccade_3"]) == (2, 1, 2)
+    assert s["x_p01"] == np.percentile([3, 5, 5, 9, 3], 1) and saccades.event_stats(ev[:0]) == {"events": 0}
 
 
 # --- against the real N-MNIST sample ------------------------------------------------------------------
