@@ -213,8 +213,11 @@ def test_bin_round_trip_and_bytes(recordings, tmp_path):
     bad["x"][0] = 256
     with pytest.raises(DataError, match="x and y must lie in 0..255"):
         events.encode_nmnist(bad)
-    with pytest.raises(DataError, match="timestamps go backwards"):
+    with pytest.raises(DataError, match="timestamps go backwards at event 1 .* sort the events by time first"):
         events.encode_nmnist(ev[::-1])
+    with pytest.raises(DataError, match="no events to write"):
+        events.write_nmnist(str(tmp_path / "empty.bin"), ev[:0])
+    assert not (tmp_path / "empty.bin").exists()
 
 
 # --- the built-in set as a cache ---------------------------------------------------------------------

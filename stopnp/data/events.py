@@ -121,13 +121,19 @@ def encode_nmnist(ev, where="events"):
         raise _err(f"{where}: x and y must lie in 0..255 for N-MNIST .bin")
     if len(t) and not np.isin(p, (0, 1)).all():
         raise _err(f"{where}: polarity must be 0 or 1")
-    check_monotonic(make_events(t, x, y, p), where)
+    if len(t) > 1 and (t[1:] < t[:-1]).any():
+        i = int(np.argmax(t[1:] < t[:-1])) + 1
+        raise _err(f"{where}: timestamps go backwards at event {i} ({t[i - 1]} -> {t[i]} µs); sort the events by "
+                   f"time first (ev[np.argsort(ev['t'], kind='stable')])")
     word = (x << 32) | (y << 24) | (p << 23) | t
     return ((word[:, None] >> np.array([32, 24, 16, 8, 0])) & 0xFF).astype(np.uint8).tobytes()
 
 
 def write_nmnist(path, ev):
-    """One recording as an N-MNIST .bin file (folders created as needed)."""
+    """One recording as an N-MNIST .bin file (folders created as needed); an empty one is refused, as the
+    reader refuses it."""
+    if len(ev) == 0:
+        raise _err(f"{path}: no events to write; an N-MNIST recording holds at least one")
     buf = encode_nmnist(ev, path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as f:

@@ -414,7 +414,7 @@ def build(cache_dir=None, *, T=DEFAULT_T, by="time", size=FIELD, seed=SEED, bin_
             for i, ev in zip(range(start, stop), evs):
                 if bin_root is not None:
                     write_nmnist(os.path.join(bin_root, _bin_name(split, src.y[i], i)), ev)
-                yield to_frames(ev, T, (S, S), by=by), int(src.y[i])
+                yield to_frames(ev, T, (S, S), by=by, source=f"{NAME} {split} digit {i}"), int(src.y[i])
             if progress:
                 progress(split, stop, n)
 
