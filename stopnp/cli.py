@@ -76,6 +76,8 @@ def cmd_train(args):
         print(C.dumps_toml(cfg, comments=True))
         return 0
     res = train(cfg, resume=args.resume, overwrite=args.force)
+    if not res.root:  # ranks > 0 of a distributed run: rank 0 reports
+        return 130 if res.interrupted else 0
     last = res.metrics[-1] if res.metrics else {}
     print(("stopped after" if res.interrupted else "done in") + f" {res.seconds:.1f} s: best test accuracy "
           f"{100 * res.best_acc:.2f}%"
@@ -227,6 +229,8 @@ def main(argv=None) -> int:
         sys.stderr.close()
         return 0
     except (*errors, OSError) as e:  # OSError: an output path that is a file, a full disk, ...
+        if getattr(e, "silent", False):  # agreed by the ranks of a distributed run: rank 0 prints it
+            return 2
         print(f"stopnp {args.command}: error: {e}", file=sys.stderr)
         return 2
 

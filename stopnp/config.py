@@ -143,6 +143,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "kernels": Field("blas", str, ("blas", "loop")),
         "dtype": Field("float32", str, ("float32", "float64")),
         "quiet": Field(False, bool),
+        "distributed": Field("auto", str, ("auto", "none", "mpi"),
+                             hint="auto: data-parallel over MPI when launched by mpiexec -n N > 1 (docs/distributed.md)"),
+        "mpi_timeout": Field(300.0, float, check=_pos,
+                             hint="> 0 seconds a rank waits for the others in a sum before it ends the job"),
     },
 }
 

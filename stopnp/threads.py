@@ -147,10 +147,12 @@ def gemm_threads(macs: int):
             set_blas_threads(n)
 
 
-def set_threads(n: int = 0, blas: int = 1):
-    """n = 0: the auto policy (all cores, taking turns); n > 0: n numba threads and ``blas`` BLAS threads."""
+def set_threads(n: int = 0, blas: int = 1, cores: int | None = None):
+    """n = 0: the auto policy (all cores, taking turns); n > 0: n numba threads and ``blas`` BLAS threads.
+
+    ``cores``: the cores this process may use (default all; a distributed run's share per rank)."""
     import numba
-    cores = numba.config.NUMBA_NUM_THREADS
+    cores = min(cores or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
     _policy["auto"] = n <= 0
     _policy["max"] = cores
     _policy["blas_pool"] = True

@@ -42,6 +42,7 @@ class RunResult:
     seconds: float
     interrupted: bool = False
     history: dict = field(default_factory=dict)
+    root: bool = True   # False on the ranks > 0 of a distributed run (they print and write nothing)
 
 
 def check_data(net, src, split):
@@ -126,11 +127,22 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     replaces it (its checkpoints and metrics are then lost).
 
     ``stop_after``: stop after this many mini-batches (tests: simulate an interruption).
+
+    Under ``mpiexec -n N`` (or ``run.distributed = "mpi"``) the ranks train one model data-parallel
+    (distributed.py); rank 0 alone prints and writes the run directory.
     """
     cfg = config_mod.resolve(cfg) if not _is_resolved(cfg) else cfg
+    from . import distributed
+    comm = distributed.communicator(cfg)  # None: one process (mpi4py is not imported)
+    kw = dict(resume=resume, quiet=quiet, stream=stream, stop_after=stop_after, overwrite=overwrite)
+    return _train(cfg, comm=None, **kw) if comm is None else comm.run(_train, cfg, **kw)
+
+
+def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunResult:
     run_cfg, dcfg, ocfg = cfg["run"], cfg["data"], cfg["optim"]
-    quiet = run_cfg["quiet"] if quiet is None else quiet
-    threads.set_threads(run_cfg["threads"])
+    root = comm is None or comm.is_root
+    quiet = (run_cfg["quiet"] if quiet is None else quiet) or not root
+    threads.set_threads(run_cfg["threads"], cores=comm.cores if comm else None)
     dtype = np.dtype(run_cfg["dtype"])
     train_src = _limit(data.load(dcfg["name"], "train"), dcfg["limit_train"])
     test_src = _limit(data.load(dcfg["name"], "test"), dcfg["limit_test"])
@@ -165,15 +177,19 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
         _check_loaded(net, resume)
         opt_state = ck.opt_state
         start_epoch, start_batch, metrics = ck.epoch, ck.step, list(ck.metrics)
-    _check_run_dir(run_dir, resume, overwrite)
-    os.makedirs(run_dir, exist_ok=True)
-    if resume:
-        _carry_over(resume, run_dir)
-    with open(os.path.join(run_dir, "config.toml"), "w") as f:
-        f.write(config_mod.dumps_toml(cfg, comments=True))
-    log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
-    log.rewrite(metrics)  # the checkpoint's epochs only: a fresh run starts empty, a resume drops rows
-    # appended after its checkpoint (a write that failed after the metrics line)
+    if root:  # (the other ranks of a distributed run write nothing)
+        _check_run_dir(run_dir, resume, overwrite)
+        os.makedirs(run_dir, exist_ok=True)
+        if resume:
+            _carry_over(resume, run_dir)
+        with open(os.path.join(run_dir, "config.toml"), "w") as f:
+            f.write(config_mod.dumps_toml(cfg, comments=True))
+        log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
+        log.rewrite(metrics)  # the checkpoint's epochs only: a fresh run starts empty, a resume drops rows
+        # appended after its checkpoint (a write that failed after the metrics line)
+    if comm:  # every rank set up alike (or all stop with the first error), and the batch splits N ways
+        comm.setup_done(cfg, (train_src, test_src))
+        test_src = comm.shard(test_src)  # evaluation: each rank a part, the counts summed
     best = max([m.get("test_acc", 0.0) for m in metrics], default=0.0)
     ws_cache = {}
     qnet = fixed.quantize(net) if is_fixed else None
@@ -206,10 +222,14 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                     if bi < skip:
                         continue
                     t_batch = time.perf_counter()
+                    if comm:  # this rank's share of the global batch
+                        x, y = comm.local_batch(x, y)
                     ws = _ws(ws_cache, net, x.shape[1], dtype, opts, rule, x.shape[0])
                     lr = optim.lr_at(ocfg, epoch * per_epoch + bi, total_steps)
 
                     def apply(t, grads, lr=lr):
+                        if comm and t is not None:  # online: summed over the ranks at every step
+                            comm.allreduce_grads(grads)
                         if ocfg["grad_clip"] > 0:
                             optim.clip_grads(grads, ocfg["grad_clip"])
                         optim.step(net.params, grads, opt_state, ocfg, lr, cfg["neuron"]["theta_min"])
@@ -222,29 +242,40 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                                                          learn_last=cfg["numerics"]["learn_last"])
                         fixed.apply(qnet, grads, lr, ocfg["theta_lr_scale"], ocfg["alpha_lr_scale"])
                         fixed.to_float(qnet, net)
+                        n_b, ok_b = len(y), int((out_sum.argmax(axis=1) == y).sum())
                     else:
                         ann = rule == "bpsta" and epoch < cfg["rule"]["warmup_epochs"]
                         res = run(net, net.params, x, y, dict(opts, ann=True) if ann else opts, ws=ws, rng=rng,
-                                  on_step=apply if cfg["rule"]["online"] else None)
-                        guard(res.loss, res.grads, ws, net)
+                                  on_step=apply if cfg["rule"]["online"] else None,
+                                  grads=comm.grads(net, names, dtype) if comm else None)
+                        out_sum, loss = res.out_sum, res.loss
+                        n_b, ok_b = len(y), int((out_sum.argmax(axis=1) == y).sum())
+                        if comm:  # the sums over the ranks (an online rule has reduced its gradients)
+                            if not cfg["rule"]["online"]:
+                                comm.allreduce_grads(res.grads)
+                            loss, ok_b, n_b = comm.batch_sums(loss, ok_b, n_b, res.bn_stats, ctrl_c.requested)
+                        guard(loss, res.grads, None if comm else ws, net)  # (ranks: the summed values)
                         if not cfg["rule"]["online"]:
                             apply(None, res.grads)
                         optim.update_bn_running(net.params, res.bn_stats)
-                        out_sum, loss = res.out_sum, res.loss
-                    loss_sum += loss * len(y)
-                    correct += int((out_sum.argmax(axis=1) == y).sum())
-                    seen += len(y)
-                    bar.update(len(y), loss=loss_sum / seen, acc=100.0 * correct / seen)
+                    loss_sum += loss * n_b
+                    correct += ok_b
+                    seen += n_b
+                    bar.update(n_b, loss=loss_sum / seen, acc=100.0 * correct / seen)
                     done_batches += 1
                     tuner.batch_done(time.perf_counter() - t_batch)
                     pos = (epoch, bi + 1)
-                    if ctrl_c.requested or (stop_after is not None and done_batches >= stop_after):
+                    stop = comm.stop if comm else ctrl_c.requested  # (ranks: any rank's Ctrl-C)
+                    if stop or (stop_after is not None and done_batches >= stop_after):
                         raise KeyboardInterrupt
                 bar.close()
                 tuner.end_epoch()
                 train_time = time.perf_counter() - t_epoch
                 test_acc = evaluate(net, test_src, dcfg["T"], dcfg["test_batch_size"], ws_cache=ws_cache,
                                     kernels=run_cfg["kernels"])
+                if comm:
+                    test_acc = comm.accuracy(test_acc, len(test_src.y), ctrl_c.requested)
+                    comm.check_replicas(net.params)
                 row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                        "train_acc": correct / max(seen, 1), "test_acc": test_acc,
                        "lr": optim.lr_at(ocfg, (epoch + 1) * per_epoch, total_steps),
@@ -253,18 +284,19 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                     row["threads"] = tuner.threads  # the auto policy's pick for this epoch
                 row.update(_param_summary(net))
                 metrics.append(row)
-                log.append(row)
                 is_best = test_acc > best
                 best = max(best, test_acc)
                 pos = (epoch + 1, 0)
-                _save_history(run_dir, net, epoch + 1)
-                _save(run_dir, net, opt_state, rng, cfg, epoch + 1, 0, metrics, is_best)
+                if root:
+                    log.append(row)
+                    _save_history(run_dir, net, epoch + 1)
+                    _save(run_dir, net, opt_state, rng, cfg, epoch + 1, 0, metrics, is_best)
                 if not quiet:
                     print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
                           f" | test acc {100 * test_acc:.2f}% | {row['samples_per_s']:.0f} samples/s"
                           + (f" on {tuner.threads} thread{'s' * (tuner.threads > 1)}" if tuner.threads else ""),
                           file=stream or None, flush=True)
-                if ctrl_c.requested and epoch + 1 < run_cfg["epochs"]:  # the last epoch just finished
+                if (comm.stop if comm else ctrl_c.requested) and epoch + 1 < run_cfg["epochs"]:  # the last epoch just finished
                     raise KeyboardInterrupt
     except _HardStop:
         interrupted = True
@@ -278,12 +310,13 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
         sums = None
         if pos[1] > 0:  # stopped inside an epoch: keep its running sums for the resume
             sums = {"loss_sum": loss_sum, "correct": correct, "seen": seen, "seconds": time.perf_counter() - t_epoch}
-        _save(run_dir, net, opt_state, rng, cfg, pos[0], pos[1], metrics, False, sums)
+        if root:
+            _save(run_dir, net, opt_state, rng, cfg, pos[0], pos[1], metrics, False, sums)
         if not quiet:
             print(f"interrupted: resumable checkpoint written; continue with: stopnp train --resume "
                   f"{os.path.join(run_dir, 'last.h5')}", file=stream or None, flush=True)
     tuner.finish()
-    return RunResult(net, metrics, run_dir, best, time.perf_counter() - t_start, interrupted)
+    return RunResult(net, metrics, run_dir, best, time.perf_counter() - t_start, interrupted, root=root)
 
 
 class _HardStop(KeyboardInterrupt):
