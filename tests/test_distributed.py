@@ -1,0 +1,265 @@
+"""Data-parallel training over MPI (distributed.py): 2 ranks on loopback against one process.
+
+Each test launches ``mpiexec -n N python -m stopnp train`` on a tiny run (the built-in MNIST subset).
+Without mpi4py or mpiexec these tests skip, except under CI (CI or STOPNP_CI set), where they fail:
+CI installs the ``mpi`` extra.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from stopnp import checkpoint
+from stopnp.train import train
+
+CI = bool(os.environ.get("CI") or os.environ.get("STOPNP_CI"))
+
+
+def _mpiexec():
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    exe = here if os.path.isfile(here) else shutil.which("mpiexec")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        exe = None
+    if exe is None:
+        why = "mpi4py or mpiexec missing: pip install -e '.[mpi]'"
+        if CI:
+            pytest.fail(why)
+        pytest.skip(why)
+    return exe
+
+
+# Open MPI refuses root without these (MPICH ignores them); CI runs as root
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONUNBUFFERED="1")
+
+BASE = {"model": {"name": "mlp", "input_shape": [1, 28, 28], "hidden": [32]},
+        "data": {"T": 4, "batch_size": 16, "limit_train": 64, "limit_test": 100},
+        "run": {"epochs": 2, "dtype": "float64", "quiet": True}}
+
+
+def _cfg(tmp, name, **sections):
+    cfg = json.loads(json.dumps(BASE))
+    for sec, kv in sections.items():
+        cfg.setdefault(sec, {}).update(kv)
+    path = os.path.join(tmp, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path, cfg
+
+
+def _launch(n, *args, timeout=120, tag=None, background=False):
+    cmd = [_mpiexec(), "-n", str(n), sys.executable, "-m", "stopnp", "train", *args]
+    env = dict(ENV, STOPNP_TEST_TAG=tag or "")
+    if background:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _one(cfg, out):
+    cfg = json.loads(json.dumps(cfg))
+    cfg["run"]["out_dir"] = out
+    return train(cfg)
+
+
+def _params(run_dir, name="last.h5"):
+    return checkpoint.load(os.path.join(run_dir, name)).params
+
+
+def _close(a, b, rtol, atol):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def test_two_ranks_equal_one_process_float64(tmp_path):
+    path, cfg = _cfg(tmp_path, "mlp")
+    ref = _one(cfg, str(tmp_path / "one"))
+    p = _launch(2, path, "--out", str(tmp_path / "two"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("done in") == 1  # rank 0 alone reports
+    rows = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2]  # one metrics file, written once
+    for r, m in zip(rows, ref.metrics):
+        assert r["test_acc"] == m["test_acc"]  # evaluation split over the ranks, counts summed
+        assert r["train_acc"] == m["train_acc"]
+        assert r["train_loss"] == pytest.approx(m["train_loss"], rel=1e-12)
+    one, two = _params(tmp_path / "one"), _params(tmp_path / "two")
+    _close(two, one, rtol=1e-12, atol=1e-14)
+    moved = {k: float(np.abs(one[k] - v).max()) for k, v in _one_init(cfg).items()}
+    assert all(m > 1e-6 for m in moved.values()), moved  # the runs trained (a test that can fail)
+
+
+def _one_init(cfg):
+    from stopnp.config import resolve
+    from stopnp.network import from_config
+    return from_config(resolve(cfg)).params
+
+
+def test_distributed_path_on_one_rank_is_bitwise_the_single_process_run(tmp_path):
+    path, cfg = _cfg(tmp_path, "mlp32", run={"dtype": "float32"})
+    _one(cfg, str(tmp_path / "one"))
+    p = _launch(1, path, "--out", str(tmp_path / "mpi1"), "--set", "run.distributed=mpi")
+    assert p.returncode == 0, p.stdout + p.stderr
+    one, mpi1 = _params(tmp_path / "one"), _params(tmp_path / "mpi1")
+    for k in one:
+        assert np.array_equal(one[k], mpi1[k]), k
+
+
+def test_two_ranks_float32_conv_and_online(tmp_path):
+    """float32 equals within rounding (not bitwise: the batch sums regroup); the online rule reduces at
+    every step."""
+    conv = {"name": "custom", "layers": [{"type": "conv", "out": 4, "k": 3, "pad": 1}, {"type": "avgpool", "k": 2},
+                                         {"type": "flatten"}, {"type": "linear", "out": 10}]}
+    for name, extra in (("conv", {"model": conv}), ("online", {"rule": {"online": True}})):
+        path, cfg = _cfg(tmp_path, name, run={"dtype": "float32", "epochs": 1}, **extra)
+        _one(cfg, str(tmp_path / f"{name}1"))
+        p = _launch(2, path, "--out", str(tmp_path / f"{name}2"))
+        assert p.returncode == 0, p.stdout + p.stderr
+        one, two = _params(tmp_path / f"{name}1"), _params(tmp_path / f"{name}2")
+        _close(two, one, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, batch, needle", [(2, 15, "does not split into 2 equal shares"),
+                                              (2, 1, "every rank needs at least one sample")])
+def test_bad_launch_refused_with_one_line(tmp_path, n, batch, needle):
+    path, _ = _cfg(tmp_path, "bad", data={"batch_size": batch})
+    p = _launch(n, path, "--out", str(tmp_path / "bad"))
+    assert p.returncode != 0
+    errors = [line for line in (p.stdout + p.stderr).splitlines() if "error" in line]
+    assert len(errors) == 1 and needle in errors[0], p.stdout + p.stderr
+    assert not os.path.exists(tmp_path / "bad" / "last.h5")
+
+
+def test_ranks_with_different_configs_refused(tmp_path):
+    path, _ = _cfg(tmp_path, "a")
+    rank = [sys.executable, "-m", "stopnp", "train", path, "--out", str(tmp_path / "r")]
+    cmd = [_mpiexec(), "-n", "1", *rank, ":", "-n", "1", *rank, "--set", "optim.lr=0.2"]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    errors = [line for line in (p.stdout + p.stderr).splitlines() if "error" in line]
+    assert len(errors) == 1 and "rank 1 runs another config than rank 0" in errors[0], p.stdout + p.stderr
+
+
+def test_data_digest_tells_sources_apart():
+    from stopnp import data
+    from stopnp.distributed import data_digest
+    x = np.zeros((100, 1, 4, 4), np.uint8)
+    y = np.arange(100) % 10
+    a = data_digest(data.from_arrays(x, y))
+    x2 = x.copy()
+    x2[99, 0, 1, 1] = 1
+    assert data_digest(data.from_arrays(x, y)) == a
+    assert data_digest(data.from_arrays(x2, y)) != a
+    assert data_digest(data.from_arrays(x, (y + 1) % 10)) != a
+
+
+def _rank_pid(tag, rank):
+    """The pid of one rank of the job whose environment carries STOPNP_TEST_TAG=tag."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            env = open(f"/proc/{d}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if f"STOPNP_TEST_TAG={tag}".encode() in env and any(
+                e in env for e in (f"PMI_RANK={rank}".encode(), f"OMPI_COMM_WORLD_RANK={rank}".encode())):
+            return int(d)
+    return None
+
+
+def _wait_for(path, proc, limit=120):
+    t = time.monotonic()
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() - t < limit
+        time.sleep(0.05)
+
+
+def test_killed_rank_takes_the_job_down_and_resume_continues(tmp_path):
+    path, cfg = _cfg(tmp_path, "long", run={"epochs": 10}, data={"limit_test": 32})
+    tag = f"kill-{os.getpid()}"
+    proc = _launch(2, path, "--out", str(tmp_path / "k"), tag=tag, background=True)
+    try:
+        _wait_for(tmp_path / "k" / "last.h5", proc)  # epoch 1 is saved (an atomic rename)
+        pid = _rank_pid(tag, 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        t = time.monotonic()
+        proc.wait(timeout=30)
+        took = time.monotonic() - t
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert took < 10, f"the job took {took:.1f} s to go down"
+    ck = checkpoint.load(tmp_path / "k" / "last.h5")  # intact
+    assert 1 <= ck.epoch < 10
+    # the uninterrupted run, and resumes on the same and on another number of ranks
+    p = _launch(2, path, "--out", str(tmp_path / "full"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    shutil.copytree(tmp_path / "k", tmp_path / "k1")
+    p = _launch(2, "--resume", str(tmp_path / "k" / "last.h5"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    p1 = _launch(1, "--resume", str(tmp_path / "k1" / "last.h5"), "--set", "run.distributed=mpi")
+    assert p1.returncode == 0, p1.stdout + p1.stderr
+    full, same, other = _params(tmp_path / "full"), _params(tmp_path / "k"), _params(tmp_path / "k1")
+    for k in full:
+        assert np.array_equal(full[k], same[k]), k  # same N: bitwise the uninterrupted run
+    _close(other, full, rtol=1e-10, atol=1e-12)     # another N: within rounding
+    assert len(open(tmp_path / "k" / "metrics.jsonl").read().splitlines()) == 10
+
+
+def test_a_rank_that_hangs_ends_the_job(tmp_path):
+    """No rank waits forever in a collective: a stopped rank's partner gives up after run.mpi_timeout."""
+    path, _ = _cfg(tmp_path, "hang", run={"epochs": 30, "mpi_timeout": 2.0}, data={"limit_test": 32})
+    tag = f"hang-{os.getpid()}"
+    proc = _launch(2, path, "--out", str(tmp_path / "h"), tag=tag, background=True)
+    pid = None
+    try:
+        _wait_for(tmp_path / "h" / "last.h5", proc)
+        pid = _rank_pid(tag, 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        t = time.monotonic()
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - t
+    finally:
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "no answer from the other ranks" in out, out
+    assert took < 20, f"the job took {took:.1f} s to go down"
+    checkpoint.load(tmp_path / "h" / "last.h5")
+
+
+def test_single_process_does_not_import_mpi4py(tmp_path):
+    code = ("import sys, json; from stopnp.train import train; "
+            f"cfg = json.load(open({str(_cfg(tmp_path, 's', run={'epochs': 1})[0])!r})); "
+            f"cfg['run']['out_dir'] = {str(tmp_path / 's')!r}; train(cfg); "
+            "assert 'mpi4py' not in sys.modules, 'imported'")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={k: v for k, v in os.environ.items() if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")})
+    assert p.returncode == 0, p.stderr
+
+
+def test_missing_mpi4py_says_what_to_install(tmp_path):
+    path, _ = _cfg(tmp_path, "m")
+    code = ("import sys; sys.modules['mpi4py'] = None; from stopnp.cli import main; "
+            f"sys.exit(main(['train', {path!r}, '--out', {str(tmp_path / 'm')!r}, '--set', 'run.distributed=mpi']))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs mpi4py" in lines[0] and "pip install" in lines[0], p.stderr
