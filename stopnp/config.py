@@ -145,6 +145,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "quiet": Field(False, bool),
         "distributed": Field("auto", str, ("auto", "none", "mpi"),
                              hint="auto: data-parallel over MPI when launched by mpiexec -n N > 1 (docs/distributed.md)"),
+        "sync_bn": Field(False, bool),
         "mpi_timeout": Field(300.0, float, check=_pos,
                              hint="> 0 seconds a rank waits for the others in a sum before it ends the job"),
     },

@@ -15,7 +15,10 @@ after each epoch: a CRC of the parameters, gathered). ``rule.online``: the buffe
 every step, before each update. The loss, counts, BN statistics and the Ctrl-C flag travel together in
 one small float64 Allreduce per batch.
 
-BN uses each rank's own batch statistics (as data-parallel PyTorch does by default).
+BN uses each rank's own batch statistics (as data-parallel PyTorch does by default). With
+``run.sync_bn`` it uses the whole batch's instead: the forward sums Σx, then Σ(x - μ)², and the backward
+Σgy and Σgy·x̂ over the ranks at every step (``Workspace.bn_sum``; three small Allreduces per BN layer and
+step), which gives the one-process result within rounding.
 
 Rounding: w_r = 1/N is exact for N a power of two, and the two-rank sum a + b is the same on both ranks,
 but the result is not bitwise that of one process at the same batch: the rules sum each gradient over
@@ -256,6 +259,19 @@ class Comm:
         self.reduce_seconds += time.perf_counter() - t
         self.reduced_bytes += flat.nbytes
         self.reductions += 1
+
+    def bn_sum(self, a, weighted):
+        """Synchronized BN (``Workspace.bn_sum``): per-channel sums over every rank's share, in place;
+        ``weighted``: sums of errors, each rank's scaled by w_r and the total returned in this rank's scale."""
+        if weighted and self.weight != 1.0:
+            a *= a.dtype.type(self.weight)
+        t = time.perf_counter()
+        with self.watch("the BN statistics sum"):
+            self.comm.Allreduce(self.MPI.IN_PLACE, a, op=self.MPI.SUM)
+        self.reduce_seconds += time.perf_counter() - t
+        self.reduced_bytes += a.nbytes
+        if weighted and self.weight != 1.0:
+            a /= a.dtype.type(self.weight)
 
     def batch_sums(self, loss, correct, n, bn_stats, stop):
         """Global loss, correct and sample counts of the batch; BN statistics averaged in place; the stop

@@ -67,6 +67,10 @@ class Workspace:
         self.w_trace, self.pre_out, self.argmax, self.mask, self.pre_grad = {}, {}, {}, {}, {}
         self.z, self.y, self.gz, self.gx, self.direct, self.gacc = {}, {}, {}, {}, {}, {}
         self.bn_cache, self.bn_mean, self.bn_invstd, self.bn_mean_sum, self.bn_var_sum = {}, {}, {}, {}, {}
+        # synchronized BN (data-parallel training): bn_sum(a, weighted) sums per-channel arrays in place over
+        # every share of the batch (weighted: each share's error scaled to the whole batch's loss); None:
+        # this batch alone. The global sample count per channel is bn_count[synapse].
+        self.bn_sum, self.bn_count = None, {}
         self.lin_gx, self.lin_gw, self.conv_gw, self.conv_cols, self.conv_wt = {}, {}, {}, {}, {}
         self.lin_gt = {}
         # the linear GEMMs run in numba's pool when the convolutions carry the work (LeNet, VGG): a
@@ -329,7 +333,10 @@ def bn_forward(ws, params, syn, z, ti, bn_train):
     gamma, beta = params[f"{p}.gamma"], params[f"{p}.beta"]
     if bn_train:
         mean, invstd = ws.bn_mean[n][ti], ws.bn_invstd[n][ti]
-        knorm.bn_forward_train(y3, cache, mean, invstd, z3, gamma, beta, BN_EPS)
+        if ws.bn_sum is None:
+            knorm.bn_forward_train(y3, cache, mean, invstd, z3, gamma, beta, BN_EPS)
+        else:
+            _bn_forward_synced(ws, n, y3, cache, mean, invstd, z3, gamma, beta)
         ws.bn_mean_sum[n] += mean
         knorm.add_var_from_invstd(ws.bn_var_sum[n], invstd, BN_EPS)  # σ² = 1/invstd² - ε, no temporaries
     else:
@@ -337,6 +344,38 @@ def bn_forward(ws, params, syn, z, ti, bn_train):
         knorm.bn_forward_eval(y3, z3, gamma, beta, params[f"{p}.running_mean"],
                               params[f"{p}.running_var"], BN_EPS)
     return y
+
+
+def _bn_forward_synced(ws, n, y3, xhat, mean, invstd, x3, gamma, beta):
+    """``bn_forward_train`` with the statistics of the whole batch, whose shares ``ws.bn_sum`` sums:
+    μ = Σx / n, σ² = Σ(x - μ)² / n (two passes, as the kernel), n = Σ B·S over the shares."""
+    dt = x3.dtype
+    s1 = np.append(x3.sum(axis=(0, 2)), dt.type(x3.shape[0] * x3.shape[2]))
+    ws.bn_sum(s1, False)
+    count = s1[-1]
+    ws.bn_count[n] = count
+    mean[...] = s1[:-1] / count
+    np.subtract(x3, mean[None, :, None], out=xhat)
+    s2 = np.einsum("bcs,bcs->c", xhat, xhat)
+    ws.bn_sum(s2, False)
+    invstd[...] = dt.type(1) / np.sqrt(s2 / count + dt.type(BN_EPS))
+    xhat *= invstd[None, :, None]
+    np.multiply(xhat, gamma[None, :, None], out=y3)
+    y3 += beta[None, :, None]
+
+
+def _bn_backward_synced(ws, n, gx, ggamma, gbeta, gy, xhat, gamma, invstd):
+    """``bn_backward_train`` through the whole batch's statistics: Σ gy and Σ gy·x̂ summed over the shares
+    (each share's error weighted to the whole batch's loss); γ, β get this share's own sums (the
+    gradient sum over the ranks adds the rest)."""
+    sg, sgx = gy.sum(axis=(0, 2)), np.einsum("bcs,bcs->c", gy, xhat)
+    ggamma += sgx
+    gbeta += sg
+    both = np.concatenate([sg, sgx])
+    ws.bn_sum(both, True)
+    C, count = len(sg), ws.bn_count[n]
+    k = gamma * invstd / count
+    gx += k[None, :, None] * (count * gy - both[:C][None, :, None] - xhat * both[C:][None, :, None])
 
 
 def layer_current(ws, params, layer, x_t, ti, bn_train, static=False, first_step=True):
@@ -388,7 +427,10 @@ def synapse_backward(ws, params, grads, syn, e, a, ti, send_down, bn_train, lear
         gg, gb = grads.get(f"{p}.gamma"), grads.get(f"{p}.beta")
         if gg is None:  # BN parameters not learned: still need the input gradient
             gg, gb = np.zeros_like(params[f"{p}.gamma"]), np.zeros_like(params[f"{p}.beta"])
-        if bn_train:
+        if bn_train and ws.bn_sum is not None:
+            _bn_backward_synced(ws, n, gz3, gg, gb, e3, ws.bn_cache[n][ti], params[f"{p}.gamma"],
+                                ws.bn_invstd[n][ti])
+        elif bn_train:
             knorm.bn_backward_train(gz3, gg, gb, e3, ws.bn_cache[n][ti], params[f"{p}.gamma"],
                                     ws.bn_invstd[n][ti])
         else:

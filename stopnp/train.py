@@ -225,6 +225,8 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
                     if comm:  # this rank's share of the global batch
                         x, y = comm.local_batch(x, y)
                     ws = _ws(ws_cache, net, x.shape[1], dtype, opts, rule, x.shape[0])
+                    if comm and run_cfg["sync_bn"]:  # BN statistics of the whole batch
+                        ws.bn_sum = comm.bn_sum
                     lr = optim.lr_at(ocfg, epoch * per_epoch + bi, total_steps)
 
                     def apply(t, grads, lr=lr):

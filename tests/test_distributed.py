@@ -263,3 +263,18 @@ def test_missing_mpi4py_says_what_to_install(tmp_path):
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs mpi4py" in lines[0] and "pip install" in lines[0], p.stderr
+
+
+def test_bn_own_statistics_by_default_synchronized_equal_one_process(tmp_path):
+    """Each rank normalizes with its own batch statistics (differs from one process: a negative control);
+    run.sync_bn sums them over the ranks, which gives the one-process result."""
+    bn = {"model": {"bn": True}, "run": {"epochs": 1}}
+    path, cfg = _cfg(tmp_path, "bn", **bn)
+    _one(cfg, str(tmp_path / "one"))
+    for name, sync in (("own", "false"), ("sync", "true")):
+        p = _launch(2, path, "--out", str(tmp_path / name), "--set", f"run.sync_bn={sync}")
+        assert p.returncode == 0, p.stdout + p.stderr
+    one, own, sync = (_params(tmp_path / d) for d in ("one", "own", "sync"))
+    assert any(k.endswith(".gamma") for k in one)
+    _close(sync, one, rtol=1e-10, atol=1e-12)
+    assert max(float(np.abs(own[k] - one[k]).max()) for k in one) > 1e-6
