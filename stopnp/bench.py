@@ -22,6 +22,7 @@ measured after imports, model and data (before the first timed step), dense FLOP
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -122,8 +123,13 @@ def _rss_kib(field="VmRSS"):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate=0.1):
-    """Measure one configuration in this process; returns a dict (one JSON line)."""
+def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate=0.1, distributed=False):
+    """Measure one configuration in this process; returns a dict (one JSON line).
+
+    ``distributed``: this process is one rank of ``mpiexec -n N``: it trains on its share (B/N) of each
+    batch and sums the gradients over the ranks (distributed.py) before the step; every rank times the
+    same fixed number of batches; per batch, the wait for the slowest rank (a barrier) and the gradient
+    Allreduce are timed apart. Rank 0 returns the row, the others None."""
     t_import = time.perf_counter()
     from . import optim
     from .network import from_config
@@ -134,7 +140,13 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
     from .ops import thread_workload
     from .threads import blas_core, describe as threads_describe, fit as threads_fit, set_threads
     import numba
-    set_threads(threads)
+    comm = None
+    if distributed:
+        from mpi4py import MPI
+        from .distributed import Comm
+        comm = Comm(MPI, 600.0)
+        budget_s = float("inf")  # every rank times the same batches (a collective each)
+    set_threads(threads, cores=comm.cores if comm else None)
     cfg = resolve(config_for(workload, rule, T, threads))
     net = from_config(cfg)
     T, B = cfg["data"]["T"], cfg["data"]["batch_size"]
@@ -159,15 +171,29 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
     scales = calibrate(net, calib, rate, fwd_opts) if rate > 0 else []
     rates = spike_rates(net, calib, fwd_opts)
     state = optim.init_state(cfg["optim"], net.params, names)  # after the weights were scaled
+    B_all = B
+    if comm:  # calibrated on the whole batch as above; each rank then trains on its share
+        batches = [comm.local_batch(x, y) for x, y in batches]
+        B = batches[0][1].shape[0]
     rss_before = _rss_kib()
     from .rules import bptt as bptt_rule
     ws = (bptt_rule.workspace(net, B, np.float32, opts, T) if rule in ("bptt", "bpsta")
           else stop_rule.workspace(net, B, np.float32, opts))
     fwd_ws = ws if rule not in ("bptt", "bpsta") else stop_rule.workspace(net, B, np.float32, fwd_opts)
 
+    waits, reduces = [], []
+
     def train_step(i):
         x, y = batches[i % 4]
-        res = run(net, net.params, x, y, opts, ws=ws, rng=rng)
+        res = run(net, net.params, x, y, opts, ws=ws, rng=rng,
+                  grads=comm.grads(net, names, np.float32) if comm else None)
+        if comm:
+            t = time.perf_counter()
+            comm.comm.Barrier()
+            t1 = time.perf_counter()
+            comm.allreduce_grads(res.grads)
+            waits.append(t1 - t)
+            reduces.append(time.perf_counter() - t1)
         optim.step(net.params, res.grads, state, cfg["optim"], cfg["optim"]["lr"], 1e-3)
 
     def infer_step(i):  # the forward pass is the same for every rule
@@ -190,13 +216,20 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
     inf_med, _, _ = timed(infer_step, warm, n, budget_s / 2)
     peak = _rss_kib("VmHWM")
     fwd, train_flops = flops_per_sample(net, T)
-    return {"workload": workload, "rule": rule, "T": T, "batch": B, "threads": numba.get_num_threads(),
-            "thread_policy": threads_describe(),
-            "train_per_s": B / tr_med, "train_best_per_s": B / tr_min, "infer_per_s": B / inf_med,
+    dist = {}
+    if comm:
+        dist = {"ranks": comm.size, "reduced_mib": sum(net.params[k].nbytes for k in names) / 2 ** 20,
+                "reduce_ms": 1000 * float(np.median(reduces[-tr_n:])),
+                "wait_ms": 1000 * float(np.median(waits[-tr_n:]))}
+        if not comm.is_root:
+            return None
+    return {"workload": workload, "rule": rule, "T": T, "batch": B_all, "threads": numba.get_num_threads(),
+            "thread_policy": threads_describe(), **dist,
+            "train_per_s": B_all / tr_med, "train_best_per_s": B_all / tr_min, "infer_per_s": B / inf_med,
             "ms_per_batch": 1000 * tr_med, "timed_batches": tr_n, "compile_s": compile_s, "import_s": import_s,
             "peak_rss_mib": peak / 1024, "rss_before_mib": rss_before / 1024,
             "rss_growth_mib": (peak - rss_before) / 1024, "train_mflop_per_sample": train_flops / 1e6,
-            "fwd_mflop_per_sample": fwd / 1e6, "train_gflops": train_flops * B / tr_med / 1e9,
+            "fwd_mflop_per_sample": fwd / 1e6, "train_gflops": train_flops * B_all / tr_med / 1e9,
             "target_rate": rate, "spike_rates": [round(r, 4) for r in rates], "calib_scales": scales,
             "blas_core": blas_core(), "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE", "")}
 
@@ -208,8 +241,14 @@ def plan(workloads, rules, sweep=True):
     return jobs
 
 
+def mpiexec():
+    """The mpiexec beside this Python (the ``mpi`` extra's wheel) or on PATH; None if there is none."""
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return here if os.path.isfile(here) else shutil.which("mpiexec")
+
+
 def run_all(workloads=("mlp", "lenet", "vgg"), rules=("stop", "bptt"), threads=0, sweep=True, quick=False,
-            stream=sys.stdout, as_json=False, out=None, rate=0.1):
+            stream=sys.stdout, as_json=False, out=None, rate=0.1, ranks=1):
     rows = []
     if not as_json:
         from .threads import blas_note
@@ -218,8 +257,11 @@ def run_all(workloads=("mlp", "lenet", "vgg"), rules=("stop", "bptt"), threads=0
         print(HEADER, file=stream, flush=True)
     for w, r, T in plan(workloads, rules, sweep):
         cmd = [sys.executable, "-m", "stopnp.bench", w, r, str(T or 0), str(threads), "1" if quick else "0",
-               repr(float(rate))]
+               repr(float(rate)), "mpi" if ranks > 1 else "one"]
         env = dict(os.environ)
+        if ranks > 1:  # (Open MPI refuses root without these; MPICH ignores them)
+            cmd = [mpiexec(), "-n", str(ranks), *cmd]
+            env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             row = {"workload": w, "rule": r, "T": T, "error": proc.stderr.strip().splitlines()[-1:]}
@@ -240,14 +282,18 @@ HEADER = (f"{'workload':<8} {'rule':<6} {'T':>3} {'B':>3} {'train/s':>9} {'infer
 def fmt(r):
     if "error" in r:
         return f"{r['workload']:<8} {r['rule']:<6} {str(r.get('T')):>3} error: {r['error']}"
+    dist = (f"; {r['ranks']} ranks, Allreduce {r['reduce_ms']:.2f} ms of {r['reduced_mib']:.2f} MiB, wait "
+            f"{r['wait_ms']:.2f} ms" if "ranks" in r else "")
     return (f"{r['workload']:<8} {r['rule']:<6} {r['T']:>3} {r['batch']:>3} {r['train_per_s']:>9.0f} "
             f"{r['infer_per_s']:>9.0f} {r['ms_per_batch']:>9.2f} {r['peak_rss_mib']:>8.1f} "
             f"{r['rss_growth_mib']:>7.1f} {r['train_mflop_per_sample']:>8.2f} {r['train_gflops']:>8.1f} "
-            f"{r['compile_s']:>7.2f}s {np.mean(r.get('spike_rates') or [0]):>5.3f}  {r.get('thread_policy', '')}")
+            f"{r['compile_s']:>7.2f}s {np.mean(r.get('spike_rates') or [0]):>5.3f}  {r.get('thread_policy', '')}{dist}")
 
 
 if __name__ == "__main__":
     w, r, T, threads, quick = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
     res = run_one(w, r, T or None, threads, warm=1 if quick else 3, n=3 if quick else 20,
-                  budget_s=5.0 if quick else 30.0, rate=float(sys.argv[6]) if len(sys.argv) > 6 else 0.1)
-    print(json.dumps(res))
+                  budget_s=5.0 if quick else 30.0, rate=float(sys.argv[6]) if len(sys.argv) > 6 else 0.1,
+                  distributed=len(sys.argv) > 7 and sys.argv[7] == "mpi")
+    if res is not None:  # (ranks > 0 of a distributed run report nothing)
+        print(json.dumps(res))

@@ -18,6 +18,10 @@ def register(sub):
                    help="before timing, scale each layer's weights so that it fires at this many spikes per "
                         "neuron per step on the first 16 samples (the peer benchmark's protocol; default 0.1); "
                         "0 = default init")
+    p.add_argument("--ranks", type=int, default=1,
+                   help="N > 1: each configuration as one data-parallel job, mpiexec -n N (the mpi extra); each "
+                        "rank trains on B/N of every batch and the gradients are summed over the ranks; adds the "
+                        "Allreduce time and size per batch (docs/distributed.md)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--out", help="also append JSON lines to this file (e.g. RUN_DIR/bench.jsonl)")
     p.set_defaults(func=cmd)
@@ -35,11 +39,22 @@ def cmd(args):
         raise ConfigError(f"--rate {args.rate:g}: spikes per neuron per step, 0 <= rate < 1 (0 = no calibration)")
     if args.threads < 0:
         raise ConfigError(f"--threads {args.threads}: 0 (auto) or a positive count")
+    if args.ranks < 1:
+        raise ConfigError(f"--ranks {args.ranks}: 1 (one process) or more")
+    if args.ranks > 1:
+        from .bench import mpiexec
+        try:
+            import mpi4py  # noqa: F401
+        except ImportError:
+            mpi4py = None
+        if mpi4py is None or mpiexec() is None:
+            from .distributed import INSTALL
+            raise ConfigError(f"--ranks {args.ranks} needs mpi4py and mpiexec; install them with {INSTALL}")
     if args.out:  # found now, not after the whole benchmark has run
         import os
         folder = os.path.dirname(os.path.abspath(args.out))
         if os.path.isdir(args.out) or not os.path.isdir(folder):
             raise ConfigError(f"--out {args.out}: expected a file in an existing folder (JSON lines are appended)")
     run_all(workloads, rules, args.threads, not args.no_sweep, args.quick, as_json=args.json, out=args.out,
-            rate=args.rate)
+            rate=args.rate, ranks=args.ranks)
     return 0

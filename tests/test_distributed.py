@@ -278,3 +278,15 @@ def test_bn_own_statistics_by_default_synchronized_equal_one_process(tmp_path):
     assert any(k.endswith(".gamma") for k in one)
     _close(sync, one, rtol=1e-10, atol=1e-12)
     assert max(float(np.abs(own[k] - one[k]).max()) for k in one) > 1e-6
+
+
+def test_bench_ranks_reports_the_reduction(tmp_path):
+    _mpiexec()
+    import io
+    from stopnp.bench import run_all
+    rows = run_all(["mlp"], ["stop"], sweep=False, quick=True, ranks=2, as_json=True, stream=io.StringIO())
+    (row,) = rows
+    assert "error" not in row, row
+    assert row["ranks"] == 2 and row["batch"] == 64
+    assert row["reduced_mib"] == pytest.approx((784 * 800 + 800 * 10 + 810 + 2) * 4 / 2 ** 20)
+    assert row["reduce_ms"] > 0 and row["train_per_s"] > 0
