@@ -170,8 +170,9 @@ class Comm:
             if not self.set_up:
                 self._exchange(f"{e}" if str(e) else type(e).__name__, None)
                 raise  # (_exchange raises the agreed error instead unless this rank's is the first)
-            if getattr(e, "agreed", False) or isinstance(e, SystemExit):
-                if not self.is_root and isinstance(e, ConfigError):
+            from .train import TrainingError  # (raised on the summed values: every rank raises it alike)
+            if isinstance(e, (TrainingError, SystemExit)):
+                if not self.is_root:
                     e.silent = True
                 raise
             print(f"stopnp (rank {self.rank}): error: {e or type(e).__name__}; ending the job",
@@ -311,7 +312,6 @@ class Comm:
         with self.watch("the replica check"):
             crcs = self.comm.allgather(crc)
         if len(set(crcs)) > 1:
-            err = RuntimeError(f"the ranks' parameters differ after the update (CRCs {crcs}); the MPI library's "
-                               f"sum is not the same on every rank: report it with `mpiexec --version`")
-            err.agreed = True
-            raise err
+            from .train import TrainingError
+            raise TrainingError(f"the ranks' parameters differ after the update (CRCs {crcs}); the MPI library's "
+                                f"sum is not the same on every rank: report it with `mpiexec --version`")

@@ -290,3 +290,12 @@ def test_bench_ranks_reports_the_reduction(tmp_path):
     assert row["ranks"] == 2 and row["batch"] == 64
     assert row["reduced_mib"] == pytest.approx((784 * 800 + 800 * 10 + 810 + 2) * 4 / 2 ** 20)
     assert row["reduce_ms"] > 0 and row["train_per_s"] > 0
+
+
+def test_non_finite_values_stop_every_rank_with_one_line(tmp_path):
+    """The NaN guard runs on the summed values, so every rank stops at the same batch: one line, no wait."""
+    path, _ = _cfg(tmp_path, "nan", optim={"lr": 1e38}, run={"epochs": 3, "dtype": "float32"})
+    p = _launch(2, path, "--out", str(tmp_path / "nan"), timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    errors = [line for line in (p.stdout + p.stderr).splitlines() if "error" in line]
+    assert len(errors) == 1 and "non-finite values" in errors[0], p.stdout + p.stderr
