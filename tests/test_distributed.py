@@ -299,3 +299,23 @@ def test_non_finite_values_stop_every_rank_with_one_line(tmp_path):
     assert p.returncode == 2, p.stdout + p.stderr
     errors = [line for line in (p.stdout + p.stderr).splitlines() if "error" in line]
     assert len(errors) == 1 and "non-finite values" in errors[0], p.stdout + p.stderr
+
+
+def test_ranks_that_read_different_data_refused(tmp_path):
+    """The same config, but each rank's working folder holds another data.h5 (two nodes, two copies)."""
+    from stopnp.data.cache import write_h5_atomic
+    rng = np.random.default_rng(0)
+    for i, d in enumerate(("a", "b")):
+        os.makedirs(tmp_path / d)
+        x = rng.integers(0, 255, (64, 1, 28, 28)).astype(np.uint8)
+        y = np.arange(64) % 10
+        write_h5_atomic(str(tmp_path / d / "data.h5"), {"train": (x, y), "test": (x[:16], y[:16])},
+                        {"n_classes": 10, "name": "tiny"})
+    path, _ = _cfg(tmp_path, "d", data={"name": "data.h5"})
+    rank = [sys.executable, "-m", "stopnp", "train", path, "--out", str(tmp_path / "r")]
+    cmd = [_mpiexec(), "-n", "1", "-wdir", str(tmp_path / "a"), *rank, ":",
+           "-n", "1", "-wdir", str(tmp_path / "b"), *rank]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    errors = [line for line in (p.stdout + p.stderr).splitlines() if "error" in line]
+    assert len(errors) == 1 and "rank 1 reads other data than rank 0" in errors[0], p.stdout + p.stderr
