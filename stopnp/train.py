@@ -81,6 +81,19 @@ def guard(loss, grads, ws, net):
                             f"optim.grad_clip")
 
 
+def guard_update(net, opt_state):
+    """After an update, before anything can be saved: every parameter and optimizer buffer is finite (an
+    update can overflow from finite gradients; a checkpoint never holds what it produced)."""
+    for name, p in net.params.items():
+        if not _finite(p):
+            raise _nonfinite(f"parameter {name!r} after the update (layer {name.split('.', 1)[0]!r})")
+    for buf, tree in opt_state.items():
+        if isinstance(tree, dict):
+            for name, a in tree.items():
+                if not _finite(a):
+                    raise _nonfinite(f"optimizer state {buf}/{name!r} after the update")
+
+
 def evaluate(net, source, T, batch_size, *, ws_cache=None, kernels="blas", numerics=None):
     """Test accuracy (prediction = argmax Σ_t o[t]) with BN in eval mode; forward only.
 
@@ -230,6 +243,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
                         if not cfg["rule"]["online"]:
                             apply(None, res.grads)
                         optim.update_bn_running(net.params, res.bn_stats)
+                        guard_update(net, opt_state)
                         out_sum, loss = res.out_sum, res.loss
                     loss_sum += loss * len(y)
                     correct += int((out_sum.argmax(axis=1) == y).sum())

@@ -177,3 +177,20 @@ def test_train_prints_the_blas_warning_only_when_there_is_one(tmp_path, monkeypa
         notes = [line for line in lines if line.startswith("note: ")]
         assert notes == ([f"note: {warning}"] if warning else []), lines[:3]
         assert any(line.startswith("epoch 1:") for line in lines)
+
+
+def test_an_update_that_overflows_is_never_saved(tmp_path, capsys):
+    """optim.lr = 1e30: the update of an epoch's last batch overflows from finite gradients. The guard
+    checks the updated state before the epoch's checkpoint, so last.h5 stays loadable and finite."""
+    out = tmp_path / "big"
+    tiny = [s for s in TINY if not s.startswith(("optim.lr", "run.epochs", "data.limit_train"))]
+    args = ["train", "--out", str(out), "--set", "optim.lr=1e30", "--set", "data.limit_train=64",
+            "--set", "run.epochs=3"] + sum((["--set", s] for s in tiny), [])
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "non-finite" in err, err
+    if (out / "last.h5").exists():
+        net, ck = load_network(str(out / "last.h5"))
+        assert all(np.isfinite(v).all() for v in net.params.values())
+        assert all(np.isfinite(a).all() for t in ck.opt_state.values() if isinstance(t, dict) for a in t.values())
+        assert cli.main(["eval", str(out / "last.h5")]) == 0
