@@ -219,6 +219,10 @@ def main(argv=None) -> int:
         errors.append(TrainingError)
         from .progress import MetricsError
         errors.append(MetricsError)
+        from .runlock import RunLockError
+        errors.append(RunLockError)
+        from .history import HistoryError
+        errors.append(HistoryError)
     except ImportError:
         pass
     try:

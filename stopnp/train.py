@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import checkpoint, data, optim
+from . import checkpoint, data, history, optim
 from . import config as config_mod
 from .network import ShapeError, check_params, from_config
 from .ops import thread_workload
 from .fsutil import atomic_write
 from .progress import MetricsLog, Progress
+from .runlock import RunLock
 from . import threads
 from .rules import forward_runner, runner
 from .rules.common import resolve_options
@@ -136,11 +137,20 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     """Train from a resolved (or partial) config dict. ``resume``: path to a checkpoint.
 
     A run directory that already holds a run is refused unless ``resume`` continues it or ``overwrite``
-    replaces it (its checkpoints and metrics are then lost).
+    replaces it (its checkpoints and metrics are then lost). The run directory is locked while training
+    (runlock.py): a second writer is refused.
 
     ``stop_after``: stop after this many mini-batches (tests: simulate an interruption).
     """
     cfg = config_mod.resolve(cfg) if not _is_resolved(cfg) else cfg
+    if not cfg["run"]["out_dir"]:
+        raise config_mod.ConfigError("run.out_dir is empty; name a run directory, e.g. --out runs/mnist")
+    note = (lambda text: print(f"note: {text}", file=stream or sys.stderr, flush=True))
+    with RunLock(cfg["run"]["out_dir"], note=note):
+        return _train(cfg, resume=resume, quiet=quiet, stream=stream, stop_after=stop_after, overwrite=overwrite)
+
+
+def _train(cfg, *, resume, quiet, stream, stop_after, overwrite) -> RunResult:
     run_cfg, dcfg, ocfg = cfg["run"], cfg["data"], cfg["optim"]
     quiet = run_cfg["quiet"] if quiet is None else quiet
     threads.set_threads(run_cfg["threads"])
@@ -178,6 +188,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
         _check_loaded(net, resume)
         opt_state = ck.opt_state
         start_epoch, start_batch, metrics = ck.epoch, ck.step, list(ck.metrics)
+        _check_history(run_dir, net, resume)
     _check_run_dir(run_dir, resume, overwrite)
     os.makedirs(run_dir, exist_ok=True)
     if resume:
@@ -336,14 +347,16 @@ class _DeferredInterrupt:
 
 def _save_history(run_dir, net, epoch):
     """θ and α of every layer after each epoch (history.h5, for the θ/α-across-epochs plots)."""
-    import h5py
-    with h5py.File(os.path.join(run_dir, "history.h5"), "a") as f:
-        if str(epoch) in f:
-            del f[str(epoch)]
-        g = f.create_group(str(epoch))
-        for k, v in net.params.items():
-            if k.endswith((".theta", ".alpha")):
-                g.create_dataset(k, data=v)
+    history.append(os.path.join(run_dir, history.NAME), net.params, epoch)
+
+
+def _check_history(run_dir, net, resume):
+    """A resume appends to the run's history.h5: it must be readable and hold this network's layers."""
+    path = os.path.join(run_dir, history.NAME)
+    src = os.path.join(os.path.dirname(os.path.abspath(resume)), history.NAME)
+    path = path if _same_dir(os.path.dirname(os.path.abspath(resume)), run_dir) else src
+    if os.path.isfile(path):
+        history.read(path, [k for k in net.params if k.endswith((".theta", ".alpha"))])
 
 
 def _param_summary(net):
