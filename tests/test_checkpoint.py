@@ -282,3 +282,25 @@ def test_no_engine_import():
                     assert not (node.module or "").startswith("stopnp"), (mod, node.module)
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith(("stopnp", "numba")) for a in node.names), mod
+
+
+def test_a_full_disk_is_one_line_naming_the_checkpoint(tmp_path, monkeypatch):
+    """HDF5 reports a failed write in two lines naming the temporary file; the user sees one naming last.h5."""
+    from stopnp.fsutil import WriteError
+    params, opt, rng = _state()
+    run = tmp_path / "run"
+    checkpoint.save_best_and_last(run, is_best=True, params=params, opt_state=opt, **_kw(rng, epoch=1))
+    before = {n: (run / n).read_bytes() for n in os.listdir(run)}
+
+    def full(self):
+        raise OSError(f"[Errno 28] Can't synchronously write data (file write failed: time = Thu, "
+                      f"filename = '{self.filename}', errno = 28, error message = 'No space left on device')\n"
+                      f"HDF5-DIAG: Error detected in HDF5 (1.14.2)")
+
+    monkeypatch.setattr(h5py.File, "flush", full)
+    with pytest.raises(WriteError) as e:
+        checkpoint.save_best_and_last(run, is_best=True, params=params, opt_state=opt, **_kw(rng, epoch=2))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(run / "last.h5")) and "disk is full" in msg, msg
+    assert ".tmp" not in msg
+    assert {n: (run / n).read_bytes() for n in os.listdir(run)} == before  # no temporary, nothing changed
