@@ -280,9 +280,9 @@ def pre_forward(ws, syn, src, ti):
             continue
         out = ws.pre_out[syn.name][k][ti]
         if op.kind == "avgpool" or op.kind == "gap":
-            kpool.avgpool2d_forward(out, a, op.k)
+            kpool.avgpool2d_forward(out, a, *op.window)
         elif op.kind == "maxpool":
-            kpool.maxpool2d_forward(out, ws.argmax[syn.name][k][ti], a, op.k)
+            kpool.maxpool2d_forward(out, ws.argmax[syn.name][k][ti], a, *op.window)
         elif op.kind == "dropout":
             kel.mul_into(flat(out), flat(a), flat(ws.mask[syn.name][k]))
         a = out
@@ -487,7 +487,7 @@ def pre_backward(ws, syn, grad, ti):
         if k != 0:
             tgt.fill(0)
         if op.kind == "avgpool" or op.kind == "gap":
-            kpool.avgpool2d_backward(tgt, grad, op.k)
+            kpool.avgpool2d_backward(tgt, grad, *op.window)
         elif op.kind == "maxpool":
             kpool.maxpool2d_backward(tgt, grad, ws.argmax[syn.name][k][ti])
         elif op.kind == "dropout":
