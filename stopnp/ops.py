@@ -32,7 +32,7 @@ from .kernels import norm as knorm
 from .kernels import pool as kpool
 from .kernels import winograd as kwino
 from .config import ConfigError
-from .threads import blas_carries, gemm_threads, inner_blas_single
+from .threads import gemm_threads, inner_blas_single
 
 BN_EPS = 1e-5
 
@@ -69,9 +69,10 @@ class Workspace:
         self.bn_cache, self.bn_mean, self.bn_invstd, self.bn_mean_sum, self.bn_var_sum = {}, {}, {}, {}, {}
         self.lin_gx, self.lin_gw, self.conv_gw, self.conv_cols, self.conv_wt = {}, {}, {}, {}, {}
         self.lin_gt = {}
-        # the linear GEMMs run in numba's pool when the convolutions carry the work (LeNet, VGG): a
-        # property of the network and B, not of the thread count, so results do not depend on it
-        self.linear_pool = backend == "blas" and not blas_carries(*thread_workload(net, B))
+        # the linear GEMMs run in numba's pool, in row parts fixed by the shape (kernels/linear.py): a
+        # multi-threaded BLAS GEMM sums differently from a one-thread one (OpenBLAS picks other kernels),
+        # so that the results never depend on the thread count
+        self.linear_pool = backend == "blas"
         self.wino, wino_shapes = {}, {}
         self.wino_fresh = set()  # (name, direction) whose transformed filters hold this sequence's W
         cols_shapes = {}
