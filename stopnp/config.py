@@ -45,6 +45,7 @@ def _shape(v):
     return len(v) in (1, 3) and all(map(_posint, v))
 
 
+MAX_T = 1_000_000  # time steps: beyond any event stream; 2**62 would overflow the loops' counters
 RULES = ("stop", "bptt", "sltt", "sltt-k", "ottt", "bpsta")
 MODELS = ("mlp", "lenet5", "vgg11", "resnet18", "custom")
 
@@ -107,7 +108,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "data": {
         "name": Field("mnist-builtin", str, hint="dataset name or HDF5 cache path"),
-        "T": Field(4, int, check=_pos, hint="time steps > 0"),
+        "T": Field(4, int, check=lambda v: 0 < v <= MAX_T, hint=f"time steps, 1 to {MAX_T:,}"),
         "batch_size": Field(128, int, check=_pos, hint="> 0"),
         "test_batch_size": Field(500, int, check=_pos, hint="> 0"),
         "augment": Field("none", str, ("none", "shift", "cifar", "dvs")),

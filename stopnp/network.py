@@ -191,6 +191,9 @@ def from_config(cfg: dict) -> Network:
         votes = f" x model.vote = {m['vote']}" if want != m["n_classes"] else ""
         raise config_mod.ConfigError(f"model: the output layer has {layers[-1].size} neurons but model.n_classes = "
                                      f"{m['n_classes']}{votes}")
+    from . import memory
+    memory.check(memory.network_bytes(layers), f"model {m['name']!r} (its parameters)",
+                 "lower model.hidden or the layer widths (out)")
     rng = np.random.default_rng(cfg["run"]["seed"])
     params = init_params(layers, cfg, rng)  # drawn in float32: the same start for either run.dtype
     dtype = np.dtype(cfg["run"]["dtype"])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import checkpoint, data, history, optim
+from . import checkpoint, data, history, memory, optim
 from . import config as config_mod
 from .network import ShapeError, check_params, from_config
 from .ops import thread_workload
@@ -95,6 +95,20 @@ def guard_update(net, opt_state):
                     raise _nonfinite(f"optimizer state {buf}/{name!r} after the update")
 
 
+def check_memory(net, cfg, rule, n_train, n_test):
+    """Training's largest buffers (one encoded batch, the workspace; BPTT and BPSTA store every step) fit
+    in the memory available: else one line with both figures, before anything is allocated."""
+    d, itemsize = cfg["data"], np.dtype(cfg["run"]["dtype"]).itemsize
+    stored = rule in ("bptt", "bpsta")
+    for B, what in ((min(d["batch_size"], n_train), "data.batch_size"),
+                    (min(d["test_batch_size"], n_test), "data.test_batch_size")):
+        need = memory.batch_bytes(d["T"], B, net.input_shape, itemsize) + memory.workspace_bytes(
+            net, B, itemsize, d["T"] if stored and what == "data.batch_size" else 1)
+        memory.check(need, f"rule {rule} with data.T = {d['T']} and {what} = {B}",
+                     f"lower data.T or {what}" + (" (rule stop keeps memory flat in T)" if stored else "")
+                     + " or the model width")
+
+
 def evaluate(net, source, T, batch_size, *, ws_cache=None, kernels="blas", numerics=None):
     """Test accuracy (prediction = argmax Σ_t o[t]) with BN in eval mode; forward only.
 
@@ -162,6 +176,7 @@ def _train(cfg, *, resume, quiet, stream, stop_after, overwrite) -> RunResult:
     check_data(net, train_src, "train")
     check_data(net, test_src, "test")
     rule = cfg["rule"]["name"]
+    check_memory(net, cfg, rule, len(train_src.y), len(test_src.y))
     run = runner(rule)
     if rule == "bpsta":
         from .rules import bpsta
