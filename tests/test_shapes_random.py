@@ -146,3 +146,36 @@ def test_random_small_networks_match_the_slow_reference(seed, kernels):
     assert any(np.abs(g).max() > 0 for g in got.values())
     for k in got:
         assert rel_err(got[k], ref[k]) < 1e-9, (layers, k, rel_err(got[k], ref[k]))
+
+
+def test_winograd_on_an_odd_non_square_map_matches_the_slow_reference():
+    """3x3 pad-1 convolutions with 16 channels (the Winograd kernels) on a 5 x 7 map: odd tiles."""
+    from stopnp.kernels import winograd
+    net = _net([{"type": "conv", "out": 16, "k": 3, "pad": 1}, {"type": "resblock", "out": 16, "bn": False},
+                {"type": "gap"}, {"type": "linear", "out": 3}], (16, 5, 7), theta_init=0.4)
+    assert winograd.eligible((16, 5, 7), 16, 3, 1, 1)
+    x, y = _x(net, T=2, B=2, scale=1.0)
+    ref, st = reference.stop_identity(net, net.params, x, y)
+    assert all(r > 0 for r in reference.spike_rates(net, st).values())
+    got = stopnp.gradients(net, x, y, "stop")
+    for k in got:
+        assert rel_err(got[k], ref[k]) < 1e-9, (k, rel_err(got[k], ref[k]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("rule", ["bptt", "sltt", "ottt", "bpsta"])
+def test_random_small_networks_other_rules_blas_equals_loop(seed, rule):
+    """The other rules' kernels on the same random shapes: the BLAS kernels equal the loop references."""
+    rng = np.random.default_rng(200 + seed)
+    learn = "WTL" if rule == "bptt" else "W"
+    for _ in range(5):  # a draw with no gradient at all proves nothing: draw again
+        layers, shape = _random_layers(rng, FIRST[seed % 4])
+        net = _net(layers, shape, seed=seed, theta_init=0.4, **({"reset": "hard"} if rule == "bpsta" else {}))
+        x, y = _x(net, T=3, B=2, seed=seed, scale=2.0)
+        got = {kern: stopnp.gradients(net, x, y, rule, kernels=kern, learn=learn) for kern in ("blas", "loop")}
+        if any(np.abs(g).max() > 0 for g in got["blas"].values()):
+            break
+    assert any(np.abs(g).max() > 0 for g in got["blas"].values()), layers
+    for k in got["loop"]:
+        assert np.isfinite(got["blas"][k]).all()
+        assert rel_err(got["blas"][k], got["loop"][k]) < 1e-9, (layers, k)
