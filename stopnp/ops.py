@@ -32,7 +32,7 @@ from .kernels import norm as knorm
 from .kernels import pool as kpool
 from .kernels import winograd as kwino
 from .config import ConfigError
-from .threads import gemm_threads, inner_blas_single
+from .threads import inner_blas_single
 
 BN_EPS = 1e-5
 
@@ -307,9 +307,6 @@ def weight_forward(ws, params, syn, x):
     if syn.op == "linear":
         if ws.linear_pool:
             klin.linear_forward_pool(z, x, w)
-        elif ws.backend == "blas":
-            gemm_threads(gemm_macs(syn, ws.B))
-            klin.linear_forward_blas(z, x, w)
         else:
             klin.linear_forward_loop(z, x, w)
     elif syn.name in ws.wino:
@@ -434,9 +431,6 @@ def input_grad(ws, syn, gx, gz, w):
     runs fused with ΔW in ``synapse_backward``)."""
     if syn.op == "linear" and ws.linear_pool:
         klin.linear_backward_input_pool(gx, gz, w, ws.lin_gx[syn.name])
-    elif syn.op == "linear" and ws.backend == "blas":
-        gemm_threads(gemm_macs(syn, ws.B))
-        klin.linear_backward_input_blas(gx, gz, w, ws.lin_gx[syn.name])
     elif syn.op == "linear":
         klin.linear_backward_input_loop(gx, gz, w)
     else:
@@ -449,9 +443,6 @@ def weight_grad(ws, grads, syn, gz, a):
     if syn.op == "linear":
         if ws.linear_pool:
             klin.linear_backward_weight_pool(gw, gz, a, ws.lin_gw[syn.name], ws.lin_gt[syn.name])
-        elif ws.backend == "blas":
-            gemm_threads(gemm_macs(syn, ws.B))
-            klin.linear_backward_weight_blas(gw, gz, a, ws.lin_gw[syn.name])
         else:
             klin.linear_backward_weight_loop(gw, gz, a)
     elif syn.name in ws.wino:
