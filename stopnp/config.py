@@ -173,13 +173,14 @@ def read(path) -> dict:
     """Read a TOML or JSON config file; a missing or malformed file is a one-line ConfigError."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ConfigError(f"{path}: config file not found")
+        what = "is a folder, not a config file" if os.path.isdir(path) else "config file not found"
+        raise ConfigError(f"{path}: {what}; pass a TOML or JSON recipe, e.g. examples/configs/mnist-lenet5.toml")
     try:
         with open(path, "rb") as f:
             cfg = json.load(f) if path.endswith(".json") else tomllib.load(f)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not a valid {'JSON' if path.endswith('.json') else 'TOML'} "
-                          f"config ({e})") from None
+                          f"config ({e}); fix the file there") from None
     _check_top(cfg, path)
     return cfg
 
@@ -211,7 +212,7 @@ def resolve(cfg: dict | None = None, overrides=()) -> dict:
     _check_top(cfg, "config")
     for sec, body in cfg.items():
         if sec not in SCHEMA:
-            raise ConfigError(f"unknown config section {sec!r}; valid: {', '.join(SCHEMA)}")
+            raise ConfigError(f"unknown config section {sec!r}; valid: {', '.join(SCHEMA)} (fix the name)")
         if not isinstance(body, dict):
             raise ConfigError(f"config section {sec!r} must be a table of key = value")
         items += [(sec, k, v) for k, v in body.items()]
@@ -228,7 +229,7 @@ def validate_field(sec, key, value, name=None):
         raise ConfigError(f"unknown config section {sec!r}; valid: {', '.join(SCHEMA)}")
     fields = SCHEMA[sec]
     if key not in fields:
-        raise ConfigError(f"unknown config key {sec}.{key}; valid keys of [{sec}]: {', '.join(fields)}")
+        raise ConfigError(f"unknown config key {sec}.{key}; valid keys of [{sec}]: {', '.join(fields)} (fix the name)")
     f = fields[key]
     name = name or f"{sec}.{key}"
     if isinstance(value, tuple):
@@ -250,7 +251,7 @@ def validate_field(sec, key, value, name=None):
         except Exception:
             pass
         if not ok:
-            raise ConfigError(f"{name} = {value!r}: expected {f.hint or _kind_name(f)}")
+            raise ConfigError(f"{name} = {value!r}: expected {f.hint or _kind_name(f)}; set {name} to such a value")
     return _copy(value)
 
 

@@ -233,7 +233,7 @@ def layer_spec(i, item) -> dict:
         raise config_mod.ConfigError(f"{where}: each layer is a table with a 'type'")
     kind = item["type"]
     if not isinstance(kind, str) or kind not in LAYER_KEYS:
-        raise config_mod.ConfigError(f"{where}: unknown type {kind!r}; valid: {', '.join(LAYER_KEYS)}")
+        raise config_mod.ConfigError(f"{where}: unknown type {kind!r}; valid: {', '.join(LAYER_KEYS)} (fix the type)")
     keys = LAYER_KEYS[kind]
     unknown = [k for k in item if k != "type" and k not in keys]
     if unknown:
@@ -297,7 +297,8 @@ def build_layers(spec, input_shape, cfg) -> tuple:
             shape = out
         elif kind == "gap":
             if len(shape) != 3:
-                raise config_mod.ConfigError(f"{where(i)}: global pooling needs (C, H, W), got {shape}")
+                raise config_mod.ConfigError(f"{where(i)}: global pooling needs (C, H, W), got {shape}; move gap before "
+                                             f"the flatten and linear layers")
             out = (shape[0], 1, 1)
             pre.append(PreOp("gap", shape, out, k=shape[1], kw=shape[2]))
             shape = out

@@ -2,10 +2,11 @@
 every command that reads it (eval, train --resume, inspect, plot, export c; train for configs).
 
 Every case must give ONE line on stderr naming the file (or field) with the fix, exit 2, and change nothing:
-the run folder is byte-for-byte the same afterwards and no output is created. The corpus is a table:
-CHECKPOINTS / HISTORIES / METRICS / CONFIGS map a name to a function that damages a copy of a real run
-(trained once per module); each row is tried with each command that reads that file. The data files
-(caches, IDX, CIFAR, events) have their own corpus.
+the run folder is byte-for-byte the same afterwards and no output is created (tests/badinput.py: ``refused``).
+The corpus is a table: CHECKPOINTS / HISTORIES / METRICS map a name to a function that damages a copy of a
+real run (trained once per module), CONFIGS a name to a bad config; each row is tried with each command that
+reads that file. Controls: the undamaged run passes every command. The data files (caches, IDX, CIFAR,
+events) have their own corpus (test_bad_input_data.py).
 """
 import json
 import os
@@ -15,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
+from badinput import refused
 from stopnp import checkpoint, cli, config as C, memory
 from stopnp.train import train
 
@@ -27,18 +29,6 @@ def base_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("base")
     train(C.resolve({}, TINY + [f'run.out_dir="{root / "run"}"']))
     return root / "run"
-
-
-def _snapshot(folder):
-    """Every file under ``folder`` (names and bytes) and every folder name."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        rel = os.path.relpath(dirpath, folder)
-        out[rel + "/"] = None
-        for n in filenames:
-            with open(os.path.join(dirpath, n), "rb") as f:
-                out[os.path.join(rel, n)] = f.read()
-    return out
 
 
 def _poke(path, dataset, data):
@@ -208,17 +198,11 @@ CONFIGS = {  # make(tmp) -> config path (or None), extra --set, what the line mu
 }
 
 
-def _check(capsys, argv, run, out, needle):
-    before = _snapshot(run)
-    rc = cli.main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert rc == 2, (rc, err)
-    lines = [line for line in err.splitlines() if not line.startswith("note: ")]
-    assert len(lines) == 1 and lines[0].startswith("stopnp ") and ": error: " in lines[0], err
-    assert needle in lines[0], (needle, err)
-    assert _snapshot(run) == before, "the run folder changed"
+def _check(capsys, argv, run, out, needle, expect=r"."):
+    """``refused`` (one line naming ``needle`` with a fix, exit 2, nothing changed under the case folder)."""
+    line = refused(capsys, argv, [run.parent], expect, needle)
     assert not out.exists() or not os.listdir(out), "an output was written"
-    return lines[0]
+    return line
 
 
 def _copy(base_run, tmp_path):
@@ -273,6 +257,14 @@ def test_bad_config(tmp_path, capsys, monkeypatch, name):
     assert not out.exists(), "train created its --out folder"
     if name in ("hidden_1e8", "bptt_T_beyond_memory", "batch_beyond_memory"):
         assert "needs at least" in line and "GiB available" in line, line
+
+
+@pytest.mark.parametrize("cmd", list(CKPT_COMMANDS))
+def test_control_the_undamaged_run_passes_every_command(base_run, tmp_path, capsys, cmd):
+    """Each case starts from this run: it fails only for its defect."""
+    run, out = _copy(base_run, tmp_path)
+    assert cli.main([str(a) for a in CKPT_COMMANDS[cmd](run, out)]) == 0, capsys.readouterr().err
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_corpus_size():
