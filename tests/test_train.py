@@ -179,6 +179,7 @@ def test_train_prints_the_blas_warning_only_when_there_is_one(tmp_path, monkeypa
         assert any(line.startswith("epoch 1:") for line in lines)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
 def test_an_update_that_overflows_is_never_saved(tmp_path, capsys):
     """optim.lr = 1e30: the update of an epoch's last batch overflows from finite gradients. The guard
     checks the updated state before the epoch's checkpoint, so last.h5 stays loadable and finite."""
