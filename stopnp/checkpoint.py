@@ -1,12 +1,20 @@
 """HDF5 checkpoints: parameters, optimizer state, RNG state, config, epoch/step, metrics.
 
-Layout (format_version 1):
+Layout (format_version 2):
     /params/<name>                 arrays as they are (dtype and shape preserved; 0-d kept 0-d)
     /opt_state/<key>/.../<name>    nested dicts become groups, arrays datasets, numpy scalars 0-d
                                    datasets marked ``numpy_scalar``; anything else (int, str, list,
                                    None) a JSON string attribute of its group
     attrs: format_version, stopnp_version, epoch, step, and JSON strings config, rng_state,
-           metrics, extra
+           metrics, extra; sha256 (below)
+
+Integrity: ``sha256`` is the SHA-256 digest of the whole file's content in a canonical order: every
+group and dataset by sorted path; for a dataset its dtype, shape and bytes; for each attribute (the
+file's, the groups', the datasets') its name, type and value; everything but ``sha256`` itself.
+It is computed from the written file before the rename and verified on every load, so one flipped
+byte, one changed weight or momentum, or an edited attribute is refused with one line (HDF5's
+Fletcher-32 filter would cover the dataset bytes only, not the attributes that hold the config and
+the RNG state). Format 1 files (no digest) still load, with a note that they are unverified.
 
 JSON here may hold numpy arrays (the MT19937/Philox/SFC64 RNG states do): they are written as
 ``{"__ndarray__": [...], "dtype": "<u4", "shape": [...]}`` and read back as the same array.
@@ -17,9 +25,11 @@ only arrays, numbers and strings are stored, so loading a file can never run cod
 
 This module knows only plain containers (dicts of arrays); it must not import the engine.
 """
+import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 
 import h5py
@@ -28,8 +38,9 @@ import numpy as np
 from ._version import __version__
 from .fsutil import atomic_write
 
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+DIGEST = "sha256"  # root attribute: the content digest (format 2)
 _ND = "__ndarray__"
 _SCALAR = "numpy_scalar"  # dataset attribute: restore as a numpy scalar, not a 0-d array
 _FAMILY = {"f": "float", "c": "complex", "i": "integer", "u": "integer", "b": "bool"}
@@ -126,6 +137,41 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
+def _hash_value(h, name, value):
+    h.update(name.encode("utf-8") + b"\0")
+    if isinstance(value, (str, bytes)):
+        raw = value.encode("utf-8") if isinstance(value, str) else value
+        h.update(b"s" + len(raw).to_bytes(8, "little") + raw)
+        return
+    arr = np.ascontiguousarray(value)
+    head = f"{arr.dtype.str}{arr.shape}".encode()
+    h.update(b"a" + len(head).to_bytes(8, "little") + head + arr.tobytes())
+
+
+def _hash_attrs(h, obj):
+    for k in sorted(obj.attrs):
+        if obj.name == "/" and k == DIGEST:
+            continue
+        _hash_value(h, f"{obj.name}@{k}", obj.attrs[k])
+
+
+def digest(f) -> str:
+    """SHA-256 (hex) of an open checkpoint's content: every group, dataset and attribute by sorted path,
+    except the root ``sha256`` attribute itself (see the module docstring)."""
+    h = hashlib.sha256()
+    _hash_attrs(h, f)
+    paths = []
+    f.visit(paths.append)
+    for name in sorted(paths):
+        obj = f[name]
+        _hash_attrs(h, obj)
+        if isinstance(obj, h5py.Dataset):
+            _hash_value(h, obj.name, obj[()])
+        else:
+            h.update(f"{obj.name}/\0".encode("utf-8"))
+    return h.hexdigest()
+
+
 def save(path, *, params, opt_state, rng_state, config, epoch, step, metrics=(), extra=None):
     """Write a checkpoint atomically; returns ``path``. The previous file survives any failure."""
     target = os.fspath(path)
@@ -143,6 +189,8 @@ def save(path, *, params, opt_state, rng_state, config, epoch, step, metrics=(),
         for k, v in params.items():
             _write_array(g, _name_ok(k, "params"), v, "params")
         _write_tree(f.create_group("opt_state", track_order=True), opt_state, "opt_state")
+        f.flush()
+        f.attrs[DIGEST] = digest(f)  # of what the file now holds: exactly what load will hash
         f.flush()
     _fsync_dir(os.path.dirname(os.path.abspath(target)))
     return path
@@ -182,6 +230,29 @@ def _one_line(e):
     return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
+_unverified_noted = set()
+
+
+def _verify(path, f, version):
+    """The stored digest matches the content (format 2); a format 1 file has none: a note, once per file."""
+    stored = f.attrs.get(DIGEST)
+    if stored is None:
+        if version >= 2:
+            raise CheckpointError(f"{path}: no sha256 digest in a format {version} checkpoint (corrupt or edited); "
+                                  f"use the previous one (best.h5 / last.h5) or start a new run")
+        key = os.path.abspath(path)
+        if key not in _unverified_noted:
+            _unverified_noted.add(key)
+            print(f"note: {path}: format 1 checkpoint, no checksum: loaded unverified (checkpoints written from "
+                  f"now on carry one)", file=sys.stderr)
+        return
+    if isinstance(stored, bytes):
+        stored = stored.decode("ascii", "replace")
+    if str(stored) != digest(f):
+        raise CheckpointError(f"{path}: checksum mismatch: the file was changed or damaged after it was written "
+                              f"(corrupt checkpoint); use the previous one (best.h5 / last.h5) or start a new run")
+
+
 def _read(path, f):
     if "format_version" not in f.attrs:
         raise CheckpointError(f"{path}: not a stopnp checkpoint (no format_version attribute; "
@@ -194,6 +265,7 @@ def _read(path, f):
     for part in ("params", "opt_state"):
         if part not in f:
             raise CheckpointError(f"{path}: not a complete stopnp checkpoint (no /{part} group)")
+    _verify(path, f, version)
     a = f.attrs
     if not isinstance(_loads(a["config"]), dict):
         raise CheckpointError(f"{path}: its config is not a table of sections (corrupt checkpoint)")

@@ -71,6 +71,10 @@ def cmd_train(args):
         saved = load(args.resume).config
         run = saved.get("run") if isinstance(saved.get("run"), dict) else {}
         saved = {**saved, "run": {**run, "quiet": False}}  # display only: not inherited from the old run
+        try:
+            C.resolve(saved)
+        except C.ConfigError as e:  # the checkpoint's own config: name the file, not just the field
+            raise C.ConfigError(f"{args.resume}: its config: {e}; start a new run") from None
         cfg = C.resolve(saved, ov)
     if args.print_config:
         print(C.dumps_toml(cfg, comments=True))
@@ -211,6 +215,7 @@ def main(argv=None) -> int:
         return 0
     from .config import ConfigError
     from .network import ShapeError
+    from .memory import ResourceError
     errors = [ConfigError, ShapeError, FileNotFoundError]
     try:
         from .checkpoint import CheckpointError
@@ -221,6 +226,10 @@ def main(argv=None) -> int:
         errors.append(TrainingError)
         from .progress import MetricsError
         errors.append(MetricsError)
+        from .runlock import RunLockError
+        errors.append(RunLockError)
+        from .history import HistoryError
+        errors.append(HistoryError)
     except ImportError:
         pass
     try:
@@ -232,6 +241,11 @@ def main(argv=None) -> int:
         if getattr(e, "silent", False):  # agreed by the ranks of a distributed run: rank 0 prints it
             return 2
         print(f"stopnp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError as e:  # memory.ResourceError says how much; a bare MemoryError is NumPy's
+        text = (str(e).strip().splitlines() or ["out of memory"])[0]
+        hint = "" if isinstance(e, ResourceError) else "; lower data.T, the batch size or the model width"
+        print(f"stopnp {args.command}: error: {text}{hint}", file=sys.stderr)
         return 2
 
 

@@ -45,6 +45,7 @@ def _shape(v):
     return len(v) in (1, 3) and all(map(_posint, v))
 
 
+MAX_T = 1_000_000  # time steps: beyond any event stream; 2**62 would overflow the loops' counters
 RULES = ("stop", "bptt", "sltt", "sltt-k", "ottt", "bpsta")
 MODELS = ("mlp", "lenet5", "vgg11", "resnet18", "custom")
 
@@ -107,7 +108,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "data": {
         "name": Field("mnist-builtin", str, hint="dataset name or HDF5 cache path"),
-        "T": Field(4, int, check=_pos, hint="time steps > 0"),
+        "T": Field(4, int, check=lambda v: 0 < v <= MAX_T, hint=f"time steps, 1 to {MAX_T:,}"),
         "batch_size": Field(128, int, check=_pos, hint="> 0"),
         "test_batch_size": Field(500, int, check=_pos, hint="> 0"),
         "augment": Field("none", str, ("none", "shift", "cifar", "dvs")),
@@ -177,13 +178,14 @@ def read(path) -> dict:
     """Read a TOML or JSON config file; a missing or malformed file is a one-line ConfigError."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ConfigError(f"{path}: config file not found")
+        what = "is a folder, not a config file" if os.path.isdir(path) else "config file not found"
+        raise ConfigError(f"{path}: {what}; pass a TOML or JSON recipe, e.g. examples/configs/mnist-lenet5.toml")
     try:
         with open(path, "rb") as f:
             cfg = json.load(f) if path.endswith(".json") else tomllib.load(f)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not a valid {'JSON' if path.endswith('.json') else 'TOML'} "
-                          f"config ({e})") from None
+                          f"config ({e}); fix the file there") from None
     _check_top(cfg, path)
     return cfg
 
@@ -215,7 +217,7 @@ def resolve(cfg: dict | None = None, overrides=()) -> dict:
     _check_top(cfg, "config")
     for sec, body in cfg.items():
         if sec not in SCHEMA:
-            raise ConfigError(f"unknown config section {sec!r}; valid: {', '.join(SCHEMA)}")
+            raise ConfigError(f"unknown config section {sec!r}; valid: {', '.join(SCHEMA)} (fix the name)")
         if not isinstance(body, dict):
             raise ConfigError(f"config section {sec!r} must be a table of key = value")
         items += [(sec, k, v) for k, v in body.items()]
@@ -232,7 +234,7 @@ def validate_field(sec, key, value, name=None):
         raise ConfigError(f"unknown config section {sec!r}; valid: {', '.join(SCHEMA)}")
     fields = SCHEMA[sec]
     if key not in fields:
-        raise ConfigError(f"unknown config key {sec}.{key}; valid keys of [{sec}]: {', '.join(fields)}")
+        raise ConfigError(f"unknown config key {sec}.{key}; valid keys of [{sec}]: {', '.join(fields)} (fix the name)")
     f = fields[key]
     name = name or f"{sec}.{key}"
     if isinstance(value, tuple):
@@ -254,7 +256,7 @@ def validate_field(sec, key, value, name=None):
         except Exception:
             pass
         if not ok:
-            raise ConfigError(f"{name} = {value!r}: expected {f.hint or _kind_name(f)}")
+            raise ConfigError(f"{name} = {value!r}: expected {f.hint or _kind_name(f)}; set {name} to such a value")
     return _copy(value)
 
 

@@ -33,8 +33,14 @@ class PreOp:
     kind: str           # 'avgpool' | 'maxpool' | 'gap' | 'flatten' | 'dropout'
     in_shape: tuple
     out_shape: tuple
-    k: int = 0
+    k: int = 0          # pooling window rows (= stride)
     p: float = 0.0
+    kw: int = 0         # pooling window columns; 0: k (square). gap: (k, kw) = (H, W)
+
+    @property
+    def window(self) -> tuple:
+        """(kh, kw) of a pooling op."""
+        return (self.k, self.kw or self.k)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class Network:
     """
 
     def __init__(self, layers, params, config):
+        check_layers(layers, config["model"]["input_shape"])
         self.layers = tuple(layers)
         self.params = params
         self.config = config
@@ -184,6 +191,9 @@ def from_config(cfg: dict) -> Network:
         votes = f" x model.vote = {m['vote']}" if want != m["n_classes"] else ""
         raise config_mod.ConfigError(f"model: the output layer has {layers[-1].size} neurons but model.n_classes = "
                                      f"{m['n_classes']}{votes}")
+    from . import memory
+    memory.check(memory.network_bytes(layers), f"model {m['name']!r} (its parameters)",
+                 "lower model.hidden or the layer widths (out)")
     rng = np.random.default_rng(cfg["run"]["seed"])
     params = init_params(layers, cfg, rng)  # drawn in float32: the same start for either run.dtype
     dtype = np.dtype(cfg["run"]["dtype"])
@@ -223,7 +233,7 @@ def layer_spec(i, item) -> dict:
         raise config_mod.ConfigError(f"{where}: each layer is a table with a 'type'")
     kind = item["type"]
     if not isinstance(kind, str) or kind not in LAYER_KEYS:
-        raise config_mod.ConfigError(f"{where}: unknown type {kind!r}; valid: {', '.join(LAYER_KEYS)}")
+        raise config_mod.ConfigError(f"{where}: unknown type {kind!r}; valid: {', '.join(LAYER_KEYS)} (fix the type)")
     keys = LAYER_KEYS[kind]
     unknown = [k for k in item if k != "type" and k not in keys]
     if unknown:
@@ -287,9 +297,10 @@ def build_layers(spec, input_shape, cfg) -> tuple:
             shape = out
         elif kind == "gap":
             if len(shape) != 3:
-                raise config_mod.ConfigError(f"{where(i)}: global pooling needs (C, H, W), got {shape}")
+                raise config_mod.ConfigError(f"{where(i)}: global pooling needs (C, H, W), got {shape}; move gap before "
+                                             f"the flatten and linear layers")
             out = (shape[0], 1, 1)
-            pre.append(PreOp("gap", shape, out, k=shape[1]))
+            pre.append(PreOp("gap", shape, out, k=shape[1], kw=shape[2]))
             shape = out
         elif kind == "flatten":
             out = (int(np.prod(shape)),)
@@ -329,6 +340,67 @@ def build_layers(spec, input_shape, cfg) -> tuple:
     if pre:
         raise config_mod.ConfigError("model: pooling/flatten/dropout after the output layer has no effect")
     return tuple(layers)
+
+
+def _pre_out(op, shape):
+    """The shape ``op`` makes of ``shape``, or a reason it cannot apply."""
+    if op.kind in ("avgpool", "maxpool", "gap"):
+        kh, kw = op.window
+        if len(shape) != 3 or kh < 1 or kw < 1 or shape[1] < kh or shape[2] < kw:
+            return f"a {kh}x{kw} {op.kind} window does not fit {shape}"
+        if op.kind == "gap" and (kh, kw) != tuple(shape[1:]):
+            return f"gap window {kh}x{kw} is not the whole map {shape[1]}x{shape[2]}"
+        return (shape[0], shape[1] // kh, shape[2] // kw)
+    if op.kind == "flatten":
+        return (int(np.prod(shape)),)
+    if op.kind == "dropout":
+        return shape if 0 <= op.p < 1 else f"dropout p = {op.p} outside [0, 1)"
+    return f"unknown pre-op {op.kind!r}"
+
+
+def _syn_out(syn, shape):
+    if syn.op == "conv":
+        if len(shape) != 3 or syn.k < 1 or syn.stride < 1 or syn.pad < 0 or len(syn.out_shape) != 3:
+            return f"conv k={syn.k} stride={syn.stride} pad={syn.pad} on {shape}"
+        ho, wo = _conv_out(shape[1], syn.k, syn.stride, syn.pad), _conv_out(shape[2], syn.k, syn.stride, syn.pad)
+        return (syn.out_shape[0], ho, wo) if ho >= 1 and wo >= 1 and syn.out_shape[0] >= 1 else \
+            f"conv k={syn.k} does not fit {shape}"
+    if syn.op == "linear":
+        return syn.out_shape if len(shape) == 1 and len(syn.out_shape) == 1 and syn.out_shape[0] >= 1 else \
+            f"linear on {shape}"
+    if syn.op == "identity":
+        return shape
+    return f"unknown op {syn.op!r}"
+
+
+def check_layers(layers, input_shape):
+    """Every shape the kernels will index, checked once against its neighbours: a pre-op's input is what
+    its source or the previous pre-op makes, its output what its window makes of that, a synapse's input
+    the last pre-op's output, its output what its op makes, and the layer's shape that output. The kernels
+    trust these shapes (numba does not check bounds), so a hand-made or edited layer list that breaks
+    one is refused here, not read or written out of bounds."""
+    shapes = []
+    for i, layer in enumerate(layers):
+        if layer.index != i or not layer.synapses:
+            raise ShapeError(f"layer {layer.name!r}: index {layer.index} at position {i} or no synapse")
+        for syn in layer.synapses:
+            if not -1 <= syn.src < i:
+                raise ShapeError(f"synapse {syn.name!r}: source {syn.src} is not an earlier layer")
+            shape = tuple(input_shape) if syn.src < 0 else shapes[syn.src]
+            for op in syn.pre:
+                out = _pre_out(op, shape)
+                if tuple(op.in_shape) != shape or isinstance(out, str) or tuple(op.out_shape) != out:
+                    why = out if isinstance(out, str) else f"in {tuple(op.in_shape)} -> out {tuple(op.out_shape)}, " \
+                                                          f"but the input is {shape} (-> {out})"
+                    raise ShapeError(f"synapse {syn.name!r}: pre-op {op.kind}: {why}")
+                shape = out
+            out = _syn_out(syn, shape)
+            if tuple(syn.in_shape) != shape or isinstance(out, str) or tuple(syn.out_shape) != out \
+                    or out != tuple(layer.shape):
+                why = out if isinstance(out, str) else f"in {tuple(syn.in_shape)} -> out {tuple(syn.out_shape)}, " \
+                                                      f"but the input is {shape} (-> {out}; layer {tuple(layer.shape)})"
+                raise ShapeError(f"synapse {syn.name!r} ({syn.op}): {why}")
+        shapes.append(tuple(layer.shape))
 
 
 def theta_shape(layer: Layer) -> tuple:

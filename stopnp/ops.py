@@ -32,7 +32,7 @@ from .kernels import norm as knorm
 from .kernels import pool as kpool
 from .kernels import winograd as kwino
 from .config import ConfigError
-from .threads import blas_carries, gemm_threads, inner_blas_single
+from .threads import inner_blas_single
 
 BN_EPS = 1e-5
 
@@ -73,9 +73,10 @@ class Workspace:
         self.bn_sum, self.bn_count = None, {}
         self.lin_gx, self.lin_gw, self.conv_gw, self.conv_cols, self.conv_wt = {}, {}, {}, {}, {}
         self.lin_gt = {}
-        # the linear GEMMs run in numba's pool when the convolutions carry the work (LeNet, VGG): a
-        # property of the network and B, not of the thread count, so results do not depend on it
-        self.linear_pool = backend == "blas" and not blas_carries(*thread_workload(net, B))
+        # the linear GEMMs run in numba's pool, in row parts fixed by the shape (kernels/linear.py): a
+        # multi-threaded BLAS GEMM sums differently from a one-thread one (OpenBLAS picks other kernels),
+        # so that the results never depend on the thread count
+        self.linear_pool = backend == "blas"
         self.wino, wino_shapes = {}, {}
         self.wino_fresh = set()  # (name, direction) whose transformed filters hold this sequence's W
         cols_shapes = {}
@@ -284,9 +285,9 @@ def pre_forward(ws, syn, src, ti):
             continue
         out = ws.pre_out[syn.name][k][ti]
         if op.kind == "avgpool" or op.kind == "gap":
-            kpool.avgpool2d_forward(out, a, op.k)
+            kpool.avgpool2d_forward(out, a, *op.window)
         elif op.kind == "maxpool":
-            kpool.maxpool2d_forward(out, ws.argmax[syn.name][k][ti], a, op.k)
+            kpool.maxpool2d_forward(out, ws.argmax[syn.name][k][ti], a, *op.window)
         elif op.kind == "dropout":
             kel.mul_into(flat(out), flat(a), flat(ws.mask[syn.name][k]))
         a = out
@@ -310,9 +311,6 @@ def weight_forward(ws, params, syn, x):
     if syn.op == "linear":
         if ws.linear_pool:
             klin.linear_forward_pool(z, x, w)
-        elif ws.backend == "blas":
-            gemm_threads(gemm_macs(syn, ws.B))
-            klin.linear_forward_blas(z, x, w)
         else:
             klin.linear_forward_loop(z, x, w)
     elif syn.name in ws.wino:
@@ -475,9 +473,6 @@ def input_grad(ws, syn, gx, gz, w):
     runs fused with ΔW in ``synapse_backward``)."""
     if syn.op == "linear" and ws.linear_pool:
         klin.linear_backward_input_pool(gx, gz, w, ws.lin_gx[syn.name])
-    elif syn.op == "linear" and ws.backend == "blas":
-        gemm_threads(gemm_macs(syn, ws.B))
-        klin.linear_backward_input_blas(gx, gz, w, ws.lin_gx[syn.name])
     elif syn.op == "linear":
         klin.linear_backward_input_loop(gx, gz, w)
     else:
@@ -490,9 +485,6 @@ def weight_grad(ws, grads, syn, gz, a):
     if syn.op == "linear":
         if ws.linear_pool:
             klin.linear_backward_weight_pool(gw, gz, a, ws.lin_gw[syn.name], ws.lin_gt[syn.name])
-        elif ws.backend == "blas":
-            gemm_threads(gemm_macs(syn, ws.B))
-            klin.linear_backward_weight_blas(gw, gz, a, ws.lin_gw[syn.name])
         else:
             klin.linear_backward_weight_loop(gw, gz, a)
     elif syn.name in ws.wino:
@@ -529,7 +521,7 @@ def pre_backward(ws, syn, grad, ti):
         if k != 0:
             tgt.fill(0)
         if op.kind == "avgpool" or op.kind == "gap":
-            kpool.avgpool2d_backward(tgt, grad, op.k)
+            kpool.avgpool2d_backward(tgt, grad, *op.window)
         elif op.kind == "maxpool":
             kpool.maxpool2d_backward(tgt, grad, ws.argmax[syn.name][k][ti])
         elif op.kind == "dropout":

@@ -120,6 +120,9 @@ def check_state(state, params: dict, names, cfg_optim: dict, where="opt_state"):
                 desc = f"{a.dtype}{a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
                 raise ValueError(f"{where}/{buf}/{n}: {desc}, expected a float array of shape "
                                  f"{params[n].shape}")
+            if not np.isfinite(a).all():  # training never stores one (its guard stops first)
+                raise ValueError(f"{where}/{buf}/{n}: contains NaN or Inf (corrupt checkpoint); resume from "
+                                 f"an earlier checkpoint (best.h5) or start a new run")
 
 
 def lr_at(cfg_optim: dict, step: int, total_steps: int) -> float:

@@ -154,9 +154,13 @@ class MetricsLog:
 
     def append(self, row: dict):
         line = json.dumps(row, default=_json_default)  # serialise first: a bad row writes nothing
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+                f.flush()
+        except OSError as e:
+            from .fsutil import write_error
+            raise write_error(self.path, e) from None
 
 
 class MetricsError(ValueError):

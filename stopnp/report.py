@@ -9,10 +9,9 @@ import json
 import os
 import sys
 
-import h5py
 import numpy as np
 
-from . import data, plot
+from . import data, history, plot
 from .api import simulate
 from .progress import read_metrics
 
@@ -29,6 +28,9 @@ def plot_run(run_dir, out_dir=None, n_samples=8):
     paths = []
     plt = plot.plt
     metrics = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    net, _ = load_network(os.path.join(run_dir, "last.h5"))
+    spiking = [layer for layer in net.layers if layer.spiking]
+    hist = _read_history(run_dir, spiking)  # every input read and checked before the first figure
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     plot.curves(axes[0], metrics, ("train_loss",))
     plot.curves(axes[1], [dict(m, train_acc=100 * m["train_acc"], test_acc=100 * m["test_acc"])
@@ -36,17 +38,15 @@ def plot_run(run_dir, out_dir=None, n_samples=8):
     axes[1].set_ylabel("accuracy (%)")
     paths.append(plot.save(fig, os.path.join(out_dir, "curves.png")))
 
-    net, _ = load_network(os.path.join(run_dir, "last.h5"))
     d = net.config["data"]
     src = data.load(d["name"], "test")
     x, y = next(iter(data.batches(src, n_samples, d["T"], shuffle=False)))
     x = np.ascontiguousarray(x)
     who = f"last.h5, test sample 0 (label {int(y[0])})"
-    spiking = [layer for layer in net.layers if layer.spiking]
     if net.config["rule"]["name"] == "bpsta":  # its own neuron (ReLU current, λ leak): not simulated here
         _note("raster, membrane, traces and spike-rate plots skipped: a BPSTA network's neuron is not the "
               "LIF neuron stopnp.simulate runs")
-        return paths + _theta_alpha(run_dir, out_dir, spiking, plt)
+        return paths + _theta_alpha(hist, out_dir, spiking, plt)
     # the forward alone (any reset, fixed point simulated in float): spikes and membranes
     rec = simulate(net, x, record=("u", "s"), numerics="float", bn_mode="eval")
     fig, axes = plt.subplots(1, len(spiking), figsize=(3.3 * len(spiking), 3.3), squeeze=False,
@@ -80,7 +80,7 @@ def plot_run(run_dir, out_dir=None, n_samples=8):
     ax.set_title(f"mean over {len(y)} test samples and {d['T']} steps", fontsize="small")
     paths.append(plot.save(fig, os.path.join(out_dir, "spike_rates.png")))
 
-    paths += _theta_alpha(run_dir, out_dir, spiking, plt)
+    paths += _theta_alpha(hist, out_dir, spiking, plt)
 
     bench = os.path.join(run_dir, "bench.jsonl")
     if os.path.isfile(bench):
@@ -116,27 +116,32 @@ def _traces(tr, rec, spiking, out_dir, who, plt):
     return plot.save(fig, os.path.join(out_dir, "traces.png"))
 
 
-def _theta_alpha(run_dir, out_dir, spiking, plt):
+def _read_history(run_dir, spiking):
+    path = os.path.join(run_dir, history.NAME)
+    if not os.path.isfile(path):
+        return None
+    return history.read(path, [f"{layer.name}.{p}" for layer in spiking for p in ("theta", "alpha")])
+
+
+def _theta_alpha(hist, out_dir, spiking, plt):
     """theta_alpha.png from history.h5: per layer θ's median and 1st-99th percentile band, and α."""
-    hist = os.path.join(run_dir, "history.h5")
-    if not os.path.isfile(hist):
+    if not hist:
         return []
-    with h5py.File(hist, "r") as f:
-        epochs = sorted(int(k) for k in f)
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-        for layer in spiking:  # per layer: a pooled box would be conv1's, the largest layer
-            plot.percentiles(axes[0], {e: f[str(e)][f"{layer.name}.theta"][...] for e in epochs}, layer.name)
-        axes[0].set_ylabel("θ")
-        axes[0].set_title("thresholds: median and 1st-99th percentile", fontsize="small")
-        axes[0].legend(fontsize="x-small", ncol=2 if len(spiking) <= 8 else 3)
-        axes[1].set_title("leak α", fontsize="small")
-        for layer in spiking:
-            axes[1].plot(epochs, [float(f[str(e)][f"{layer.name}.alpha"][0]) for e in epochs], marker="o",
-                         label=layer.name)
-        plot.epoch_axis(axes[1])
-        axes[1].set_ylabel("α")
-        axes[1].legend(fontsize="small")
-        return [plot.save(fig, os.path.join(out_dir, "theta_alpha.png"))]
+    epochs = sorted(hist)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for layer in spiking:  # per layer: a pooled box would be conv1's, the largest layer
+        plot.percentiles(axes[0], {e: hist[e][f"{layer.name}.theta"] for e in epochs}, layer.name)
+    axes[0].set_ylabel("θ")
+    axes[0].set_title("thresholds: median and 1st-99th percentile", fontsize="small")
+    axes[0].legend(fontsize="x-small", ncol=2 if len(spiking) <= 8 else 3)
+    axes[1].set_title("leak α", fontsize="small")
+    for layer in spiking:
+        axes[1].plot(epochs, [float(hist[e][f"{layer.name}.alpha"].ravel()[0]) for e in epochs], marker="o",
+                     label=layer.name)
+    plot.epoch_axis(axes[1])
+    axes[1].set_ylabel("α")
+    axes[1].legend(fontsize="small")
+    return [plot.save(fig, os.path.join(out_dir, "theta_alpha.png"))]
 
 
 def _active(s, k):

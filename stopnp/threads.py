@@ -8,13 +8,11 @@ samples/s). So only one pool is ever multi-threaded:
   single-threaded BLAS (``np.dot`` in numba, which is SciPy's OpenBLAS; ``inner_blas_single`` pins
   that library to one thread). They never start NumPy's BLAS pool.
 * ``set_threads(0)`` (auto, the default; numba on one thread until ``fit`` knows the workload): the
-  numba kernels run on all cores, and NumPy's BLAS (the linear layers) on one thread, unless ``fit``
-  sees that the linear GEMMs outweigh the convolutions and one reaches ``BIG_GEMM_MACS``
-  multiply-adds (an MLP): then numba runs on one thread and each GEMM of that size takes all cores
-  (``gemm_threads``, called by ``ops`` before each linear GEMM; the kernels themselves import
-  nothing). Measured on the shared 2-core host: mlp 7400 vs 6200 samples/s
-  against numba on both cores with auto BLAS; LeNet-5 at B = 32, 1227-1395 vs 916-1352 samples/s with
-  the cores given to numba.
+  numba kernels run on all cores (``PoolTuner`` may settle on one) and NumPy's BLAS on one thread.
+  The engine's linear GEMMs also run inside numba's pool, in row parts fixed by the shape
+  (kernels/linear.py): a multi-threaded OpenBLAS GEMM sums differently from a one-thread one, and
+  the trained model must not depend on the thread count. ``gemm_threads`` (BLAS on all cores for
+  a GEMM of ``BIG_GEMM_MACS``) is left for callers outside the engine that want it.
 * ``set_threads(n > 0, blas=k)``: numba kernels on n threads, NumPy's BLAS fixed at k threads
   (default 1: the GEMMs stay single-threaded so that the two pools never spin against each other).
 
@@ -168,21 +166,18 @@ def blas_carries(max_gemm_macs: int, inner_macs: int = 0, blas_macs: int | None 
 
 
 def fit(max_gemm_macs: int, inner_macs: int = 0, blas_macs: int | None = None):
-    """Auto policy only: give the cores to numba unless big NumPy GEMMs carry the workload.
-
-    ``max_gemm_macs``: the largest single NumPy BLAS call of the training step; ``inner_macs``: the
-    multiply-adds that run inside numba's pool (the convolutions); ``blas_macs``: those on NumPy's
-    BLAS (the linear layers; default ``max_gemm_macs``); ``ops.thread_workload`` gives all three.
-    BLAS takes the cores (numba on one thread, the big GEMMs on all cores) only when a GEMM reaches
-    ``BIG_GEMM_MACS`` and the BLAS work is at least the numba work (an MLP); otherwise the numba
-    kernels run on all cores and every NumPy GEMM on one BLAS thread (LeNet-5, VGG, ResNet). Either way
-    one pool alone is multi-threaded. No-op under an explicit ``set_threads(n > 0)``.
+    """Auto policy only: give the cores to numba (every engine GEMM runs in its pool) and pin NumPy's
+    BLAS to one thread. The workload arguments (``ops.thread_workload``) are kept for the callers;
+    the choice no longer depends on them, so that results never depend on the thread count. No-op
+    under an explicit ``set_threads(n > 0)``.
     """
     if not _policy["auto"]:
         return
     import numba
-    _policy["blas_pool"] = blas_carries(max_gemm_macs, inner_macs, blas_macs)
-    numba.set_num_threads(1 if _policy["blas_pool"] else _policy["max"])
+    # the engine's linear GEMMs run in numba's pool (ops.Workspace.linear_pool): a multi-threaded
+    # NumPy BLAS would train another model than one thread does, so BLAS never takes the cores
+    _policy["blas_pool"] = False
+    numba.set_num_threads(_policy["max"])
     set_blas_threads(1)
 
 

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import checkpoint, data, optim
+from . import checkpoint, data, history, memory, optim
 from . import config as config_mod
 from .network import ShapeError, check_params, from_config
 from .ops import thread_workload
 from .fsutil import atomic_write
 from .progress import MetricsLog, Progress
+from .runlock import RunLock
 from . import threads
 from .rules import forward_runner, runner
 from .rules.common import resolve_options
@@ -82,6 +83,33 @@ def guard(loss, grads, ws, net):
                             f"optim.grad_clip")
 
 
+def guard_update(net, opt_state):
+    """After an update, before anything can be saved: every parameter and optimizer buffer is finite (an
+    update can overflow from finite gradients; a checkpoint never holds what it produced)."""
+    for name, p in net.params.items():
+        if not _finite(p):
+            raise _nonfinite(f"parameter {name!r} after the update (layer {name.split('.', 1)[0]!r})")
+    for buf, tree in opt_state.items():
+        if isinstance(tree, dict):
+            for name, a in tree.items():
+                if not _finite(a):
+                    raise _nonfinite(f"optimizer state {buf}/{name!r} after the update")
+
+
+def check_memory(net, cfg, rule, n_train, n_test):
+    """Training's largest buffers (one encoded batch, the workspace; BPTT and BPSTA store every step) fit
+    in the memory available: else one line with both figures, before anything is allocated."""
+    d, itemsize = cfg["data"], np.dtype(cfg["run"]["dtype"]).itemsize
+    stored = rule in ("bptt", "bpsta")
+    for B, what in ((min(d["batch_size"], n_train), "data.batch_size"),
+                    (min(d["test_batch_size"], n_test), "data.test_batch_size")):
+        need = memory.batch_bytes(d["T"], B, net.input_shape, itemsize) + memory.workspace_bytes(
+            net, B, itemsize, d["T"] if stored and what == "data.batch_size" else 1)
+        memory.check(need, f"rule {rule} with data.T = {d['T']} and {what} = {B}",
+                     f"lower data.T or {what}" + (" (rule stop keeps memory flat in T)" if stored else "")
+                     + " or the model width")
+
+
 def evaluate(net, source, T, batch_size, *, ws_cache=None, kernels="blas", numerics=None):
     """Test accuracy (prediction = argmax Σ_t o[t]) with BN in eval mode; forward only.
 
@@ -124,7 +152,8 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     """Train from a resolved (or partial) config dict. ``resume``: path to a checkpoint.
 
     A run directory that already holds a run is refused unless ``resume`` continues it or ``overwrite``
-    replaces it (its checkpoints and metrics are then lost).
+    replaces it (its checkpoints and metrics are then lost). The run directory is locked while training
+    (runlock.py): a second writer is refused.
 
     ``stop_after``: stop after this many mini-batches (tests: simulate an interruption).
 
@@ -132,10 +161,22 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
     (distributed.py); rank 0 alone prints and writes the run directory.
     """
     cfg = config_mod.resolve(cfg) if not _is_resolved(cfg) else cfg
+    if not cfg["run"]["out_dir"]:
+        raise config_mod.ConfigError("run.out_dir is empty; name a run directory, e.g. --out runs/mnist")
     from . import distributed
     comm = distributed.communicator(cfg)  # None: one process (mpi4py is not imported)
     kw = dict(resume=resume, quiet=quiet, stream=stream, stop_after=stop_after, overwrite=overwrite)
-    return _train(cfg, comm=None, **kw) if comm is None else comm.run(_train, cfg, **kw)
+    return _locked_train(cfg, comm=None, **kw) if comm is None else comm.run(_locked_train, cfg, **kw)
+
+
+def _locked_train(cfg, *, comm, **kw) -> RunResult:
+    """``_train`` holding the run directory's lock (runlock.py); in a distributed run rank 0 holds it."""
+    if comm is not None and not comm.is_root:
+        return _train(cfg, comm=comm, **kw)
+    stream = kw["stream"]
+    note = (lambda text: print(f"note: {text}", file=stream or sys.stderr, flush=True))
+    with RunLock(cfg["run"]["out_dir"], note=note):
+        return _train(cfg, comm=comm, **kw)
 
 
 def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunResult:
@@ -151,6 +192,7 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
     check_data(net, train_src, "train")
     check_data(net, test_src, "test")
     rule = cfg["rule"]["name"]
+    check_memory(net, cfg, rule, len(train_src.y), len(test_src.y))
     run = runner(rule)
     if rule == "bpsta":
         from .rules import bpsta
@@ -177,6 +219,7 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
         _check_loaded(net, resume)
         opt_state = ck.opt_state
         start_epoch, start_batch, metrics = ck.epoch, ck.step, list(ck.metrics)
+        _check_history(run_dir, net, resume)
     if root:  # (the other ranks of a distributed run write nothing)
         _check_run_dir(run_dir, resume, overwrite)
         os.makedirs(run_dir, exist_ok=True)
@@ -260,6 +303,7 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
                         if not cfg["rule"]["online"]:
                             apply(None, res.grads)
                         optim.update_bn_running(net.params, res.bn_stats)
+                        guard_update(net, opt_state)
                     loss_sum += loss * n_b
                     correct += ok_b
                     seen += n_b
@@ -357,14 +401,16 @@ class _DeferredInterrupt:
 
 def _save_history(run_dir, net, epoch):
     """θ and α of every layer after each epoch (history.h5, for the θ/α-across-epochs plots)."""
-    import h5py
-    with h5py.File(os.path.join(run_dir, "history.h5"), "a") as f:
-        if str(epoch) in f:
-            del f[str(epoch)]
-        g = f.create_group(str(epoch))
-        for k, v in net.params.items():
-            if k.endswith((".theta", ".alpha")):
-                g.create_dataset(k, data=v)
+    history.append(os.path.join(run_dir, history.NAME), net.params, epoch)
+
+
+def _check_history(run_dir, net, resume):
+    """A resume appends to the run's history.h5: it must be readable and hold this network's layers."""
+    path = os.path.join(run_dir, history.NAME)
+    src = os.path.join(os.path.dirname(os.path.abspath(resume)), history.NAME)
+    path = path if _same_dir(os.path.dirname(os.path.abspath(resume)), run_dir) else src
+    if os.path.isfile(path):
+        history.read(path, [k for k in net.params if k.endswith((".theta", ".alpha"))])
 
 
 def _param_summary(net):

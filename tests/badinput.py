@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 # what a fix sounds like: every refusal tells the user what to do, not only what is wrong
-FIX = re.compile(r"\b(convert|download|delete|remove|rename|extract|fix|store|set|pass|run)\b")
+FIX = re.compile(r"\b(convert|download|delete|remove|rename|extract|fix|store|set|pass|run|lower|use|choose|start|wait|move)\b")
 
 
 @dataclass(frozen=True)

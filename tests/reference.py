@@ -73,14 +73,14 @@ def pool_fwd(op, a):
     if op.kind == "dropout":
         raise NotImplementedError
     B, C, H, W = a.shape
-    k = op.k
-    r = a[:, :, :H // k * k, :W // k * k].reshape(B, C, H // k, k, W // k, k)
+    kh, kw = op.window
+    r = a[:, :, :H // kh * kh, :W // kw * kw].reshape(B, C, H // kh, kh, W // kw, kw)
     if op.kind in ("avgpool", "gap"):
         return r.mean(axis=(3, 5)), None
     out = r.max(axis=(3, 5))
     # ties (frequent with binary spikes) route the gradient to the first maximum, row-major
-    win = r.transpose(0, 1, 2, 4, 3, 5).reshape(B, C, H // k, W // k, k * k)
-    first = np.eye(k * k)[win.argmax(axis=-1)].reshape(B, C, H // k, W // k, k, k)
+    win = r.transpose(0, 1, 2, 4, 3, 5).reshape(B, C, H // kh, W // kw, kh * kw)
+    first = np.eye(kh * kw)[win.argmax(axis=-1)].reshape(B, C, H // kh, W // kw, kh, kw)
     mask = first.transpose(0, 1, 2, 4, 3, 5)
     return out, mask
 
@@ -92,13 +92,13 @@ def pool_bwd(op, grad, in_shape, mask):
         return grad * mask  # mask: the fixed per-sequence mask, already divided by (1 - p)
     B = grad.shape[0]
     C, H, W = in_shape
-    k = op.k
+    kh, kw = op.window
     g = np.zeros((B, C, H, W))
     if op.kind in ("avgpool", "gap"):
-        r = np.broadcast_to(grad[:, :, :, None, :, None] / (k * k), (B, C, H // k, k, W // k, k))
+        r = np.broadcast_to(grad[:, :, :, None, :, None] / (kh * kw), (B, C, H // kh, kh, W // kw, kw))
     else:
         r = grad[:, :, :, None, :, None] * mask
-    g[:, :, :H // k * k, :W // k * k] = r.reshape(B, C, H // k * k, W // k * k)
+    g[:, :, :H // kh * kh, :W // kw * kw] = r.reshape(B, C, H // kh * kh, W // kw * kw)
     return g
 
 

@@ -1,5 +1,5 @@
-"""Thread policy (stopnp.threads): auto = numba on one thread, large GEMMs on all cores, small on one;
-``fit`` gives the cores to numba when no GEMM is large; SciPy's BLAS (inside the conv kernels) runs one thread."""
+"""Thread policy (stopnp.threads): auto = numba on all cores, NumPy BLAS on one (every engine GEMM in numba's pool);
+``fit`` gives the cores to numba; SciPy's BLAS (inside the conv kernels) runs one thread."""
 import numba
 import pytest
 
@@ -24,28 +24,21 @@ def test_auto_policy_switches_blas_by_gemm_size():
         threads.set_threads(cores)
 
 
-def test_fit_gives_the_cores_to_one_pool_only():
-    """Small GEMMs only: numba on all cores and BLAS pinned to 1; a big GEMM: numba 1, BLAS switches."""
+def test_fit_gives_the_cores_to_numba_whatever_the_gemm_sizes():
+    """Every engine GEMM runs in numba's pool (fixed row parts): the auto policy gives numba the cores
+    and pins NumPy's BLAS to 1 for any workload, so the thread count never changes a result."""
     cores = numba.config.NUMBA_NUM_THREADS
     try:
         threads.set_threads(0)
-        threads.fit(threads.BIG_GEMM_MACS - 1)
-        assert numba.get_num_threads() == cores and "numba" in threads.describe()
-        threads.gemm_threads(10 * threads.BIG_GEMM_MACS)  # stays on one BLAS thread: no second pool
-        assert threads._policy["cur"] in (None, 1)
-        threads.fit(threads.BIG_GEMM_MACS)
-        assert numba.get_num_threads() == 1 and "BLAS" in threads.describe()
-        if threads._policy["fn"]:
-            threads.gemm_threads(threads.BIG_GEMM_MACS)
-            assert threads._policy["cur"] == cores
-        big = 10 * threads.BIG_GEMM_MACS  # a big GEMM, but the conv work in numba's pool outweighs it
-        threads.fit(big, inner_macs=big + 1, blas_macs=big)
-        assert numba.get_num_threads() == cores and "numba" in threads.describe()
-        threads.fit(big, inner_macs=big, blas_macs=big)
-        assert numba.get_num_threads() == 1 and "BLAS" in threads.describe()
+        big = 10 * threads.BIG_GEMM_MACS
+        for args in ((threads.BIG_GEMM_MACS - 1,), (threads.BIG_GEMM_MACS,), (big, big + 1, big), (big, 0, big)):
+            threads.fit(*args)
+            assert numba.get_num_threads() == cores and "numba" in threads.describe(), args
+            threads.gemm_threads(big)  # stays on one BLAS thread: no second pool
+            assert threads._policy["cur"] in (None, 1)
         threads.set_threads(cores)  # explicit policy: fit is a no-op
         threads.fit(0)
-        assert numba.get_num_threads() == cores and threads._policy["blas_pool"]
+        assert numba.get_num_threads() == cores
     finally:
         threads.set_threads(cores)
 
@@ -82,7 +75,7 @@ def test_inner_blas_is_pinned_to_one_thread():
                                          ("cifar100-resnet18", "numba"), ("cifar10-vgg11", "numba")])
 def test_conv_nets_give_numba_the_cores(config, pool):
     """LeNet-5 at B = 128 and ResNet-18 have a linear GEMM over 4M multiply-adds, but their conv work
-    (in numba's pool) is larger: the cores go to numba. The bench mlp keeps the BLAS policy."""
+    (in numba's pool) is larger: the cores go to numba. So does the bench mlp (its GEMMs run in that pool too)."""
     from pathlib import Path
     from stopnp import bench
     from stopnp.config import read, resolve
@@ -99,7 +92,7 @@ def test_conv_nets_give_numba_the_cores(config, pool):
         assert pool in threads.describe() and numba.get_num_threads() == cores
         mlp = from_config(resolve(bench.config_for("mlp", "stop")))
         threads.fit(*thread_workload(mlp, 64))
-        assert "BLAS" in threads.describe() and numba.get_num_threads() == 1
+        assert "numba" in threads.describe() and numba.get_num_threads() == cores
     finally:
         threads.set_threads(cores)
 

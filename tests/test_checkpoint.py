@@ -50,12 +50,13 @@ def test_round_trip_bitwise_and_rng(tmp_path):
     assert sc["flag"] is True and sc["none"] is None and sc["name"] == "x" and sc["lst"] == [1, 2.5]
     assert ck.epoch == 3 and ck.step == 11 and ck.config == {"a": {"b": 1}, "l": [1, "x"]}
     assert ck.metrics == [{"epoch": 1, "test_acc": 0.5}] and ck.extra == {"note": "hi"}
-    assert ck.format_version == 1 and ck.stopnp_version
+    assert ck.format_version == 2 and ck.stopnp_version
     r2 = np.random.default_rng()
     r2.bit_generator.state = ck.rng_state
     assert np.array_equal(r2.random(5), rng.random(5))
     with h5py.File(p, "r") as f:  # the documented layout, readable by any HDF5 tool
-        assert f.attrs["format_version"] == 1 and isinstance(f.attrs["config"], str)
+        assert f.attrs["format_version"] == 2 and isinstance(f.attrs["config"], str)
+        assert f.attrs["sha256"] == checkpoint.digest(f)
         assert f["params/fc1.weight"].dtype == np.float32 and "opt_state/m/fc1.weight" in f
 
 
@@ -158,13 +159,65 @@ def test_truncated_and_garbage_files(tmp_path):
         checkpoint.load(other)
 
 
+def _poke(path, dataset, data):
+    """Overwrite the stored bytes of ``dataset`` in place (what a bad disk or a stray write does)."""
+    with h5py.File(path, "r") as f:
+        off = f[dataset].id.get_offset()
+    with open(path, "r+b") as fh:
+        fh.seek(off)
+        fh.write(data)
+
+
+@pytest.mark.parametrize("damage", ["random_bytes", "one_weight", "momentum", "config_attr", "epoch_attr",
+                                    "digest_removed", "new_dataset"])
+def test_any_change_after_writing_is_refused_in_one_line(tmp_path, damage):
+    params, opt, rng = _state()
+    p = tmp_path / "c.h5"
+    checkpoint.save(p, params=params, opt_state=opt, **_kw(rng, config={"a": {"b": 1}}))
+    checkpoint.load(p)
+    if damage == "random_bytes":
+        _poke(p, "params/fc1.weight", np.random.default_rng(1).bytes(7))
+    elif damage == "one_weight":
+        _poke(p, "params/fc1.weight", np.float32(12345.0).tobytes())
+    elif damage == "momentum":
+        _poke(p, "opt_state/m/fc1.theta", np.float32(np.nan).tobytes())
+    else:
+        with h5py.File(p, "a") as f:
+            if damage == "config_attr":
+                f.attrs["config"] = '{"a": {"b": 2}}'
+            elif damage == "epoch_attr":
+                f.attrs["epoch"] = 5
+            elif damage == "digest_removed":
+                del f.attrs["sha256"]
+            else:
+                f["params"].create_dataset("extra", data=np.zeros(2))
+    with pytest.raises(CheckpointError, match="c.h5: (checksum mismatch|no sha256 digest)") as e:
+        checkpoint.load(p)
+    assert "\n" not in str(e.value)
+
+
+def test_a_format_1_file_loads_unverified_with_a_note(tmp_path, capsys):
+    params, opt, rng = _state()
+    p = tmp_path / "old.h5"
+    checkpoint.save(p, params=params, opt_state=opt, **_kw(rng))
+    with h5py.File(p, "a") as f:  # what stopnp wrote before the digest
+        f.attrs["format_version"] = 1
+        del f.attrs["sha256"]
+    ck = checkpoint.load(p, expect_params=params)
+    assert ck.format_version == 1 and ck.params["fc1.weight"].tobytes() == params["fc1.weight"].tobytes()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "old.h5: format 1 checkpoint, no checksum" in err
+    checkpoint.load(p)
+    assert capsys.readouterr().err == ""  # once per file
+
+
 def test_version_mismatch_names_found_and_supported(tmp_path):
     params, opt, rng = _state()
     p = tmp_path / "c.h5"
     checkpoint.save(p, params=params, opt_state=opt, **_kw(rng))
     with h5py.File(p, "a") as f:
         f.attrs["format_version"] = 99
-    with pytest.raises(CheckpointError, match=r"c.h5: checkpoint format version 99 .*reads version\(s\) 1"):
+    with pytest.raises(CheckpointError, match=r"c.h5: checkpoint format version 99 .*reads version\(s\) 1, 2"):
         checkpoint.load(p)
 
 
@@ -229,3 +282,25 @@ def test_no_engine_import():
                     assert not (node.module or "").startswith("stopnp"), (mod, node.module)
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith(("stopnp", "numba")) for a in node.names), mod
+
+
+def test_a_full_disk_is_one_line_naming_the_checkpoint(tmp_path, monkeypatch):
+    """HDF5 reports a failed write in two lines naming the temporary file; the user sees one naming last.h5."""
+    from stopnp.fsutil import WriteError
+    params, opt, rng = _state()
+    run = tmp_path / "run"
+    checkpoint.save_best_and_last(run, is_best=True, params=params, opt_state=opt, **_kw(rng, epoch=1))
+    before = {n: (run / n).read_bytes() for n in os.listdir(run)}
+
+    def full(self):
+        raise OSError(f"[Errno 28] Can't synchronously write data (file write failed: time = Thu, "
+                      f"filename = '{self.filename}', errno = 28, error message = 'No space left on device')\n"
+                      f"HDF5-DIAG: Error detected in HDF5 (1.14.2)")
+
+    monkeypatch.setattr(h5py.File, "flush", full)
+    with pytest.raises(WriteError) as e:
+        checkpoint.save_best_and_last(run, is_best=True, params=params, opt_state=opt, **_kw(rng, epoch=2))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(run / "last.h5")) and "disk is full" in msg, msg
+    assert ".tmp" not in msg
+    assert {n: (run / n).read_bytes() for n in os.listdir(run)} == before  # no temporary, nothing changed

@@ -53,15 +53,15 @@ def test_pool_forward_backward(kind):
     k = 2
     out = np.zeros((2, 3, 3, 3))
     am = np.zeros(out.shape, np.int64)
-    fwd = (lambda o, a: pool.avgpool2d_forward(o, a, k)) if kind == "avg" else \
-        (lambda o, a: pool.maxpool2d_forward(o, am, a, k))
+    fwd = (lambda o, a: pool.avgpool2d_forward(o, a, k, k)) if kind == "avg" else \
+        (lambda o, a: pool.maxpool2d_forward(o, am, a, k, k))
     fwd(out, x)
     r = x[:, :, :6, :6].reshape(2, 3, 3, 2, 3, 2)
     np.testing.assert_allclose(out, r.mean(axis=(3, 5)) if kind == "avg" else r.max(axis=(3, 5)))
     R = rng.normal(size=out.shape)
     gx = np.zeros_like(x)
     if kind == "avg":
-        pool.avgpool2d_backward(gx, R, k)
+        pool.avgpool2d_backward(gx, R, k, k)
     else:
         pool.maxpool2d_backward(gx, R, am)
 

@@ -44,16 +44,16 @@ def forward(kind, x, k, out=None, am=None):
     B, C, H, W = x.shape
     out = np.empty((B, C, H // k, W // k), x.dtype) if out is None else out
     if kind == "avg":
-        pool.avgpool2d_forward(out, x, k)
+        pool.avgpool2d_forward(out, x, k, k)
     else:
         am = np.empty(out.shape, np.int64) if am is None else am
-        pool.maxpool2d_forward(out, am, x, k)
+        pool.maxpool2d_forward(out, am, x, k, k)
     return out, am
 
 
 def backward(kind, gx, gout, k, am):
     if kind == "avg":
-        pool.avgpool2d_backward(gx, gout, k)
+        pool.avgpool2d_backward(gx, gout, k, k)
     else:
         pool.maxpool2d_backward(gx, gout, am)
 

@@ -177,3 +177,42 @@ def test_train_prints_the_blas_warning_only_when_there_is_one(tmp_path, monkeypa
         notes = [line for line in lines if line.startswith("note: ")]
         assert notes == ([f"note: {warning}"] if warning else []), lines[:3]
         assert any(line.startswith("epoch 1:") for line in lines)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
+def test_an_update_that_overflows_is_never_saved(tmp_path, capsys):
+    """optim.lr = 1e30: the update of an epoch's last batch overflows from finite gradients. The guard
+    checks the updated state before the epoch's checkpoint, so last.h5 stays loadable and finite."""
+    out = tmp_path / "big"
+    tiny = [s for s in TINY if not s.startswith(("optim.lr", "run.epochs", "data.limit_train"))]
+    args = ["train", "--out", str(out), "--set", "optim.lr=1e30", "--set", "data.limit_train=64",
+            "--set", "run.epochs=3"] + sum((["--set", s] for s in tiny), [])
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "non-finite" in err, err
+    if (out / "last.h5").exists():
+        net, ck = load_network(str(out / "last.h5"))
+        assert all(np.isfinite(v).all() for v in net.params.values())
+        assert all(np.isfinite(a).all() for t in ck.opt_state.values() if isinstance(t, dict) for a in t.values())
+        assert cli.main(["eval", str(out / "last.h5")]) == 0
+
+
+def test_the_thread_policy_never_changes_the_trained_model(tmp_path):
+    """An MLP whose big GEMM once went to a multi-threaded BLAS under the auto policy (784-800-10 at
+    B = 64): run.threads = 1, 2 and 0 (auto) train bitwise the same weights and metrics."""
+    import numba
+    runs = {}
+    try:
+        for n in (1, 2, 0):
+            cfg = _cfg(tmp_path, f"t{n}", ["model.hidden=[800]", "data.limit_train=256", "data.T=2",
+                                           "model.dropout=0.0", f"run.threads={n}"])
+            runs[n] = train(cfg)
+    finally:
+        from stopnp import threads
+        threads.set_threads(numba.config.NUMBA_NUM_THREADS)
+    for n in (2, 0):
+        for k, v in runs[1].net.params.items():
+            assert np.array_equal(v, runs[n].net.params[k]), (n, k, np.abs(v - runs[n].net.params[k]).max())
+        strip = lambda ms: [{k: v for k, v in m.items() if k not in ("seconds", "samples_per_s", "threads")}  # noqa: E731
+                            for m in ms]
+        assert strip(runs[1].metrics) == strip(runs[n].metrics)
