@@ -1,8 +1,8 @@
 """Thread policy: numba kernels and OpenBLAS must not both spin on the same cores.
 
 numba's OpenMP workers busy-wait after a parallel region, and OpenBLAS's do too; on a 2-core box
-the two pools fight and every small kernel becomes ~10x slower (measured: LeNet-5 STOP 144 vs 843
-samples/s). So only one pool is ever multi-threaded:
+the two pools fight and every small kernel waits for the other pool's spinning workers. So only one
+pool is ever multi-threaded:
 
 * The conv GEMMs run inside numba's pool: each iteration of the conv kernels' parallel loop calls
   single-threaded BLAS (``np.dot`` in numba, which is SciPy's OpenBLAS; ``inner_blas_single`` pins
@@ -12,9 +12,7 @@ samples/s). So only one pool is ever multi-threaded:
   sees that the linear GEMMs outweigh the convolutions and one reaches ``BIG_GEMM_MACS``
   multiply-adds (an MLP): then numba runs on one thread and each GEMM of that size takes all cores
   (``gemm_threads``, called by ``ops`` before each linear GEMM; the kernels themselves import
-  nothing). Measured on the shared 2-core host: mlp 7400 vs 6200 samples/s
-  against numba on both cores with auto BLAS; LeNet-5 at B = 32, 1227-1395 vs 916-1352 samples/s with
-  the cores given to numba.
+  nothing). Which of the two carries the work is measured by ``stopnp bench`` (thread policies).
 * ``set_threads(n > 0, blas=k)``: numba kernels on n threads, NumPy's BLAS fixed at k threads
   (default 1: the GEMMs stay single-threaded so that the two pools never spin against each other).
 
@@ -199,10 +197,9 @@ class PoolTuner:
     times the chosen count's probe time (another process started competing).
 
     On a box where another process holds a core, every parallel region waits at its barrier for a
-    descheduled worker: measured on 2 cores with one busy loop beside LeNet-5 training, 1729 samples/s
-    on 2 threads against 3277 on 1 (idle: 5446 against 3429); with a second training beside it, one
-    epoch that stayed on 2 threads took 77 s instead of 1.6. Results are bitwise the same for any thread
-    count (tested), so switching costs nothing but the probe batches. Inactive (``threads`` is None)
+    descheduled worker, so one thread can beat all cores; which wins depends on the load at the time,
+    hence the probes. Results are bitwise the same for any thread count (tested), so switching costs
+    nothing but the probe batches. Inactive (``threads`` is None)
     under an explicit thread count, on one core, or when the BLAS pool carries the work.
     """
 
