@@ -73,3 +73,11 @@ def test_cli_recipes_list_show_copy_and_train_by_name(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert "mnist-lenet6: no such config file or packaged recipe" in err and "fashion-lenet5" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_build_takes_a_recipe_name():
+    net = stopnp.build("fashion-lenet5", run__seed=1)
+    assert net.config["data"]["name"] == "fashion-mnist" and net.config["model"]["name"] == "lenet5"
+    assert stopnp.build("mlp").config["model"]["name"] == "mlp"
+    with pytest.raises(C.ConfigError, match="unknown model 'lenet6'; valid: mlp.*packaged recipe.*fashion-lenet5"):
+        stopnp.build("lenet6")
