@@ -244,6 +244,18 @@ def _version():
     return f"stopnp {__version__} (python {platform.python_version()}, {', '.join(deps)})"
 
 
+class _VersionAction(argparse.Action):
+    """--version: the versions are looked up only when asked for."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print stopnp's version and those of python, numpy, numba, scipy, h5py")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
+
+
 # commands that read datasets by name: they take --data-dir after the command too
 _DATA_COMMANDS = ("train", "eval", "inspect", "plot", "compare", "export")
 
@@ -253,7 +265,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="stopnp", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Train spiking neural networks with STOP (and BPTT, SLTT, OTTT, BPSTA) on the CPU.")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction)
     data_cli.add_data_dir(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)

@@ -105,3 +105,15 @@ def test_wheel_in_a_fresh_venv(tmp_path):
     assert all(f.endswith(COMPILED) and "__pycache__" in f for f in gained), sorted(gained)[:10]
     assert {f for f in _files(os.path.join(site, "stopnp")) if f.endswith(".h5")} == {"resources/mnist_builtin.h5"}
     assert _files(tmp_path / "userdata") == {os.path.join("cache", "mnist.h5")}
+
+
+def test_version_names_stopnp_and_its_libraries(capsys):
+    from importlib import metadata
+
+    import stopnp
+    from stopnp.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith(f"stopnp {stopnp.__version__} (python ")
+    assert f"numba {metadata.version('numba')}" in out and f"numpy {metadata.version('numpy')}" in out
