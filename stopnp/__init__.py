@@ -1,6 +1,7 @@
 """stopnp: train spiking neural networks with STOP in NumPy + Numba.
 
-    build(config, **overrides) -> Network          a model name, config dict or TOML/JSON path
+    build(config, **overrides) -> Network          a model name, packaged recipe name, config dict or
+                                                   TOML/JSON path
     net.params                                     name -> plain writable NumPy array
     gradients(net, x, y, rule="stop", **options)   gradients of one batch, same names
     simulate(net, x, record=(...), y=None)         per-layer, per-step U, s, traces, δ

@@ -1,6 +1,6 @@
 """The ``stopnp`` command line: argument parsing only; every command calls the library.
 
-    stopnp train [CONFIG] [--set SECTION.KEY=VALUE ...] [--resume CKPT | --force]
+    stopnp train [RECIPE] [--set SECTION.KEY=VALUE ...] [--resume CKPT | --force]
     stopnp eval CHECKPOINT [--data NAME] [--split test] [--numerics fixed]
     stopnp inspect CHECKPOINT [--out FILE.h5] [--batch N]
     stopnp plot RUN_DIR [--out DIR]
@@ -8,15 +8,21 @@
     stopnp bench [...]
     stopnp compare [--rules R1,R2] [--epochs N] [--force]
     stopnp export {c,nir} CHECKPOINT OUT
+    stopnp recipes [list | show NAME | copy NAME [DEST]]
+
+RECIPE: a config file (TOML or JSON) or the name of a packaged recipe (``stopnp recipes list``).
+--data-dir DIR (before or after the command; same as STOPNP_DATA=DIR): the folder dataset names resolve in.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
 
 EPILOG = """examples:
   stopnp train                                   LeNet-5, STOP-WTL, built-in MNIST subset
-  stopnp train examples/configs/mnist-lenet5.toml --set optim.lr=0.05 --set run.epochs=3
+  stopnp train mnist-lenet5 --set optim.lr=0.05 --set run.epochs=3   a packaged recipe (stopnp recipes)
+  stopnp train my.toml --data-dir /srv/datasets  a recipe file; datasets from /srv/datasets/cache
   stopnp eval runs/default/best.h5
   stopnp inspect runs/default/last.h5 --out plots/inspect.h5
   stopnp plot runs/default
@@ -26,14 +32,15 @@ EPILOG = """examples:
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train a network (default: LeNet-5 with STOP-WTL on built-in MNIST)",
-                       description="Train a spiking network. With no CONFIG: LeNet-5, STOP with weights, "
-                                   "thresholds and leaks learned (STOP-WTL), on the built-in 8,000/2,000-digit "
-                                   "MNIST subset (the recipe examples/configs/mnist-lenet5.toml; about 1.5 "
-                                   "minutes on 2 cores). Writes config.toml, metrics.jsonl, last.h5, best.h5 "
-                                   "and history.h5 to run.out_dir, which must not hold a run already (use "
-                                   "--resume to continue it, or --force to replace it).",
+                       description="Train a spiking network. With no RECIPE: LeNet-5, STOP with weights,\n"
+                                   "thresholds and leaks learned (STOP-WTL), on the built-in 8,000/2,000-digit\n"
+                                   "MNIST subset (the packaged recipe mnist-lenet5). Writes config.toml,\n"
+                                   "metrics.jsonl, last.h5, best.h5 and history.h5 to run.out_dir, which must not\n"
+                                   "hold a run already (--resume continues it, --force replaces it).",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
-    p.add_argument("config", nargs="?", help="recipe file (TOML or JSON), e.g. examples/configs/*.toml")
+    p.add_argument("config", nargs="?", metavar="RECIPE",
+                   help="a config file (TOML or JSON) or a packaged recipe name, e.g. fashion-lenet5 "
+                        "(stopnp recipes list)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (repeatable), e.g. --set optim.lr=0.05")
     p.add_argument("--rule", help="shortcut for --set rule.name=RULE")
@@ -49,11 +56,12 @@ def _add_train(sub):
 
 def cmd_train(args):
     from . import config as C
+    from .recipes import locate
     from .train import train
     ov = list(args.overrides)
     for o in ov:  # before the config file: `--set optim.lr 0.1` would otherwise read "0.1" as the file
         C.parse_override(o)
-    base = C.read(args.config) if args.config else C.DEFAULT_TRAIN
+    base = C.read(locate(args.config)) if args.config else C.DEFAULT_TRAIN
     if args.rule is not None:
         ov.append(f"rule.name={args.rule!s}")
     if args.epochs is not None:
@@ -183,18 +191,93 @@ def cmd_plot(args):
     return 0
 
 
-def build_parser():
+def _add_recipes(sub):
+    p = sub.add_parser("recipes", help="list, show or copy the packaged recipes",
+                       description="The recipes shipped with stopnp (`stopnp train NAME` runs one). Copy one "
+                                   "to edit it, then `stopnp train FILE`.",
+                       epilog="examples:\n  stopnp recipes\n  stopnp recipes show fashion-lenet5\n"
+                              "  stopnp recipes copy fashion-lenet5 my.toml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    rs = p.add_subparsers(dest="recipes_command", metavar="SUBCOMMAND")
+    rs.add_parser("list", help="names and one-line descriptions (the default)")
+    show = rs.add_parser("show", help="print a recipe")
+    show.add_argument("name", metavar="NAME")
+    copy = rs.add_parser("copy", help="copy a recipe to a file or folder")
+    copy.add_argument("name", metavar="NAME")
+    copy.add_argument("dest", nargs="?", default=".", metavar="DEST",
+                      help="file, or folder for NAME.toml (default: the current folder)")
+    copy.add_argument("--force", action="store_true", help="replace an existing DEST file")
+    p.set_defaults(func=cmd_recipes)
+
+
+def cmd_recipes(args):
+    import shutil
+    from . import recipes
+    from .config import ConfigError
+    which = getattr(args, "recipes_command", None) or "list"
+    if which == "list":
+        names = recipes.names()
+        width = max(map(len, names))
+        for name in names:
+            print(f"{name:<{width}}  {recipes.summary(name)}")
+        return 0
+    src = recipes.path(args.name)
+    if which == "show":
+        with open(src, encoding="utf-8") as f:
+            sys.stdout.write(f.read())
+        return 0
+    dest = args.dest
+    if os.path.isdir(dest):
+        dest = os.path.join(dest, os.path.basename(src))
+    if os.path.exists(dest) and not args.force:
+        raise ConfigError(f"{dest}: exists; choose another DEST or replace it with --force")
+    shutil.copyfile(src, dest)
+    print(f"wrote {dest}")
+    return 0
+
+
+def _version():
+    """stopnp's version and those of the libraries that decide its numbers (without importing them)."""
+    import platform
+    from importlib import metadata
     from ._version import __version__
+    deps = []
+    for dist in ("numpy", "numba", "scipy", "h5py"):
+        try:
+            deps.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            deps.append(f"{dist} missing")
+    return f"stopnp {__version__} (python {platform.python_version()}, {', '.join(deps)})"
+
+
+class _VersionAction(argparse.Action):
+    """--version: the versions are looked up only when asked for."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print stopnp's version and those of python, numpy, numba, scipy, h5py")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
+
+
+# commands that read datasets by name: they take --data-dir after the command too
+_DATA_COMMANDS = ("train", "eval", "inspect", "plot", "compare", "export")
+
+
+def build_parser():
+    from .data import cli as data_cli
     parser = argparse.ArgumentParser(
         prog="stopnp", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Train spiking neural networks with STOP (and BPTT, SLTT, OTTT, BPSTA) on the CPU.")
-    parser.add_argument("--version", action="version", version=f"stopnp {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
+    data_cli.add_data_dir(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
     _add_eval(sub)
     _add_inspect(sub)
     _add_plot(sub)
-    from .data import cli as data_cli
     data_cli.register(sub)
     for mod in ("stopnp.bench_cli", "stopnp.compare_cli", "stopnp.export.cli"):
         try:
@@ -204,7 +287,30 @@ def build_parser():
                 raise
             continue
         module.register(sub)
+    _add_recipes(sub)
+    for name in _DATA_COMMANDS:
+        if name in sub.choices:
+            data_cli.add_data_dir(sub.choices[name])
     return parser
+
+
+@contextlib.contextmanager
+def _data_dir_env(data_dir):
+    """--data-dir as STOPNP_DATA while the command runs: seen by the library and by the subprocesses a
+    command starts (compare), and restored afterwards for callers of ``main``."""
+    from .data.paths import ENV
+    if not data_dir:
+        yield
+        return
+    old = os.environ.get(ENV)
+    os.environ[ENV] = os.path.abspath(os.path.expanduser(data_dir))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = old
 
 
 def main(argv=None) -> int:
@@ -233,7 +339,8 @@ def main(argv=None) -> int:
     except ImportError:
         pass
     try:
-        return args.func(args) or 0
+        with _data_dir_env(getattr(args, "data_dir", None)):
+            return args.func(args) or 0
     except BrokenPipeError:  # e.g. `stopnp data info ... | head`: the reader left, nothing to report
         sys.stderr.close()
         return 0

@@ -1,9 +1,8 @@
 """``stopnp compare``: every rule trained on equal terms, one table and two figures.
 
-Each rule trains LeNet-5 on the built-in MNIST subset with the base recipe
-(examples/configs/mnist-lenet5.toml) plus its own recipe (examples/configs/rule-<rule>.toml: leak,
-threshold, surrogate, loss, readout), with the same seed, epoch budget and batch size, in its own
-subprocess (so its peak RSS is its own). Reported: best test accuracy, training time, peak RSS, and the
+Each rule trains LeNet-5 on the built-in MNIST subset with the packaged base recipe mnist-lenet5 plus
+its own recipe rule-<rule> (leak, threshold, surrogate, loss, readout; ``stopnp recipes show NAME``),
+with the same seed, epoch budget and batch size, in its own subprocess (so its peak RSS is its own). Reported: best test accuracy, training time, peak RSS, and the
 mean over layers of the cosine between the rule's weight gradient and BPTT's on one test batch at the
 trained parameters (BPSTA: plain BPTT of its own neuron, see ``gradient_cosine``). Memory vs T comes
 from the benchmark's mlp workload at T = 4..64.
@@ -18,14 +17,13 @@ import time
 import numpy as np
 
 RULES = ("stop", "bptt", "sltt", "sltt-k", "ottt", "bpsta")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = os.path.join(ROOT, "examples", "configs")
 
 
 def rule_config(rule, epochs, seed, out_dir, extra=()):
     from . import config as C
-    base = C.read(os.path.join(RECIPES, "mnist-lenet5.toml"))
-    recipe = C.read(os.path.join(RECIPES, f"rule-{rule}.toml"))
+    from .recipes import path
+    base = C.read(path("mnist-lenet5"))
+    recipe = C.read(path(f"rule-{rule}"))
     cfg = C.resolve(base)
     for sec, body in recipe.items():
         cfg[sec].update(body)
@@ -61,7 +59,7 @@ def check(rules, epochs, seed, out_dir, plots_dir, extra=(), overwrite=False):
     fixed = [o for o in extra if o.split("=", 1)[0].strip().startswith("rule.")]
     if fixed:
         raise ConfigError(f"compare --set {fixed[0]}: each rule keeps its own recipe's [rule] section "
-                          f"(examples/configs/rule-<rule>.toml); choose rules with --rules")
+                          f"(the packaged recipe rule-<rule>); choose rules with --rules")
     if seed < 0:
         raise ConfigError(f"compare --seed {seed}: expected an integer >= 0")
     for rule in rules:

@@ -18,7 +18,7 @@ def register(sub):
         "compare", help="train every learning rule on equal terms and tabulate",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train STOP, BPTT, SLTT, SLTT-K, OTTT and BPSTA on the built-in MNIST subset (LeNet-5, each\n"
-                    "rule with its recipe examples/configs/rule-<rule>.toml on top of mnist-lenet5.toml, same\n"
+                    "rule with its packaged recipe rule-<rule> on top of mnist-lenet5 (stopnp recipes), same\n"
                     "seed and epoch budget, one subprocess per rule), then write into --plots:\n"
                     "  compare.md / compare.json   test accuracy, training time, peak RSS, mean per-layer cosine\n"
                     "                              of the rule's weight gradient to BPTT's on one test batch\n"
@@ -32,7 +32,7 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0, help="run.seed for every rule (default 0)")
     p.add_argument("--out", default="runs/compare", help="run directories, one per rule (default runs/compare)")
     p.add_argument("--plots", default="plots", help="where the table and figures go (default plots)")
-    p.add_argument("--no-memory", action="store_true", help="skip the memory-vs-T sweep (about 1 minute)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory-vs-T sweep")
     p.add_argument("--force", action="store_true", help="replace earlier runs in --out (they are lost)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="extra override applied to every rule, repeatable (e.g. data.limit_train=2000)")

@@ -153,8 +153,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
 }
 
 
-# What `stopnp train` runs with no config file (= examples/configs/mnist-lenet5.toml): LeNet-5, STOP-WTL,
-# built-in MNIST subset, tuned on this machine to pass 98% test accuracy in a few minutes. The library
+# What `stopnp train` runs with no config file (= the packaged recipe mnist-lenet5): LeNet-5, STOP-WTL,
+# built-in MNIST subset, tuned to pass 98% test accuracy. The library
 # defaults above follow ALGORITHMS.md (e.g. a spiking output layer); this recipe departs from them where
 # measured better: a non-spiking membrane readout, batches of 32, lr 0.05, ±2-px shifts, 25 epochs.
 DEFAULT_TRAIN = {

@@ -146,7 +146,7 @@ class Network:
 # building
 
 def build(cfg=None, **overrides) -> Network:
-    """Build a network from a config dict, a TOML/JSON file path, or a model name.
+    """Build a network from a config dict, a TOML/JSON file path, a model name or a packaged recipe name.
 
     ``overrides`` are ``section__key=value`` keywords or ``"section.key"`` names via a dict, e.g.
     ``build("mlp", model__hidden=[100], neuron__reset="hard")``; the seed is ``run.seed``.
@@ -158,10 +158,13 @@ def build(cfg=None, **overrides) -> Network:
     elif isinstance(cfg, (str, os.PathLike)) and (os.path.sep in str(cfg) or str(cfg).endswith(
             (".toml", ".json"))):
         base = config_mod.read(cfg)
+    elif isinstance(cfg, str) and cfg not in config_mod.MODELS:
+        from .recipes import names, path
+        if cfg not in names():
+            raise config_mod.ConfigError(f"unknown model {cfg!r}; valid: {', '.join(config_mod.MODELS)}, a "
+                                         f"packaged recipe ({', '.join(names())}) or a config file path")
+        base = config_mod.read(path(cfg))
     elif isinstance(cfg, str):
-        if cfg not in config_mod.MODELS:
-            raise config_mod.ConfigError(f"unknown model {cfg!r}; valid: {', '.join(config_mod.MODELS)} "
-                                         f"or a config file path")
         base = {"model": {"name": cfg}}
     else:
         raise config_mod.ConfigError(f"config must be a dict, a file path or a model name, not {type(cfg)}")

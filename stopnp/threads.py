@@ -1,8 +1,8 @@
 """Thread policy: numba kernels and OpenBLAS must not both spin on the same cores.
 
 numba's OpenMP workers busy-wait after a parallel region, and OpenBLAS's do too; on a 2-core box
-the two pools fight and every small kernel becomes ~10x slower (measured: LeNet-5 STOP 144 vs 843
-samples/s). So only one pool is ever multi-threaded:
+the two pools fight and every small kernel waits for the other pool's spinning workers. So only one
+pool is ever multi-threaded:
 
 * The conv GEMMs run inside numba's pool: each iteration of the conv kernels' parallel loop calls
   single-threaded BLAS (``np.dot`` in numba, which is SciPy's OpenBLAS; ``inner_blas_single`` pins
@@ -196,10 +196,9 @@ class PoolTuner:
     times the chosen count's probe time (another process started competing).
 
     On a box where another process holds a core, every parallel region waits at its barrier for a
-    descheduled worker: measured on 2 cores with one busy loop beside LeNet-5 training, 1729 samples/s
-    on 2 threads against 3277 on 1 (idle: 5446 against 3429); with a second training beside it, one
-    epoch that stayed on 2 threads took 77 s instead of 1.6. Results are bitwise the same for any thread
-    count (tested), so switching costs nothing but the probe batches. Inactive (``threads`` is None)
+    descheduled worker, so one thread can beat all cores; which wins depends on the load at the time,
+    hence the probes. Results are bitwise the same for any thread count (tested), so switching costs
+    nothing but the probe batches. Inactive (``threads`` is None)
     under an explicit thread count, on one core, or when the BLAS pool carries the work.
     """
 

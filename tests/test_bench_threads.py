@@ -76,12 +76,12 @@ def test_inner_blas_is_pinned_to_one_thread():
 def test_conv_nets_give_numba_the_cores(config, pool):
     """LeNet-5 at B = 128 and ResNet-18 have a linear GEMM over 4M multiply-adds, but their conv work
     (in numba's pool) is larger: the cores go to numba. So does the bench mlp (its GEMMs run in that pool too)."""
-    from pathlib import Path
     from stopnp import bench
     from stopnp.config import read, resolve
+    from stopnp.recipes import path
     from stopnp.network import from_config
     from stopnp.ops import conv_macs, linear_macs, thread_workload
-    cfg = resolve(read(Path(__file__).parent.parent / "examples" / "configs" / f"{config}.toml"))
+    cfg = resolve(read(path(config)))
     net, B = from_config(cfg), cfg["data"]["batch_size"]
     m, inner, blas = thread_workload(net, B)
     assert inner == conv_macs(net, B) > blas == linear_macs(net, B) > 0

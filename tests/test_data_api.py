@@ -121,8 +121,10 @@ def test_a_damaged_chunk_is_named_when_read(tmp_path):
 
 # --- load / info errors ----------------------------------------------------------------------------
 def test_load_errors(tmp_path):
-    with pytest.raises(DataError, match="no such dataset cache; run `stopnp data get cifar10-nothere`"):
-        data.load("cifar10-nothere", "train")
+    with pytest.raises(DataError, match=f"dataset 'cifar10-nothere': no cache {tmp_path}/cache/cifar10-nothere.h5 "
+                                        f"in the data folder {tmp_path}; make it with `stopnp data get "
+                                        f"cifar10-nothere`.*STOPNP_DATA"):
+        data.load("cifar10-nothere", "train", data_dir=str(tmp_path))
     with pytest.raises(DataError, match="split 'val': valid: train, test"):
         data.load("mnist-builtin", "val")
     bad = tmp_path / "bad.h5"
@@ -170,5 +172,5 @@ def test_info_summarises_a_cache():
     assert out["train"]["x_shape"] == (8000, 1, 28, 28) and out["test"]["n"] == 2000
     assert sum(out["test"]["per_class"]) == 2000 and out["attrs"]["n_classes"] == 10
     assert data.info(builtin.DEFAULT_PATH)["train"]["x_dtype"] == "uint8"
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(DataError, match="/nonexistent/x.h5: no such dataset cache file"):
         data.info("/nonexistent/x.h5")

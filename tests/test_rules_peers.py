@@ -571,8 +571,8 @@ def test_bpsta_training_refuses_the_settings_it_would_ignore(tmp_path):
     from stopnp import config as C
     from stopnp.rules import bpsta
     from stopnp.train import train
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs",
-                        "rule-bpsta.toml")
+    from stopnp.recipes import path as recipe_path
+    path = recipe_path("rule-bpsta")
     bpsta.check_config(C.resolve(C.read(path)))
     for override, field in (("loss.kind=ce", "loss.kind"), ('loss.reduce="sum"', "loss.reduce"),
                             ('neuron.reset="soft"', "neuron.reset")):

@@ -1,8 +1,9 @@
 """Datasets as plain arrays: sources (cached HDF5 files) and time-major mini-batches.
 
-    load(name_or_path, split) -> Source       "mnist-builtin", a cache name under data/cache/, or a path
+    load(name_or_path, split, data_dir=None)  "mnist-builtin", a cache name in the data folder, or a path
     batches(source, batch_size, T, ...)       yields x (T, B, C, H, W) float, y (B,) int64
-    info(path) -> dict                        what a cache file holds
+    info(path, data_dir=None) -> dict         what a cache file holds
+    data_dir(explicit=None) -> str            the data folder: explicit, $STOPNP_DATA, the user cache
     from_arrays(x, y), from_tonic(dataset, T, sensor_size)   sources without a cache file
     simulate_saccades(images, params, seed)   N-MNIST-like event recordings of static digits (saccades.py);
                                               "nmnist-builtin": those of the built-in digits, as a cache
@@ -20,6 +21,10 @@ Source: x (N, C, H, W) uint8 images or (N, T, C, H, W) uint8/uint16 event counts
 h5py dataset for caches over 512 MiB), y int64 (N,), n_classes, input_shape (C, H, W), static, T
 (None for images), name, attrs (the cache file's attributes).
 
+Names resolve to <data folder>/cache/<name>.h5 (``paths.py``: the ``data_dir`` argument, else the
+environment variable STOPNP_DATA, else the platform's user cache folder such as ~/.cache/stopnp).
+"mnist-builtin" is package data, read in place.
+
 Static images are fed as the analog image at every step (direct coding) through a stride-0 view
 over T: no T copies. Event data are stored as per-step count frames (N, T, C, H, W).
 This package never imports the engine.
@@ -28,6 +33,9 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from . import paths
+from .paths import data_dir  # public: the folder that dataset names resolve in
 
 
 class DataError(ValueError):
@@ -49,23 +57,38 @@ class Source:
         return len(self.y)
 
 
-def _resolve_path(name_or_path):
-    from .builtin import DEFAULT_PATH, ROOT
+def _is_path(name_or_path):
+    return os.path.sep in name_or_path or "/" in name_or_path or name_or_path.endswith(".h5")
+
+
+def _resolve_path(name_or_path, data_dir=None):
     if name_or_path == "mnist-builtin":
-        return DEFAULT_PATH
-    if os.path.sep in name_or_path or name_or_path.endswith(".h5"):
+        return paths.builtin_path()
+    if _is_path(name_or_path):
         return name_or_path
-    return os.path.join(ROOT, "data", "cache", f"{name_or_path}.h5")
+    return os.path.join(paths.cache_dir(data_dir), f"{name_or_path}.h5")
 
 
-def load(name_or_path: str, split: str) -> Source:
-    """Open a cached dataset split. Small sets are read into memory; large ones stay on disk."""
+def _missing(name_or_path, path, data_dir=None):
+    """The one-line reason a dataset file is not there, and the fix."""
+    if name_or_path == "mnist-builtin":
+        return f"{path}: the built-in dataset is missing from this installation of stopnp; reinstall it"
+    if _is_path(name_or_path):
+        return (f"{path}: no such dataset cache file (`stopnp data get NAME` or `stopnp data convert NAME ROOT` "
+                f"make one), or use data.name = 'mnist-builtin'")
+    return (f"dataset {name_or_path!r}: no cache {path} in the data folder {paths.data_dir(data_dir)}; make it "
+            f"with `stopnp data get {name_or_path}` or `stopnp data convert {name_or_path} ROOT`, point "
+            f"{paths.ENV} (or --data-dir) at the folder that holds it, or use data.name = 'mnist-builtin'")
+
+
+def load(name_or_path: str, split: str, data_dir=None) -> Source:
+    """Open a cached dataset split. Small sets are read into memory; large ones stay on disk.
+    ``data_dir``: the data folder for a name (default $STOPNP_DATA, else the user cache folder)."""
     if split not in ("train", "test"):
         raise DataError(f"split {split!r}: valid: train, test")
-    path = _resolve_path(name_or_path)
+    path = _resolve_path(name_or_path, data_dir)
     if not os.path.isfile(path):
-        raise DataError(f"{path}: no such dataset cache; run `stopnp data get {name_or_path}` (or "
-                        f"`stopnp data convert`) first, or pass data.name = 'mnist-builtin'")
+        raise DataError(_missing(name_or_path, path, data_dir))
     f = _open_h5(path)
     try:
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
@@ -279,12 +302,12 @@ def batches(source: Source, batch_size: int, T: int, *, seed=0, epoch=0, shuffle
         yield x, source.y[idx]
 
 
-def info(path: str) -> dict:
+def info(path: str, data_dir=None) -> dict:
     """Shapes, dtypes, class counts and attributes of a cache file (a path, or a name as for ``load``);
     every split is checked as ``load`` checks it, except the pixels, which are not read."""
-    path = _resolve_path(path)
+    name, path = path, _resolve_path(path, data_dir)
     if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file; `stopnp data get NAME` or `stopnp data convert` makes caches")
+        raise DataError(_missing(name, path, data_dir))
     with _open_h5(path) as f:
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
         out = {"path": path, "attrs": attrs}

@@ -2,7 +2,7 @@
 
 The package stores each digit class as ``src/digits/<d>.json`` = {"data": [784·n floats in [0, 1]]},
 pixels rounded to 3 decimals of x/255; ``round(v·255)`` recovers the original byte exactly. The
-conversion writes ``data/mnist_builtin.h5`` (uint8 images (N, 1, 28, 28), int64 labels) with a fixed
+conversion writes ``stopnp/resources/mnist_builtin.h5`` (package data, read in place; uint8 images (N, 1, 28, 28), int64 labels) with a fixed
 stratified 8,000/2,000 train/test split (per class: the first 80% after a seeded permutation; each split
 stored in a fixed seeded order, so that a prefix such as ``data.limit_test`` is class-balanced).
 """
@@ -13,10 +13,11 @@ import tarfile
 
 import numpy as np
 
+from .paths import builtin_path
+
 SEED = 20241122
 TRAIN_FRACTION = 0.8
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_PATH = os.path.join(ROOT, "data", "mnist_builtin.h5")
+DEFAULT_PATH = builtin_path()
 
 
 def _digit_files(package):

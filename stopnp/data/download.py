@@ -4,6 +4,9 @@ verified before the rename), then convert once to an HDF5 cache (``convert``).
 MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 come from their official addresses; the event datasets
 need a registration or a manual download, so ``get`` prints where to obtain them and the layout that
 ``stopnp data convert`` expects. Offline, the error message gives the manual steps.
+
+Originals go to <data folder>/raw/<name>/ and caches to <data folder>/cache/ (``paths.py``: --data-dir,
+else $STOPNP_DATA, else the user cache folder); ``root`` and ``cache_dir`` override each one.
 """
 import hashlib
 import json
@@ -15,11 +18,7 @@ import urllib.request
 
 import numpy as np
 
-from . import DataError
-from .builtin import ROOT
-
-RAW = os.path.join(ROOT, "data", "raw")
-CACHE = os.path.join(ROOT, "data", "cache")
+from . import DataError, paths
 
 SOURCES = {
     "mnist": {"base": "https://ossci-datasets.s3.amazonaws.com/mnist/", "official": "http://yann.lecun.com/exdb/mnist/",
@@ -44,19 +43,19 @@ SOURCES = {
 
 MANUAL = {
     "nmnist": ("N-MNIST (Orchard et al. 2015): download Train.zip and Test.zip from "
-               "https://www.garrickorchard.com/datasets/n-mnist and unzip into data/raw/nmnist/ so that "
-               "data/raw/nmnist/Train/0/*.bin ... data/raw/nmnist/Test/9/*.bin exist; then run "
-               "`stopnp data convert nmnist data/raw/nmnist --T 8`. Offline, `stopnp data get nmnist-builtin` "
+               "https://www.garrickorchard.com/datasets/n-mnist and unzip into a folder ROOT so that "
+               "ROOT/Train/0/*.bin ... ROOT/Test/9/*.bin exist; then run "
+               "`stopnp data convert nmnist ROOT --T 8`. Offline, `stopnp data get nmnist-builtin` "
                "simulates N-MNIST-like recordings from the built-in digits."),
     "dvsgesture": ("DVS128 Gesture (Amir et al. 2017): download DvsGesture.tar.gz from "
-                   "https://research.ibm.com/interactive/dvsgesture/ and extract into data/raw/dvsgesture/ "
+                   "https://research.ibm.com/interactive/dvsgesture/ and extract into a folder ROOT "
                    "(user*_*.aedat with their *_labels.csv, trials_to_train.txt, trials_to_test.txt); then "
-                   "`stopnp data convert dvsgesture data/raw/dvsgesture --T 20`. tonic's per-sample .npy "
+                   "`stopnp data convert dvsgesture ROOT --T 20`. tonic's per-sample .npy "
                    "layout (<split>/<class>/*.npy) is accepted too."),
     "cifar10-dvs": ("CIFAR10-DVS (Li et al. 2017): download the ten class archives from "
                     "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671 and extract into "
-                    "data/raw/cifar10-dvs/<class name>/*.aedat (AEDAT 2.0); then "
-                    "`stopnp data convert cifar10-dvs data/raw/cifar10-dvs --T 10 --size 48`."),
+                    "ROOT/<class name>/*.aedat (AEDAT 2.0); then "
+                    "`stopnp data convert cifar10-dvs ROOT --T 10 --size 48`."),
 }
 
 
@@ -115,11 +114,13 @@ def fetch(url, dest, expected=None, retries=3, timeout=30):
     return dest
 
 
-def get(name, root=None, base_url=None, cache_dir=None, **simulate):
+def get(name, root=None, base_url=None, cache_dir=None, data_dir=None, **simulate):
     """Download and convert ``name``; returns the cache path. Event datasets: raises with instructions.
     'nmnist-builtin' (and its named variants, e.g. 'nmnist-builtin-T20') is simulated from the built-in
     digits instead (``saccades.build``; ``root``: also write its N-MNIST .bin files there; ``simulate``:
-    T, by, size, seed, limit, force, progress)."""
+    T, by, size, seed, limit, force, progress). Defaults: ``root`` <data folder>/raw/<name>, ``cache_dir``
+    <data folder>/cache."""
+    cache_dir = cache_dir or paths.cache_dir(data_dir)
     if name == "nmnist-builtin" or name.startswith("nmnist-builtin-"):
         if base_url:
             raise DataError(f"--url {base_url}: {name} is simulated here, nothing is downloaded; drop --url")
@@ -129,12 +130,13 @@ def get(name, root=None, base_url=None, cache_dir=None, **simulate):
         raise DataError(f"{', '.join(sorted(simulate))}: options of the simulated set nmnist-builtin only, "
                         f"not of {name}")
     if name in MANUAL:
-        raise DataError(f"{name} cannot be downloaded automatically. {MANUAL[name]}")
+        raise DataError(f"{name} cannot be downloaded automatically. {MANUAL[name]} ROOT is any folder, "
+                        f"e.g. {paths.raw_dir(name, data_dir)}")
     if name not in SOURCES:
         raise DataError(f"unknown dataset {name!r}; available: {', '.join(list(SOURCES) + list(MANUAL))}, "
                         f"nmnist-builtin")
     src = SOURCES[name]
-    root = root or os.path.join(RAW, name)
+    root = root or paths.raw_dir(name, data_dir)
     base = base_url or src["base"]
     try:
         for fname, digest in src["files"].items():
@@ -168,11 +170,12 @@ def source_checksums(root, exts, names=()):
     return dict(sorted(out.items()))
 
 
-def convert(name, root, cache_dir=None, T=None, size=None, by="time", denoise_dt=0):
-    """Original files under ``root`` -> data/cache/<name>[-T<T>].h5 (idempotent, atomic)."""
+def convert(name, root, cache_dir=None, T=None, size=None, by="time", denoise_dt=0, data_dir=None):
+    """Original files under ``root`` -> <cache_dir>/<name>[-T<T>].h5 (idempotent, atomic); ``cache_dir``
+    defaults to <data folder>/cache."""
     from . import cifar, events, idx
     from .cache import write_h5_atomic
-    cache_dir = cache_dir or CACHE
+    cache_dir = cache_dir or paths.cache_dir(data_dir)
     kind = SOURCES.get(name, {}).get("kind", name)
     if kind not in ("idx", "cifar", "nmnist", "dvsgesture", "cifar10-dvs"):
         raise DataError(f"cannot convert {name!r}; known: {', '.join(list(SOURCES) + list(MANUAL))}")

@@ -371,8 +371,8 @@ def build(cache_dir=None, *, T=DEFAULT_T, by="time", size=FIELD, seed=SEED, bin_
     split and as samples finish."""
     from . import DataError, load
     from .cache import write_h5_streamed
-    from .download import CACHE
     from .events import to_frames, write_nmnist
+    from .paths import cache_dir as default_cache_dir
     if int(T) < 1:
         raise DataError(f"T = {T}: frames need T >= 1 time bins")
     if by not in ("time", "count"):
@@ -383,7 +383,7 @@ def build(cache_dir=None, *, T=DEFAULT_T, by="time", size=FIELD, seed=SEED, bin_
     if bin_root is not None and params.sensor != FIELD:
         raise DataError(f"{bin_root}: N-MNIST .bin recordings are {FIELD}x{FIELD}; write them with size {FIELD}")
     name = cache_name(int(T), by, params.sensor)
-    out = os.path.join(cache_dir or CACHE, name + ".h5")
+    out = os.path.join(cache_dir or default_cache_dir(), name + ".h5")
     digits = {s: load("mnist-builtin", s) for s in ("train", "test")}
     counts = {s: min(int(limit), len(d.y)) if limit else len(d.y) for s, d in digits.items()}
     S = params.sensor

@@ -24,21 +24,19 @@ image (Hp = H + 2p, Wp = W + 2p) flattened,
 
     cols_b[(c·KH + u)·KW + v, i·Wp + j] = x̄[c·Hp·Wp + (i+u)·Wp + j + v]       (im2col_wide)
 
-so each row is one contiguous run of x̄ (a vectorized copy, 5-6× faster than the Wo-wide rows of short
-runs). Columns j >= Wo run on into the next image row: the forward drops them, the backward gives them
-gout = 0, so for finite inputs they add exact zeros to gW and gx (an infinite input gives NaN there
-where the direct sum gives ±Inf; training's NaN guard stops on either). The GEMMs grow by Wp/Wo
-(LeNet's 5×5 conv on 14×14: 1.4×) but the lowering, which dominated, shrinks more (LeNet conv2 per
-step, B = 32, 2 threads: forward 227 → 86 µs, backward 446 → 199 µs). The whole step runs inside one
-numba parallel loop over samples (or over the fixed sample groups g of the weight gradient): each
-iteration lowers its sample into
-its thread's slot of ``cols`` while it is hot in that core's cache and calls single-threaded BLAS
-(``np.dot``, through SciPy's BLAS) on it. So the GEMMs, im2col and col2im share numba's one thread
-pool and no second pool spins against it. A sample whose lowered matrix exceeds a byte budget is
-lowered in bands of output rows (``band_rows``; the forward uses a smaller budget, which its GEMM
-prefers), each band's GEMMs done before the next is lowered. The groups are fixed by B alone
-(``wgrad_groups``), and each is summed serially in order of b, then the groups in order of g: the
-results are bitwise the same for any thread count.
+so each row is one contiguous run of x̄ (one vectorized copy instead of Ho short runs of Wo). Columns
+j >= Wo run on into the next image row: the forward drops them, the backward gives them gout = 0, so for
+finite inputs they add exact zeros to gW and gx (an infinite input gives NaN there where the direct sum
+gives ±Inf; training's NaN guard stops on either). The GEMMs grow by Wp/Wo (LeNet's 5×5 conv on 14×14:
+1.4×) but the lowering, the larger cost at these sizes, shrinks more. The whole step runs inside one numba
+parallel loop over samples (or over the fixed sample groups g of the weight gradient): each iteration
+lowers its sample into its thread's slot of ``cols`` while it is hot in that core's cache and calls
+single-threaded BLAS (``np.dot``, through SciPy's BLAS) on it. So the GEMMs, im2col and col2im share
+numba's one thread pool and no second pool spins against it. A sample whose lowered matrix exceeds a byte
+budget is lowered in bands of output rows (``band_rows``; the forward uses a smaller budget, which its
+GEMM prefers), each band's GEMMs done before the next is lowered. The groups are fixed by B alone
+(``wgrad_groups``), and each is summed serially in order of b, then the groups in order of g: the results
+are bitwise the same for any thread count.
 
 Event-driven forward (``events_rows``): a sample whose input has at most ``EVENT_DENSITY`` nonzeros
 per element (spikes at a usual rate; each sample is judged alone) skips the lowering and the GEMM:
@@ -501,7 +499,7 @@ def _add_groups_t(gw2, acc):
 
 WGRAD_GROUPS = 8  # fixed sample groups of the weight gradient: parallel, and the same for any thread count
 TILE_BYTES = 4 << 20  # lowered band per GEMM: bounds the scratch for large images (VGG-sized layers: one band)
-FWD_TILE_BYTES = 1 << 20  # the forward GEMM prefers narrower bands (VGG conv2: 18.6 vs 21.3 ms, best of 12)
+FWD_TILE_BYTES = 1 << 20  # the forward GEMM prefers narrower bands (stopnp bench, VGG)
 EVENT_DENSITY = 0.15  # at most this fraction of nonzero inputs: the event-driven forward (crossover 0.17-0.2)
 
 

@@ -12,7 +12,7 @@ elementwise formula, so the result does not depend on the variant or the thread 
 """
 from numba import njit, prange
 
-SERIAL_BELOW = 1 << 15  # elements under which a kernel runs serially (a parallel launch costs ~3 µs)
+SERIAL_BELOW = 1 << 15  # elements under which a kernel runs serially (a parallel launch costs more than the work)
 MUL_INTO, MUL_ADD, ADD_INTO, AXPY = 0, 1, 2, 3
 
 

@@ -32,7 +32,7 @@ def check_config(cfg):
         if cfg[sec][key] != value:
             raise ConfigError(f"{sec}.{key} = {cfg[sec][key]!r}: rule 'bpsta' always uses {value!r} (its own "
                               f"neuron and voting MSE loss); set {sec}.{key} = {value!r} as "
-                              f"examples/configs/rule-bpsta.toml does")
+                              f"the recipe rule-bpsta does")
 
 
 def workspace(net, B, dtype, opts, T):

@@ -56,7 +56,7 @@ def resolve_options(net, rule, options) -> dict:
         raise ConfigError(f"option bn_mode = {opts['bn_mode']!r}: valid choices are train, eval")
     if rule in WEIGHTS_ONLY and opts["learn"] != "W":
         raise ConfigError(f"rule {rule!r} learns weights only; set rule.learn = 'W' (--set rule.learn=W, or "
-                          f"start from examples/configs/rule-{rule}.toml); learn={opts['learn']!r} asks for "
+                          f"start from the recipe rule-{rule}); learn={opts['learn']!r} asks for "
                           f"thresholds/leaks too, which only 'stop' and 'bptt' learn")
     if opts["online"] and rule in STORED:
         raise ConfigError(f"rule.online = true (apply the gradients after every step) needs an online rule "
