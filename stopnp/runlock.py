@@ -74,12 +74,14 @@ class RunLock:
         self.command = command if command is not None else " ".join(["stopnp", *sys.argv[1:]])[:300]
         self.note = note or (lambda text: print(f"note: {text}", file=sys.stderr, flush=True))
         self.held = False
-        self.created_dir = False
+        self.created = []   # the folders acquire made, deepest first: removed again if left empty
 
     def acquire(self):
-        if not os.path.isdir(self.run_dir):
-            os.makedirs(self.run_dir, exist_ok=True)
-            self.created_dir = True
+        d = os.path.abspath(self.run_dir)
+        while not os.path.isdir(d) and d != os.path.dirname(d):
+            self.created.append(d)
+            d = os.path.dirname(d)
+        os.makedirs(self.run_dir, exist_ok=True)
         host = socket.gethostname()
         info = {"pid": os.getpid(), "host": host,
                 "since": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -144,11 +146,11 @@ class RunLock:
                 os.remove(self.path)
             except FileNotFoundError:
                 pass
-        if self.created_dir:  # a run that failed before writing anything leaves no empty folder behind
+        for d in self.created:  # a run that failed before writing anything leaves no empty folder behind
             try:
-                os.rmdir(self.run_dir)
+                os.rmdir(d)
             except OSError:
-                pass
+                break
 
     def __enter__(self):
         return self.acquire()
