@@ -179,7 +179,8 @@ def read(path) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         what = "is a folder, not a config file" if os.path.isdir(path) else "config file not found"
-        raise ConfigError(f"{path}: {what}; pass a TOML or JSON recipe, e.g. examples/configs/mnist-lenet5.toml")
+        raise ConfigError(f"{path}: {what}; pass a TOML or JSON recipe file, or a packaged recipe name "
+                          f"(stopnp recipes list)")
     try:
         with open(path, "rb") as f:
             cfg = json.load(f) if path.endswith(".json") else tomllib.load(f)
