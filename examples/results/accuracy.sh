@@ -17,18 +17,18 @@ run() {  # run NAME ARGS...: one training, its log in $OUT/NAME.log
 
 case "${1:-}" in
 default)   # the default recipe on the built-in split, 3 seeds
-    for s in 0 1 2; do run default-s$s examples/configs/mnist-lenet5.toml --set run.seed=$s; done ;;
+    for s in 0 1 2; do run default-s$s mnist-lenet5 --set run.seed=$s; done ;;
 fashion)   # LeNet-5 STOP-WTL on the full Fashion-MNIST, the recipe as shipped
-    run fashion-lenet5 examples/configs/fashion-lenet5.toml ;;
+    run fashion-lenet5 fashion-lenet5 ;;
 peer)      # snntorch LeNet-5 beside it (own venv, see the script's header)
     ${PEER_PYTHON:-/tmp/peervenv/bin/python} examples/results/peers/snntorch_lenet5_fashion.py "$FASHION_IDX" \
         | tee "$OUT/peer-snntorch.log" ;;
 convnet)   # the wider conv net
-    run fashion-convnet examples/configs/fashion-convnet.toml ;;
+    run fashion-convnet fashion-convnet ;;
 ablation)  # STOP-W, -WT, -WL, -WTL on the built-in digits and on Fashion-MNIST, 3 seeds, same epochs
     for learn in W WT WL WTL; do for s in 0 1 2; do
-        run abl-digits-$learn-s$s examples/configs/mnist-lenet5.toml --set rule.learn=$learn --set run.seed=$s
-        run abl-fashion-$learn-s$s examples/configs/fashion-lenet5.toml --set rule.learn=$learn --set run.seed=$s
+        run abl-digits-$learn-s$s mnist-lenet5 --set rule.learn=$learn --set run.seed=$s
+        run abl-fashion-$learn-s$s fashion-lenet5 --set rule.learn=$learn --set run.seed=$s
     done; done ;;
 rules)     # every rule at equal epochs: accuracy, time, peak RSS; memory against T
     "$STOPNP" compare --epochs ${EPOCHS:-25} --out "$OUT/compare" --plots "$OUT/compare-plots" --force ;;
