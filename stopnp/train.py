@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import checkpoint, data, history, memory, optim
+from . import activity, checkpoint, data, history, memory, optim
 from . import config as config_mod
 from .network import ShapeError, check_params, from_config
 from .ops import thread_workload
@@ -247,6 +247,7 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
     pos = (start_epoch, start_batch)  # (epoch, index of the next batch): what a resume continues from
     ctrl_c = _DeferredInterrupt(quiet, stream)
     tuner = threads.PoolTuner()
+    silence = activity.ActivityCheck(net, cfg, error=TrainingError)  # silent layers, loss stuck at chance
     try:
         with ctrl_c:  # Ctrl-C stops at the next batch boundary, where the state is whole
             for epoch in range(start_epoch, run_cfg["epochs"]):
@@ -258,6 +259,7 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
                                **({"stream": stream} if stream is not None else {}))
                 t_epoch = time.perf_counter() - before
                 tuner.start_epoch()
+                silence.start_epoch()
                 batches = data.batches(train_src, dcfg["batch_size"], dcfg["T"], seed=run_cfg["seed"],
                                        epoch=epoch, shuffle=True, augment=None if dcfg["augment"] == "none"
                                        else dcfg["augment"], dtype=dtype)
@@ -304,6 +306,7 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
                             apply(None, res.grads)
                         optim.update_bn_running(net.params, res.bn_stats)
                         guard_update(net, opt_state)
+                        silence.batch(res.spike_counts, len(y))  # this rank's spikes
                     loss_sum += loss * n_b
                     correct += ok_b
                     seen += n_b
@@ -342,6 +345,10 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
                           f" | test acc {100 * test_acc:.2f}% | {row['samples_per_s']:.0f} samples/s"
                           + (f" on {tuner.threads} thread{'s' * (tuner.threads > 1)}" if tuner.threads else ""),
                           file=stream or None, flush=True)
+                # (ranks: the loss and accuracy are the summed ones, so every rank stops together)
+                warning = silence.end_epoch(epoch + 1, row["train_loss"], test_acc)
+                if warning and root:  # also under --quiet: a run at chance is worth one line in any log
+                    print(warning, file=stream or sys.stderr, flush=True)
                 if (comm.stop if comm else ctrl_c.requested) and epoch + 1 < run_cfg["epochs"]:  # the last epoch just finished
                     raise KeyboardInterrupt
     except _HardStop:
