@@ -31,7 +31,7 @@ pixel is a DVS pixel as in the emulators ESIM and v2e:
 
 The kernels are deterministic (no random numbers inside); all random draws come from NumPy generators
 seeded by (seed, sample id), so a set can be generated in any order or in parts. The default parameters
-make recordings whose statistics resemble a real N-MNIST recording (docs/data-events.md).
+make recordings whose statistics resemble a real N-MNIST recording (docs/results.md).
 """
 import dataclasses
 import json
