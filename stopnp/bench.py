@@ -86,7 +86,7 @@ def spike_rates(net, x, opts, ws=None):
 def calibrate(net, x, target, opts, steps=16):
     """Scale each layer's weights, in order, so that the layer fires at ~``target`` spikes per neuron per
     step on ``x`` (multiplicative bisection on [1e-2, 1e3], ``steps`` halvings): the peer benchmark's
-    protocol (../shared/bench/peer_bench.py), so both run at the same activity, as trained SNNs do
+    protocol (docs/results.md), so both run at the same activity, as trained SNNs do
     (5-20 %). Deterministic; returns the scales. Layers without weights or spikes are left alone."""
     from .rules import stop as stop_rule
     ws = stop_rule.workspace(net, x.shape[1], x.dtype, opts)  # one workspace for every trial forward

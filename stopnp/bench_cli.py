@@ -5,7 +5,7 @@ def register(sub):
     p = sub.add_parser("bench", help="training/inference speed and memory benchmark",
                        description="Synthetic-data benchmark (mlp, lenet, vgg, and mlp at T = 4..64), one subprocess "
                                    "per configuration: samples/s, peak RSS and its growth, FLOPs, GFLOP/s, "
-                                   "compile time. Run it beside the peer benchmark in ../shared/bench.")
+                                   "compile time. Protocol and results: docs/results.md.")
     p.add_argument("--workloads", default="mlp,lenet,vgg", help="comma list of mlp, lenet, vgg")
     p.add_argument("--rules", default="stop,bptt", help="comma list of rules (default stop,bptt)")
     p.add_argument("--threads", type=int, default=0,

@@ -155,7 +155,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
 
 # What `stopnp train` runs with no config file (= the packaged recipe mnist-lenet5): LeNet-5, STOP-WTL,
 # built-in MNIST subset, tuned to pass 98% test accuracy. The library
-# defaults above follow ALGORITHMS.md (e.g. a spiking output layer); this recipe departs from them where
+# defaults above follow docs/algorithms.md (e.g. a spiking output layer); this recipe departs from them where
 # measured better: a non-spiking membrane readout, batches of 32, lr 0.05, ±2-px shifts, 25 epochs.
 DEFAULT_TRAIN = {
     "model": {"name": "lenet5", "input_shape": [1, 28, 28], "n_classes": 10, "readout": "membrane"},

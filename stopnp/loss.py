@@ -1,4 +1,4 @@
-"""Per-step losses on the output o[t] and their gradients (ALGORITHMS.md §2).
+"""Per-step losses on the output o[t] and their gradients (docs/algorithms.md §2).
 
     E[t]        = c_ce · CE(softmax(o[t]), y) + c_mse · MSE(o[t], onehot(y))
     ∂E[t]/∂o[t] = c_ce · (softmax(o[t]) - onehot(y)) / B + c_mse · 2 (o[t] - onehot(y)) / (B·C)

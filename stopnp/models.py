@@ -1,4 +1,4 @@
-"""The model zoo as layer-spec lists (ALGORITHMS.md §6).
+"""The model zoo as layer-spec lists (docs/algorithms.md §6).
 
 A spec is a list of plain dicts that ``network.build_layers`` turns into layer records:
 

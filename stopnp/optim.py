@@ -1,4 +1,4 @@
-"""Optimizers, learning-rate schedule and parameter clamps (ALGORITHMS.md §6).
+"""Optimizers, learning-rate schedule and parameter clamps (docs/algorithms.md §6).
 
     SGD:   m <- μ·m + (g + λ_wd·w·[weight]);  w <- w - η_p·m            (nesterov: w -= η_p(g' + μ m))
     Adam:  m <- β1 m + (1-β1) g';  v <- β2 v + (1-β2) g'²;  w <- w - η_p·m̂/(sqrt(v̂) + ε)

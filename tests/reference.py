@@ -3,7 +3,7 @@
 They read only the *structure* of a network (its layer records) and its parameter dict, and
 recompute everything with plain NumPy in float64:
 
-    forward(...)          the LIF network of ALGORITHMS.md §1 (hard/soft reset, BN train/eval,
+    forward(...)          the LIF network of docs/algorithms.md §1 (hard/soft reset, BN train/eval,
                           smooth spikes for finite differences), storing every step
     loss_of(...)          Σ_t CE(softmax(o[t]), y) (batch mean), or mean over t
     stop_identity(...)    §4 identity: δ sent down per step; own-layer error e[t] = δ[t] + α e[t+1]
@@ -218,7 +218,7 @@ def ce_grad(o, y):
 
 
 def loss_of(net, P, x, y, reduce="sum", kind="ce", mix=0.05, **kw):
-    """ALGORITHMS.md §2: Σ_t [c_ce·CE + c_mse·MSE](o[t]) (MSE: mean over batch and classes), /T for mean."""
+    """docs/algorithms.md §2: Σ_t [c_ce·CE + c_mse·MSE](o[t]) (MSE: mean over batch and classes), /T for mean."""
     st = forward(net, P, x, **kw)
     T = x.shape[0]
     c_ce, c_mse = {"ce": (1.0, 0.0), "ce_mse": (1.0 - mix, mix), "mse": (0.0, 1.0)}[kind]

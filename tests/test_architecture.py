@@ -1,4 +1,4 @@
-"""Dependency directions of ARCHITECTURE.md, checked on the source: the kernels are leaves (numpy, numba
+"""Dependency directions of docs/design.md, checked on the source: the kernels are leaves (numpy, numba
 and the standard library only) and the engine never imports data, train, cli, plot or export."""
 import ast
 import pathlib

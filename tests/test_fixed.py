@@ -43,7 +43,7 @@ WIDE = nm.Formats(w_bits=32, w_frac=20, x_frac=16, v_frac=20, a_frac=20, p_frac=
 
 @pytest.mark.parametrize("make", [mlp3, convnet], ids=["mlp", "conv"])
 def test_stop_gradients_converge_to_float_stop(make):
-    """With wide formats the integer STOP step is float STOP (ALGORITHMS.md §4) up to the exp cubic and
+    """With wide formats the integer STOP step is float STOP (docs/algorithms.md §4) up to the exp cubic and
     rounding: relative error < 1e-3 for every ΔW, Δθ, Δα. With the default (MCU) formats the directions
     still agree (cos > 0.95 for W and θ); α's scalar gradient is dominated by near-threshold flips."""
     net = make()

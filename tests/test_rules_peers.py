@@ -1,4 +1,4 @@
-"""SLTT, SLTT-K and OTTT equal their definitions (ALGORITHMS.md §3, §5), float64, to 1e-10."""
+"""SLTT, SLTT-K and OTTT equal their definitions (docs/algorithms.md §3, §5), float64, to 1e-10."""
 import os
 
 import numpy as np
@@ -228,7 +228,7 @@ def _net(kind, *, readout="spiking", reset="soft", surrogate="exp", bn=False, al
 
 
 def loss_grad(o, y, kind, mix, reduce, T):
-    """∂E[t]/∂o[t] of ALGORITHMS.md §2, written out: c_ce·CE + c_mse·MSE (batch means, MSE also over C)."""
+    """∂E[t]/∂o[t] of docs/algorithms.md §2, written out: c_ce·CE + c_mse·MSE (batch means, MSE also over C)."""
     B, C = o.shape
     c_ce, c_mse = {"ce": (1.0, 0.0), "ce_mse": (1.0 - mix, mix), "mse": (0.0, 1.0)}[kind]
     if reduce == "mean":

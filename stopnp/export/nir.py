@@ -9,7 +9,7 @@ re-simulate it in plain NumPy.
 Needs the optional extra ``pip install 'stopnp[nir]'`` (the ``nir`` package); without it every
 function raises ``NIRMissing`` (an ImportError): "NIR export needs the optional extra: ...".
 
-stopnp's neuron (ALGORITHMS.md §1), discrete time t = 1..T, per layer:
+stopnp's neuron (docs/algorithms.md §1), discrete time t = 1..T, per layer:
 
     I[t] = BN(W ⊛ x[t])          U[t] = α·V[t-1] + I[t]          s[t] = H(U[t] - θ)   (U >= θ fires)
     V[t] = U[t] - θ·s[t]  (soft reset, default)      or      V[t] = U[t]·(1 - s[t])  (hard reset)

@@ -4,7 +4,7 @@ One layer, one time step, whole batch. Neuron arrays are ``(B, N)`` views (the c
 neuron shape); ``theta`` is the per-neuron threshold ``(N,)`` (the caller expands per-channel or
 per-layer thresholds once per batch). Outputs come first; gradient outputs accumulate with ``+=``.
 
-Equations (ALGORITHMS.md §1, §4, §5):
+Equations (docs/algorithms.md §1, §4, §5):
 
     U[t] = α·V[t-1] + I[t]                        charge (input not scaled by 1-α)
     s[t] = H(U[t] - θ)                            fire   (H(z) = 1 for z >= 0)

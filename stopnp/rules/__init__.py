@@ -1,4 +1,4 @@
-"""Learning rules over the same network and kernels (ALGORITHMS.md §3 table).
+"""Learning rules over the same network and kernels (docs/algorithms.md §3 table).
 
     stop     online: traces forward, spatial errors within each step; W, θ, α     O(1) memory in T
     bptt     stored history, exact reference (reset detached by default)          O(T)

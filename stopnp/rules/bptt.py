@@ -1,4 +1,4 @@
-"""BPTT: the exact reference. Store every step, then run backward in time (ALGORITHMS.md §3, §5).
+"""BPTT: the exact reference. Store every step, then run backward in time (docs/algorithms.md §3, §5).
 
 Forward for t = 1..T stores U[t], s[t], V[t-1], every synapse input x[t] and BN cache. Backward for
 t = T..1, layers L..1, with the layer's full error eU carried from t+1 (kernels/lif.py):

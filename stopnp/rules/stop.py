@@ -1,4 +1,4 @@
-"""STOP: online learning with forward traces and per-step spatial errors (ALGORITHMS.md §4).
+"""STOP: online learning with forward traces and per-step spatial errors (docs/algorithms.md §4).
 
 At every step t, for every layer l (traces first, from V[t-1] and s[t-1]):
 
