@@ -168,7 +168,7 @@ def blas_carries(max_gemm_macs: int, inner_macs: int = 0, blas_macs: int | None 
 def fit(max_gemm_macs: int, inner_macs: int = 0, blas_macs: int | None = None):
     """Auto policy only: give the cores to numba (every engine GEMM runs in its pool) and pin NumPy's
     BLAS to one thread. The workload arguments (``ops.thread_workload``) are kept for the callers;
-    the choice no longer depends on them, so that results never depend on the thread count. No-op
+    the choice does not depend on them, so that results never depend on the thread count. No-op
     under an explicit ``set_threads(n > 0)``.
     """
     if not _policy["auto"]:
