@@ -1,6 +1,6 @@
 """Where STOP's leak gradient Δα and BPTT's part ways, on a small conv net in float64.
 
-The three estimators differ only by the paths they keep (ALGORITHMS.md §4, research: STOP's dropped paths):
+The three estimators differ only by the paths they keep (docs/algorithms.md §4: STOP's dropped paths):
 
     STOP            spatial error δ^l[t] from layer l+1 at the same t; α's trace carries layer l's own past
     BPTT, detached  + the error layer l+1 sends back in time (s^l[t] -> U^{l+1}[t' > t] through its leak)
