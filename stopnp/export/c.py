@@ -422,25 +422,41 @@ void stopnp_apply(sn_lr lr_w, sn_lr lr_theta, sn_lr lr_alpha);
     parts.append("#define SN_EVENT_ACC " + ("sn_s64" if wide else "sn_sx"))
     if learn:
         parts.append(f"#define SN_D (sn_sx + {sx['d']})\n#define SN_GX (sn_sx + {sx['gx']})")
-    src = "\n\n".join(parts) + "\n\n" + _template("engine.c") + "\n" + _conv_dispatch(rows)
+    src = "\n\n".join(parts) + "\n\n" + _template("engine.c") + "\n" + _conv_dispatch(rows, learn_from if learn else n)
     return hdr, src, info
 
 
-def _conv_dispatch(rows):
-    """sn_conv: every conv layer with its shape as constants (see engine.c)."""
-    cases = []
+def _conv_dispatch(rows, learn_from):
+    """sn_conv (and, learning, sn_conv_wtap and sn_conv_back): every conv layer with its shape as
+    constants (see engine.c)."""
+    fwd, tap, back = [], [], []
     for i, r in enumerate(rows):
         if r["op"] != 1:
             continue
         shape = ", ".join(str(r[k]) for k in ("k", "ic", "ih", "iw", "oh", "ow", "stride", "pad"))
         if r["in_kind"] == IN_EVENT:
-            cases.append(f"    case {i}: sn_conv_event(&sn_layers[{i}], b, cnt, E, cur, {shape}); break;")
+            fwd.append(f"    case {i}: sn_conv_event(&sn_layers[{i}], b, cnt, E, cur, {shape}); break;\n")
         else:
-            cases.append(f"    case {i}: sn_conv_gather(&sn_layers[{i}], b, xb, cur, {shape}); break;")
-    return ("/* the conv layers, shapes as constants (generated) */\n"
+            fwd.append(f"    case {i}: sn_conv_gather(&sn_layers[{i}], b, xb, cur, {shape}); break;\n")
+        if i >= learn_from:
+            tshape = ", ".join(str(r[k]) for k in ("k", "ic", "ih", "iw", "ow", "stride", "pad"))
+            tap.append(f"    case {i}: sn_conv_window_grad(&sn_layers[{i}], b, p, dv, acc, {tshape}); break;\n")
+        if i > learn_from:
+            back.append(f"    case {i}: sn_conv_backward(&sn_layers[{i}], d, gx, {shape}); break;\n")
+    text = ("/* the conv layers, shapes as constants (generated) */\n"
             "static void sn_conv(int l, int b, const sn_val *xb, const uint8_t *cnt, sn_eacc *E, sn_val *cur)\n{\n"
             "    (void)b; (void)xb; (void)cnt; (void)E; (void)cur;\n"
-            "    switch (l) {\n" + "".join(c + "\n" for c in cases) + "    default: break;\n    }\n}\n")
+            "    switch (l) {\n" + "".join(fwd) + "    default: break;\n    }\n}\n")
+    if learn_from < len(rows):
+        text += ("#if STOPNP_LEARN\n"
+                 "static void sn_conv_wtap(int l, int b, int p, sn_val dv, sn_acc *acc)\n{\n"
+                 "    (void)b; (void)p; (void)dv; (void)acc;\n"
+                 "    switch (l) {\n" + "".join(tap) + "    default: break;\n    }\n}\n"
+                 "static void sn_conv_back(int l, const sn_val *d, sn_val *gx)\n{\n"
+                 "    (void)d; (void)gx;\n"
+                 "    switch (l) {\n" + "".join(back) + "    default: break;\n    }\n}\n"
+                 "#endif\n")
+    return text
 
 
 def export(net, out_dir, *, harness=True, **kw):

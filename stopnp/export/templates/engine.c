@@ -642,8 +642,9 @@ static sn_val sn_delta_at(const sn_layer *L, int l, int b, int j, int o)
 
 /* one parameter's gradient of this step (Q(g_frac), before saturation): applied now (online) or
  * added to its accumulator */
-static void sn_grad_weight(const sn_layer *L, int idx, sn_acc gv)
+SN_INLINE void sn_grad_weight(const sn_layer *L, int idx, sn_acc gv)
 {
+    if (!gv) return;   /* nothing to add or subtract */
 #if STOPNP_ONLINE
     L->wl[idx] = SATW((sn_acc)L->w[idx] - NARROW((sn_acc)sn_lr_w * SAT(gv),
                                                   STOPNP_LR_FRAC + STOPNP_G_FRAC - L->w_frac));
@@ -674,6 +675,114 @@ static void sn_grad_alpha(const sn_layer *L, sn_acc gv)
 #endif
 }
 
+/* E[e - j]·w[j] summed for j < n: a kernel row against a reversed row of δ (straight-line, n <= 8) */
+#define SN_RV(j) acc += (sn_acc)d[e - (j)] * w[j]
+SN_INLINE sn_acc sn_row_rev(sn_acc acc, const sn_w *w, const sn_val *d, int e, int n)
+{
+    int j;
+    if (n > 8) {
+        for (j = 0; j < n; j++) SN_RV(j);
+        return acc;
+    }
+    switch (n) {
+    case 8: SN_RV(7); /* fall through */
+    case 7: SN_RV(6); /* fall through */
+    case 6: SN_RV(5); /* fall through */
+    case 5: SN_RV(4); /* fall through */
+    case 4: SN_RV(3); /* fall through */
+    case 3: SN_RV(2); /* fall through */
+    case 2: SN_RV(1); /* fall through */
+    case 1: SN_RV(0); /* fall through */
+    default: break;
+    }
+    return acc;
+}
+#undef SN_RV
+
+/* a[j] += dv·t[j] for j < n (a kernel row of weight-gradient sums; straight-line for n <= 8) */
+#define SN_AT(j) a[j] += (sn_acc)dv * t[j]
+SN_INLINE void sn_row_axpy(sn_acc *a, sn_val dv, const sn_val *t, int n)
+{
+    int j;
+    if (n > 8) {
+        for (j = 0; j < n; j++) SN_AT(j);
+        return;
+    }
+    switch (n) {
+    case 8: SN_AT(7); /* fall through */
+    case 7: SN_AT(6); /* fall through */
+    case 6: SN_AT(5); /* fall through */
+    case 5: SN_AT(4); /* fall through */
+    case 4: SN_AT(3); /* fall through */
+    case 3: SN_AT(2); /* fall through */
+    case 2: SN_AT(1); /* fall through */
+    case 1: SN_AT(0); /* fall through */
+    default: break;
+    }
+}
+#undef SN_AT
+
+/* conv weight-gradient sums of one output channel (acc, ic·k·k): += δ (at output position p of batch
+ * element b) times the window of w~ that produced it. Shapes constant (generated sn_conv_wtap). */
+SN_INLINE void sn_conv_window_grad(const sn_layer *L, int b, int p, sn_val dv, sn_acc *acc, const int k,
+                                   const int ic, const int ih, const int iw, const int ow, const int st,
+                                   const int pad)
+{
+    const int y = p / ow, x = p % ow;
+    const int iy0 = y * st - pad, ix0 = x * st - pad;
+    const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = ih - iy0 < k ? ih - iy0 : k;
+    const int kx0 = ix0 < 0 ? -ix0 : 0, kx1 = iw - ix0 < k ? iw - ix0 : k;
+    const sn_val *wt = L->w_tr + b * L->n_in;
+    int c, ky;
+    for (c = 0; c < ic; c++)
+        for (ky = ky0; ky < ky1; ky++)
+            sn_row_axpy(acc + (c * k + ky) * k + kx0, dv, wt + (c * ih + iy0 + ky) * iw + ix0 + kx0, kx1 - kx0);
+}
+
+/* Wᵀδ of a conv layer for one batch element into gx (n_in values): each input sums δ over the
+ * outputs its taps reach, sat(narrow(·, w_frac)). Shapes constant (generated sn_conv_back). */
+SN_INLINE void sn_conv_backward(const sn_layer *L, const sn_val *d, sn_val *gx, const int k, const int ic,
+                                const int ih, const int iw, const int oh, const int ow, const int st,
+                                const int pad)
+{
+    const int plane = oh * ow;
+    int c, iy, ix, o, ky, kx;
+    for (c = 0; c < ic; c++)
+        for (iy = 0; iy < ih; iy++)
+            for (ix = 0; ix < iw; ix++) {
+                sn_acc acc = 0;
+                if (st == 1) {   /* input (iy, ix) meets output (iy + pad - ky, ix + pad - kx) */
+                    const int ky0 = iy + pad - (oh - 1) > 0 ? iy + pad - (oh - 1) : 0;
+                    const int ky1 = iy + pad < k - 1 ? iy + pad : k - 1;
+                    const int kx0 = ix + pad - (ow - 1) > 0 ? ix + pad - (ow - 1) : 0;
+                    const int kx1 = ix + pad < k - 1 ? ix + pad : k - 1;
+                    for (o = 0; o < L->oc; o++) {
+                        const sn_w *wo = L->w + (o * ic + c) * k * k;
+                        for (ky = ky0; ky <= ky1; ky++)
+                            acc = sn_row_rev(acc, wo + ky * k + kx0, d, o * plane + (iy + pad - ky) * ow + ix + pad - kx0,
+                                             kx1 - kx0 + 1);
+                    }
+                } else {
+                    for (o = 0; o < L->oc; o++)
+                        for (ky = 0; ky < k; ky++) {
+                            const int ty = iy + pad - ky;
+                            if (ty < 0) break;
+                            if (ty % st || ty / st >= oh) continue;
+                            for (kx = 0; kx < k; kx++) {
+                                const int tx = ix + pad - kx;
+                                if (tx < 0) break;
+                                if (tx % st || tx / st >= ow) continue;
+                                acc += (sn_acc)d[o * plane + (ty / st) * ow + tx / st] * L->w[((o * ic + c) * k + ky) * k + kx];
+                            }
+                        }
+                }
+                gx[(c * ih + iy) * iw + ix] = (sn_val)SAT(NARROW(acc, L->w_frac));
+            }
+}
+
+static void sn_conv_wtap(int l, int b, int p, sn_val dv, sn_acc *acc);
+static void sn_conv_back(int l, const sn_val *d, sn_val *gx);
+
 /* ΔW, Δθ, Δα of layer l at this step, output channel by output channel. δ comes from d (stored by
  * the caller) or, for the lowest learned layer, is computed here, each exactly once. */
 static void sn_param_grads(int l, const sn_val *d)
@@ -702,24 +811,12 @@ static void sn_param_grads(int l, const sn_val *d)
                     acc_neuron += t;
                     acc_alpha += (sn_acc)dv * L->al_tr[n];
                 }
-                if (L->op == 1 && dv) {   /* conv: δ·(the window of w~ that produced this neuron) */
-                    const int k = L->k, st = L->stride, pad = L->pad, ih = L->ih, iw = L->iw;
-                    const int y = p / L->ow, x = p % L->ow;
-                    const int iy0 = y * st - pad, ix0 = x * st - pad;
-                    const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = ih - iy0 < k ? ih - iy0 : k;
-                    const int kx0 = ix0 < 0 ? -ix0 : 0, kx1 = iw - ix0 < k ? iw - ix0 : k;
-                    const sn_val *wt = L->w_tr + b * L->n_in;
-                    int c, ky, kx;
-                    for (c = 0; c < L->ic; c++)
-                        for (ky = ky0; ky < ky1; ky++) {
-                            const sn_val *tr = wt + (c * ih + iy0 + ky) * iw + ix0 + kx0;
-                            sn_acc *ar = sn_s64 + (c * k + ky) * k + kx0;
-                            for (kx = 0; kx < kx1 - kx0; kx++) ar[kx] += (sn_acc)dv * tr[kx];
-                        }
-                }
+                if (L->op == 1 && dv) sn_conv_wtap(l, b, p, dv, sn_s64);   /* δ·(its window of w~) */
             }
             if (L->op == 0) {   /* linear: ΔW[o, i] = Σ_b δ[b, o]·w~[b, i] */
-                for (i = 0; i < L->n_in; i++) {
+                int any = 0;
+                for (b = 0; b < B_; b++) any |= db[b] != 0;
+                for (i = 0; i < L->n_in && any; i++) {   /* (none where every δ[b, o] is 0) */
                     sn_acc acc = 0;
                     for (b = 0; b < B_; b++) acc += (sn_acc)db[b] * L->w_tr[b * L->n_in + i];
                     sn_grad_weight(L, o * L->w_os + i * L->w_is, NARROW(acc, sw));
@@ -744,10 +841,11 @@ static void sn_param_grads(int l, const sn_val *d)
     sn_grad_alpha(L, NARROW(acc_alpha, sv));
 }
 
-/* sn_gx (B, n_in) = sat(narrow(Wᵀ δ, w_frac)) at the input of layer L */
-static void sn_backward_input(const sn_layer *L, const sn_val *d)
+/* sn_gx (B, n_in) = sat(narrow(Wᵀ δ, w_frac)) at the input of layer l */
+static void sn_backward_input(int l, const sn_val *d)
 {
-    int b, c, i, o, y, x, ky, kx;
+    const sn_layer *L = &sn_layers[l];
+    int b, i, o;
     for (b = 0; b < B_; b++) {
         const sn_val *db = d + b * L->n_out;
         sn_val *gb = SN_GX + b * L->n_in;
@@ -759,29 +857,7 @@ static void sn_backward_input(const sn_layer *L, const sn_val *d)
             }
             continue;
         }
-        for (c = 0; c < L->ic; c++)
-            for (y = 0; y < L->ih; y++)
-                for (x = 0; x < L->iw; x++) {
-                    sn_acc acc = 0;
-                    for (o = 0; o < L->oc; o++)
-                        for (ky = 0; ky < L->k; ky++) {
-                            int ty = y + L->pad - ky, oy;
-                            if (ty < 0) break;
-                            if (ty % L->stride) continue;
-                            oy = ty / L->stride;
-                            if (oy >= L->oh) continue;
-                            for (kx = 0; kx < L->k; kx++) {
-                                int tx = x + L->pad - kx, ox;
-                                if (tx < 0) break;
-                                if (tx % L->stride) continue;
-                                ox = tx / L->stride;
-                                if (ox >= L->ow) continue;
-                                acc += (sn_acc)db[(o * L->oh + oy) * L->ow + ox]
-                                       * L->w[((o * L->ic + c) * L->k + ky) * L->k + kx];
-                            }
-                        }
-                    gb[(c * L->ih + y) * L->iw + x] = (sn_val)SAT(NARROW(acc, L->w_frac));
-                }
+        sn_conv_back(l, db, gb);
     }
 }
 
@@ -800,7 +876,7 @@ void stopnp_learn_step(const sn_val *x, const int32_t *label, sn_val *out)
         for (b = 0; b < B_; b++)
             for (j = 0; j < L->n_out; j++)
                 SN_D[b * L->n_out + j] = sn_delta_at(L, l, b, j, L->op ? j / (L->oh * L->ow) : j);
-        sn_backward_input(L, SN_D);   /* with the W of this step, before an online update */
+        sn_backward_input(l, SN_D);   /* with the W of this step, before an online update */
         sn_param_grads(l, SN_D);
     }
 }
