@@ -282,3 +282,24 @@ def test_host_sanitizers_at_saturating_rates(tmp_path):
                                          flags=("-O1", "-g", "-fsanitize=address,undefined",
                                                 "-fno-sanitize-recover=all"))
         assert rc == 0 and "0 mismatches" in out and "runtime error" not in out, out
+
+
+# ---------------------------------------------------------------------------------------------
+# the on-device adaptation example
+
+def test_on_device_example_c_equals_python(tmp_path):
+    """examples/on_device/adapt.py on a few samples: every way of learning runs on the Cortex-M3 in its
+    memory map, and its accuracies and parameter checksum equal the Python integer model's."""
+    sys.path.insert(0, os.path.join(ROOT, "examples", "on_device"))
+    import adapt
+    ckpt = tmp_path / "lenet.h5"
+    stopnp.save(_lenet(), ckpt)
+    out = tmp_path / "out"
+    assert adapt.main(["--ckpt", str(ckpt), "--stream", "3", "--test", "6", "--every", "2", "--out", str(out),
+                       "--lr", "0.2"]) == 0
+    res = __import__("json").loads((out / "results.json").read_text())
+    assert all(r["bit_exact"] for r in res["modes"].values())
+    learned = [r for r in res["modes"].values() if r["learn_last"] is not None]
+    assert all(r["checksum_c"] == r["checksum_python"] and len(r["curve"]) == 3 for r in learned)
+    assert len({r["checksum_c"] for r in learned}) == 3       # each way of learning changed other parameters
+    assert (out / "adaptation.png").stat().st_size > 0

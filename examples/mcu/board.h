@@ -47,6 +47,26 @@ static inline int board_read(int fd, void *buf, uint32_t n)
     return board_semihost(0x06, block);
 }
 
+/* move to byte position pos of an open file: 0 on success */
+static inline int board_seek(int fd, uint32_t pos)
+{
+    uint32_t block[2];
+    block[0] = (uint32_t)fd; block[1] = pos;
+    return board_semihost(0x0A, block);
+}
+
+static inline void board_print_int(const char *label, long v)
+{
+    char buf[24];
+    int i = sizeof buf - 1;
+    unsigned long u = v < 0 ? 0ul - (unsigned long)v : (unsigned long)v;
+    buf[i] = 0;
+    do { buf[--i] = (char)('0' + u % 10); u /= 10; } while (u);
+    if (v < 0) buf[--i] = '-';
+    board_print(label);
+    board_print(buf + i);
+}
+
 #define BOARD_TIMER0 ((volatile uint32_t *)0x40000000u)   /* CTRL, VALUE, RELOAD */
 
 static inline void board_counter_start(void)

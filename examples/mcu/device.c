@@ -23,17 +23,7 @@
 #define DEVICE_LR 0
 #endif
 
-static void print_int(const char *label, long v)
-{
-    char buf[24];
-    int i = sizeof buf - 1;
-    unsigned long u = v < 0 ? 0ul - (unsigned long)v : (unsigned long)v;
-    buf[i] = 0;
-    do { buf[--i] = (char)('0' + u % 10); u /= 10; } while (u);
-    if (v < 0) buf[--i] = '-';
-    board_print(label);
-    board_print(buf + i);
-}
+#define print_int board_print_int
 
 #ifdef STOPNP_PROFILE
 static uint32_t layer_ticks[STOPNP_N_LAYERS], last_ticks;
