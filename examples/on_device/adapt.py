@@ -61,7 +61,8 @@ def base_network(args):
     if not os.path.exists(path):
         from stopnp.train import train
         print(f"training the base LeNet-5 in float for {args.epochs} epochs -> {path}", flush=True)
-        train({"model": {"name": "lenet5"}, "data": {"name": "mnist-builtin"},
+        train({"model": {"name": "lenet5", "readout": "membrane"},        # `stopnp train`'s recipe, fewer epochs
+               "optim": {"lr": 0.05}, "data": {"name": "mnist-builtin", "T": 4, "batch_size": 32, "augment": "shift"},
                "run": {"epochs": args.epochs, "out_dir": os.path.dirname(path), "quiet": True}}, overwrite=True)
     return stopnp.load(path)
 

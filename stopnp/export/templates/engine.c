@@ -2,18 +2,23 @@
  * The same arithmetic as stopnp/fixed.py, operation for operation (see its docstring for the
  * equations). Fixed point: every product is exact in int64 (or in int32 where export/c.py has proven
  * that no sum can overflow), then one NARROW (shift right rounded half away from zero) and a
- * saturation; no libm, no malloc, no recursion, no 64-bit division in stopnp_step. Float: the same
- * code with NARROW/SAT as identities and expf for the exponential.
+ * saturation; no libm, no malloc, no recursion; stopnp_step divides in 64 bits only to average-pool
+ * the network input itself. Float: the same code with NARROW/SAT as identities and expf.
  *
  * Integer sums are exact, so their order is free: the loops below are written for a small core.
  *   - The first layer, and any layer whose input is not a whole number of spikes, gathers Σ W·x per
- *     neuron (sn_dense): the sum stays in registers, rows of the kernel run unrolled (sn_dot).
+ *     neuron (sn_conv_gather, sn_linear_dense): the sum stays in registers, kernel rows run
+ *     unrolled, two neighbouring outputs share each weight load.
  *   - A layer fed by spikes (directly, through max pooling, or through average pooling where
  *     2^x_frac / k² is a whole number) counts the spikes n_i of each input (0 .. k²) and adds
- *     n_i·(column i of W) where n_i > 0, skipping silent inputs (sn_event); I = x_scale·Σ.
+ *     n_i·(column i of W) where n_i > 0, skipping silent inputs (sn_conv_event, sn_linear_event);
+ *     I = x_scale·Σ.
+ *   - Conv layers run with their shapes as constants: the generated sn_conv (end of stopnp.c) calls
+ *     the inline kernels once per layer.
  *   - Spikes are stored as bits; the membrane V is the only per-neuron state of inference.
  *   - Learning recomputes φ(U - θ) from V, s and θ (U = V + θ·s under the soft reset) instead of
- *     storing it, and keeps the errors δ and Wᵀδ in one scratch area shared with the forward pass.
+ *     storing it, keeps δ and Wᵀδ in one scratch area shared with the forward pass, passes the error
+ *     through the pooling where it is read, and (--online) updates the parameters in place.
  */
 #if defined(__GNUC__) || defined(__clang__)
 #define SN_INLINE static inline __attribute__((always_inline))
