@@ -169,8 +169,9 @@ def _device(path, net, cpu="cortex-m3", flash="4M", ram="4M", stack="1K", profil
     defines = {"DEVICE_LR": LR_Q16, "DEVICE_LEARN_PASSES": passes}
     if profile:
         defines["STOPNP_PROFILE"] = "device_profile"
-    elf = cm.build(os.path.join(path, "device.elf"), [os.path.join(path, "stopnp.c"), os.path.join(cm.HERE, "device.c")],
-                   cpu=cpu, flash=flash, ram=ram, stack=stack, defines=defines)
+    sources = [os.path.join(path, "stopnp.c"), os.path.join(cm.HERE, "device.c")]
+    elf = cm.build(os.path.join(path, "device.elf"), sources, cpu=cpu, flash=flash, ram=ram, stack=stack,
+                   defines=defines)
     return elf, info
 
 

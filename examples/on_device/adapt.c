@@ -82,7 +82,8 @@ static uint32_t checksum(void)
     int l, i, n;
     for (l = STOPNP_LEARN_FROM; l < STOPNP_N_LAYERS; l++) {
         const sn_val *th;
-        for (i = 0; i < stopnp_n_weights(l); i++) sum += (uint32_t)(int32_t)stopnp_weight(l, i) * (uint32_t)(i % 251 + 1);
+        for (i = 0; i < stopnp_n_weights(l); i++)
+            sum += (uint32_t)(int32_t)stopnp_weight(l, i) * (uint32_t)(i % 251 + 1);
         th = stopnp_theta(l, &n);
         if (!th) continue;
         for (i = 0; i < n; i++) sum += (uint32_t)th[i] * (uint32_t)(i % 251 + 1);
@@ -124,7 +125,8 @@ int main(int argc, char **argv)
 #else
     (void)i;
 #endif
-    board_print_int("instructions per inference step ", (long)(infer_ticks / infer_steps * BOARD_INSTRUCTIONS_PER_TICK));
+    board_print_int("instructions per inference step ",
+                    (long)(infer_ticks / infer_steps * BOARD_INSTRUCTIONS_PER_TICK));
     board_print_int("\nchecksum ", (long)(checksum() & 0x7FFFFFFFu));
     board_print("\n");
     return 0;

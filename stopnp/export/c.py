@@ -183,10 +183,12 @@ def _scratch(rows, fmt, *, batch, learn_from, numerics):
     """Sizes of the shared temporaries: sn_sx (sn_val: pooled inputs, event sums, then δ and Wᵀδ),
     sn_sc (uint8 spike counts), sn_s64 (sn_acc: a conv layer's weight-gradient sums, wide event sums)."""
     wide = event_acc_wide(rows, fmt, numerics)
-    # forward: [pooled input x (in_kind 1)] + currents (a linear layer's outputs, a conv row, or the
-    # event sums of a linear layer / one conv channel, turned into currents in place)
-    fwd = max((r["n_in"] if r["in_kind"] == IN_DENSE else 0) + (r["ow"] if r["op"] == 1 and r["in_kind"] != IN_EVENT
-                                                                  else r["chunk"]) for r in rows)
+    # forward: [pooled input x (in_kind 1)] + currents: a linear layer's outputs, a gathered conv's
+    # output row, or an event layer's sums (a linear layer's, one conv channel's) turned into currents
+    def fwd_need(r):
+        x = r["n_in"] if r["in_kind"] == IN_DENSE else 0
+        return x + (r["ow"] if r["op"] == 1 and r["in_kind"] != IN_EVENT else r["chunk"])
+    fwd = max(fwd_need(r) for r in rows)
     ev = [r["chunk"] for r in rows if r["in_kind"] == IN_EVENT]
     sc = max([r["n_in"] for r in rows if r["in_kind"] == IN_EVENT] + [0])
     s64 = max(ev) if wide and ev else 0
@@ -196,7 +198,7 @@ def _scratch(rows, fmt, *, batch, learn_from, numerics):
         d = batch * max([r["n_out"] for r in upper] + [0])
         gx = batch * max([r["n_in"] for r in upper] + [0])
         s64 = max([s64, 1] + [r["ic"] * r["k"] * r["k"] for r in rows[learn_from:] if r["op"] == 1])
-    return {"total": max(fwd, d + gx), "d": 0, "gx": d}, sc, s64
+    return {"total": max(fwd, d + gx), "d_offset": 0, "gx_offset": d}, sc, s64
 
 
 def footprint(arrs, sizes):
@@ -295,8 +297,8 @@ def generate(net, *, numerics="fixed", learn=None, learn_last=0, batch=1, online
  * Network: {net.config['model']['name']} ({names}); {'fixed point' if numerics == 'fixed' else 'float32'};
  * {how}.
  * Memory (bytes): parameters {fp['params']}, state {fp['state']}, learning {fp['learn']}, scratch {fp['scratch']};
- * flash {fp['flash']} (const {fp['const']} + initial values {fp['data']}), RAM {fp['ram']} (data {fp['data']} + bss {fp['bss']}),
- * plus code and the layer table.
+ * flash {fp['flash']} (const {fp['const']} + initial values {fp['data']}),
+ * RAM {fp['ram']} (data {fp['data']} + bss {fp['bss']}), plus code and the layer table.
  * Formats (fractional bits): w {', '.join(str(ql.w_frac) for ql in qnet.layers)} per layer (int{f.w_bits}), x {f.x_frac}, v {f.v_frac}, alpha {f.a_frac},
  * surrogate/probabilities {f.p_frac}, errors {f.e_frac}, gradients {f.g_frac}, learning rate {f.lr_frac}.
  */
@@ -378,7 +380,8 @@ void stopnp_apply(sn_lr lr_w, sn_lr lr_theta, sn_lr lr_alpha);
              '#include "stopnp.h"',
              "#if !STOPNP_FIXED\n#include <math.h>\n#endif",
              f"#define STOPNP_NEEDS_RDIV64 {1 if needs_rdiv64 else 0}",
-             "#ifdef STOPNP_PROFILE\nvoid STOPNP_PROFILE(int layer);   /* called before each layer and after the last */\n#endif",
+             "#ifdef STOPNP_PROFILE\nvoid STOPNP_PROFILE(int layer);   /* before each layer and after the last */\n"
+             "#endif",
              """typedef struct {
     int op, spiking, in_kind, pool, pk;  /* op 0 linear, 1 conv; in_kind 0 input, 1 pooled values, 2 spike
                                             counts; pool 0 none, 1 average, 2 max (k = pk) */
@@ -414,14 +417,14 @@ void stopnp_apply(sn_lr lr_w, sn_lr lr_theta, sn_lr lr_alpha);
                 ref(f"sn_th{i}") if learned else "0", ref(f"sn_a{i}") if learned else "0", f"sn_v{i}", f"sn_s{i}",
                 ref(f"sn_wtr{i}"), ref(f"sn_thtr{i}"), ref(f"sn_altr{i}"), ref(f"sn_gw{i}"), ref(f"sn_gth{i}"),
                 ref(f"sn_gal{i}")]
+        reads = ("the input", "pooled values", "spikes")[r["in_kind"]]
         layer_inits.append(f"    /* {i}: {ql.name} ({'conv' if r['op'] else 'linear'}, "
-                           f"{'LIF' if r['spiking'] else 'readout'}, reads {('the input', 'pooled values', 'spikes')[r['in_kind']]}"
-                           f"{', learned' if learned else ''}) */\n"
+                           f"{'LIF' if r['spiking'] else 'readout'}, reads {reads}{', learned' if learned else ''}) */\n"
                            f"    {{{fields}, {xs}, {', '.join(ptrs)}}}")
     parts.append("static const sn_layer sn_layers[STOPNP_N_LAYERS] = {\n" + ",\n".join(layer_inits) + "\n};")
     parts.append("#define SN_EVENT_ACC " + ("sn_s64" if wide else "sn_sx"))
     if learn:
-        parts.append(f"#define SN_D (sn_sx + {sx['d']})\n#define SN_GX (sn_sx + {sx['gx']})")
+        parts.append(f"#define SN_D (sn_sx + {sx['d_offset']})\n#define SN_GX (sn_sx + {sx['gx_offset']})")
     src = "\n\n".join(parts) + "\n\n" + _template("engine.c") + "\n" + _conv_dispatch(rows, learn_from if learn else n)
     return hdr, src, info
 

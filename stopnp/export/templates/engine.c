@@ -763,9 +763,10 @@ SN_INLINE void sn_conv_backward(const sn_layer *L, const sn_val *d, sn_val *gx, 
                     const int kx1 = ix + pad < k - 1 ? ix + pad : k - 1;
                     for (o = 0; o < L->oc; o++) {
                         const sn_w *wo = L->w + (o * ic + c) * k * k;
-                        for (ky = ky0; ky <= ky1; ky++)
-                            acc = sn_row_rev(acc, wo + ky * k + kx0, d, o * plane + (iy + pad - ky) * ow + ix + pad - kx0,
-                                             kx1 - kx0 + 1);
+                        for (ky = ky0; ky <= ky1; ky++) {
+                            const int e = o * plane + (iy + pad - ky) * ow + ix + pad - kx0;
+                            acc = sn_row_rev(acc, wo + ky * k + kx0, d, e, kx1 - kx0 + 1);
+                        }
                     }
                 } else {
                     for (o = 0; o < L->oc; o++)
@@ -777,7 +778,8 @@ SN_INLINE void sn_conv_backward(const sn_layer *L, const sn_val *d, sn_val *gx, 
                                 const int tx = ix + pad - kx;
                                 if (tx < 0) break;
                                 if (tx % st || tx / st >= ow) continue;
-                                acc += (sn_acc)d[o * plane + (ty / st) * ow + tx / st] * L->w[((o * ic + c) * k + ky) * k + kx];
+                                acc += (sn_acc)d[o * plane + (ty / st) * ow + tx / st]
+                                       * L->w[((o * ic + c) * k + ky) * k + kx];
                             }
                         }
                 }
