@@ -139,7 +139,7 @@ def main(argv=None):
     p.add_argument("--stream", type=int, default=600, help="labelled samples the device learns from (default 600)")
     p.add_argument("--test", type=int, default=300, help="shifted test digits (default 300)")
     p.add_argument("--every", type=int, default=100, help="evaluate every N samples (default 100)")
-    p.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    p.add_argument("--lr", type=float, default=0.02, help="learning rate (default 0.02)")
     p.add_argument("--seed", type=int, default=0, help="order of the stream (default 0)")
     args = p.parse_args(argv)
     missing = cm.missing_tools()
