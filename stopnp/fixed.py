@@ -34,9 +34,15 @@ Update after the batch (plain SGD; momentum and weight decay need buffers an MCU
     θ  = max(θ_min, θ - rshift(lr_θ·Δθ, lr_frac + g_frac - v_frac))
     α  = clip(α - rshift(lr_α·Δα, lr_frac + g_frac - a_frac), 0, ONE_A)
 
+Online (``lrq`` given): the same update after every step with that step's ΔW, Δθ, Δα alone (each
+saturated to int32, as a sum starting from 0 would be), layer by layer from the top, each layer's
+update after its error has been sent down through its old W. No accumulators; with T = 1 it is the
+batch update.
+
 Supported: chains of conv/linear layers (one synapse each) with avgpool, maxpool, global pooling,
-flatten and p = 0 dropout; spiking or membrane readout; loss "ce" summed over steps; surrogates exp,
-triangle, rectangle. Everything else is refused with a message.
+flatten and p = 0 dropout; spiking or membrane readout. Learning also needs: loss "ce" summed over
+steps, the soft reset, surrogates exp, triangle or rectangle, no BN. Everything else is refused with
+a message naming the setting.
 """
 from dataclasses import dataclass
 
@@ -97,9 +103,10 @@ class QState:
 # ---------------------------------------------------------------------------------------------
 # conversion
 
-def check_supported(net, learn=False):
+def check_supported(net, learn=False, where="numerics.kind = 'fixed'"):
+    """Refuse, with one line starting with ``where``, what the integer network (``learn``: its STOP
+    step) cannot compute. The surrogate only matters when learning."""
     cfg = net.config
-    where = "numerics.kind = 'fixed'"
     if cfg["rule"]["name"] == "bpsta":
         raise ConfigError(f"{where}: a BPSTA network (ReLU input current, λ leak, voting readout) is not the "
                           f"LIF network that fixed point and the C export implement; evaluate it in float")
@@ -121,10 +128,10 @@ def check_supported(net, learn=False):
             raise ConfigError(f"{where}: training with BN ({layer.name!r}); BN is folded into W and a bias for "
                               f"inference only. Train without BN (model.bn = false) or in float")
         prev = layer.index
-    if cfg["neuron"]["surrogate"] not in SURROGATES:
-        raise ConfigError(f"{where}: neuron.surrogate = {cfg['neuron']['surrogate']!r} needs floating "
-                          f"point; use one of {', '.join(SURROGATES)}")
     if learn:
+        if cfg["neuron"]["surrogate"] not in SURROGATES:
+            raise ConfigError(f"{where}: learning with neuron.surrogate = {cfg['neuron']['surrogate']!r} needs "
+                              f"floating point; use one of {', '.join(SURROGATES)}")
         if cfg["neuron"]["reset"] != "soft":
             raise ConfigError(f"{where}: STOP is defined with the soft reset; set neuron.reset = 'soft'")
         if cfg["loss"]["kind"] != "ce" or cfg["loss"]["reduce"] != "sum":
@@ -142,10 +149,10 @@ def folded_weights(net, layer):
     return bn_fold(w, p["gamma"], p["beta"], p["running_mean"], p["running_var"], BN_EPS)
 
 
-def quantize(net, fmt=None) -> QNet:
+def quantize(net, fmt=None, where="numerics.kind = 'fixed'") -> QNet:
     """Integer parameters of ``net`` (BN in eval mode folded into W and a per-channel bias)."""
     fmt = fmt or nm.formats_from_config(net.config)
-    check_supported(net)
+    check_supported(net, where=where)
     layers, params = [], {}
     one_a = 1 << fmt.a_frac
     for layer in net.layers:
@@ -361,12 +368,14 @@ def zero_grads(qnet, learned):
 
 
 def learned_layers(qnet, last=0):
+    """Indices of the last ``last`` layers (0, or the number of layers or more: all)."""
     n = len(qnet.layers)
     return tuple(range(n - last if 0 < last < n else 0, n))
 
 
-def step(qnet, st, x_t, y=None, grads=None, learned=(), record=None):
-    """One time step for the whole batch; with labels and ``grads`` also the STOP accumulation.
+def step(qnet, st, x_t, y=None, grads=None, learned=(), record=None, lrq=None):
+    """One time step for the whole batch; with labels and ``grads`` also the STOP accumulation, or with
+    labels and ``lrq`` (online) the update of this step applied at once (``grads`` unused).
 
     Returns the output o[t] (currents of a readout in Q(v_frac), or spikes 0/1)."""
     f, P = qnet.fmt, qnet.params
@@ -392,7 +401,7 @@ def step(qnet, st, x_t, y=None, grads=None, learned=(), record=None):
             u = nm.sat(nm.rshift(a * st.v[i], f.a_frac) + cur)
             s = (u >= theta).astype(np.int64)
             v = nm.sat(u - theta * s) if qnet.reset == "soft" else u * (1 - s)
-            phis.append(phi(qnet, u - theta) if grads is not None else None)
+            phis.append(phi(qnet, u - theta) if y is not None and learned else None)
             st.v[i], st.s[i] = v, s
             src = s * one_x
             if record is not None:
@@ -406,7 +415,7 @@ def step(qnet, st, x_t, y=None, grads=None, learned=(), record=None):
                 record.setdefault(f"{ql.name}.i", []).append(cur)
     out_layer = qnet.layers[-1]
     o = st.v[-1] if not out_layer.spiking else st.s[-1]
-    if grads is None:
+    if y is None or not learned:
         return o
     # spatial errors of step t, top-down, only through the learned layers
     o_v = o if not out_layer.spiking else o * one_v
@@ -416,20 +425,24 @@ def step(qnet, st, x_t, y=None, grads=None, learned=(), record=None):
         ql = qnet.layers[i]
         d = g if phis[i] is None else nm.sat(nm.rshift(g * phis[i], f.p_frac))
         name = ql.name
-        grads[f"{name}.weight"] = nm.sat(grads[f"{name}.weight"] + nm.rshift(
-            weight_grad(ql, d, st.w_tr[i]), f.e_frac + f.x_frac - f.g_frac))
+        inc = {f"{name}.weight": nm.rshift(weight_grad(ql, d, st.w_tr[i]), f.e_frac + f.x_frac - f.g_frac)}
         if ql.spiking:
             gth = reduce_theta(ql, (d * (st.th_tr[i] - one_v)).sum(axis=0))
-            grads[f"{name}.theta"] = nm.sat(grads[f"{name}.theta"] + nm.rshift(gth, f.e_frac + f.v_frac - f.g_frac))
+            inc[f"{name}.theta"] = nm.rshift(gth, f.e_frac + f.v_frac - f.g_frac)
             gal = (d * st.al_tr[i]).sum()
             if qnet.alpha_reduce == "mean":
                 gal = nm.rdiv(gal, ql.size)
-            grads[f"{name}.alpha"] = nm.sat(grads[f"{name}.alpha"] + nm.rshift(gal, f.e_frac + f.v_frac - f.g_frac))
+            inc[f"{name}.alpha"] = nm.rshift(gal, f.e_frac + f.v_frac - f.g_frac).reshape(1)
         if record is not None:
             record.setdefault(f"{name}.delta", []).append(d)
-        if i > lowest:
+        if i > lowest:   # sent down through the W of this step, before an online update changes it
             gx = nm.sat(nm.rshift(weight_backward_input(ql, P[f"{name}.weight"], d), ql.w_frac))
             g = pre_backward(ql, gx, st.s[i - 1] * one_x)
+        for key, v in inc.items():
+            if lrq is None:
+                grads[key] = nm.sat(grads[key] + v)
+            else:
+                P[key] = _sgd(qnet, key, nm.sat(v), lrq)
     return o
 
 
@@ -439,24 +452,28 @@ def learning_rates(qnet, lr, theta_lr_scale=1.0, alpha_lr_scale=1.0):
     return [int(nm.quantize(v, f)) for v in (lr, lr * theta_lr_scale, lr * alpha_lr_scale)]
 
 
+def _sgd(qnet, name, g, lrq):
+    """The parameter ``name`` after one SGD step with gradient ``g`` (Q(g_frac)) and integer rates
+    ``lrq`` = (lr_w, lr_θ, lr_α): weights saturate, θ ≥ θ_min, 0 ≤ α ≤ 1."""
+    f, P = qnet.fmt, qnet.params
+    layer, kind = name.rsplit(".", 1)
+    lr = dict(zip(("weight", "theta", "alpha"), lrq))[kind]
+    frac = {"theta": f.v_frac, "alpha": f.a_frac}.get(kind)
+    if kind == "weight":
+        frac = next(ql.w_frac for ql in qnet.layers if ql.name == layer)
+    new = P[name] - nm.rshift(lr * g, f.lr_frac + f.g_frac - frac)
+    if kind == "weight":
+        return nm.sat(new, *f.w_range)
+    if kind == "theta":
+        return np.maximum(nm.sat(new), qnet.theta_min)
+    return np.clip(new, 0, 1 << f.a_frac)
+
+
 def apply_q(qnet, grads, lrq):
     """Plain SGD on the integer parameters with integer rates ``lrq`` = (lr_w, lr_θ, lr_α); clamps
     θ ≥ θ_min and 0 ≤ α ≤ 1; zeroes ``grads``."""
-    f, P = qnet.fmt, qnet.params
-    lrs = dict(zip(("weight", "theta", "alpha"), lrq))
-    fracs = {"theta": f.v_frac, "alpha": f.a_frac}
-    fracs.update({f"{ql.name}.weight": ql.w_frac for ql in qnet.layers})
     for name, g in grads.items():
-        kind = name.rsplit(".", 1)[1]
-        frac = fracs[name] if kind == "weight" else fracs[kind]
-        new = P[name] - nm.rshift(lrs[kind] * g, f.lr_frac + f.g_frac - frac)
-        if kind == "weight":
-            new = nm.sat(new, *f.w_range)
-        elif kind == "theta":
-            new = np.maximum(nm.sat(new), qnet.theta_min)
-        else:
-            new = np.clip(new, 0, 1 << f.a_frac)
-        P[name] = new
+        qnet.params[name] = _sgd(qnet, name, g, lrq)
         g[...] = 0
 
 
@@ -467,21 +484,23 @@ def apply(qnet, grads, lr, theta_lr_scale=1.0, alpha_lr_scale=1.0):
     return lrq
 
 
-def run(qnet, xq, y=None, *, learn_last=0, record=None):
+def run(qnet, xq, y=None, *, learn_last=0, record=None, lrq=None):
     """One sequence. xq: (T, B, *input) int64 in Q(x_frac). Returns (out_sum (B, C), grads or None, loss).
 
-    With labels, the STOP accumulation for the learned layers (all, or the last ``learn_last``); ``loss``
-    is Σ_t CE(softmax(o[t]), y) batch mean, computed in float64 for reporting only (NaN without labels).
+    With labels, the STOP accumulation for the learned layers (all, or the last ``learn_last``); with
+    labels and integer rates ``lrq`` (``learning_rates``), online learning instead: every step updates
+    the parameters (``grads`` is None). ``loss`` is Σ_t CE(softmax(o[t]), y) batch mean, computed in
+    float64 for reporting only (NaN without labels).
     """
     T, B = xq.shape[:2]
     learned = learned_layers(qnet, learn_last) if y is not None else ()
     st = new_state(qnet, B, learned)
-    grads = zero_grads(qnet, learned) if y is not None else None
+    grads = zero_grads(qnet, learned) if y is not None and lrq is None else None
     out = np.zeros((B,) + tuple(qnet.layers[-1].shape), np.int64)
     loss = 0.0 if y is not None else float("nan")
     readout = not qnet.layers[-1].spiking
     for t in range(T):
-        o = step(qnet, st, xq[t], y, grads, learned, record)
+        o = step(qnet, st, xq[t], y, grads, learned, record, lrq)
         out += o
         if y is not None:
             of = nm.dequantize(o, qnet.fmt.v_frac) if readout else o.astype(np.float64)

@@ -132,7 +132,6 @@ def test_api_predict_and_simulate_fixed():
 
 
 @pytest.mark.parametrize("change, match", [
-    (dict(neuron__surrogate="sigmoid"), "surrogate"),
     (dict(model__layers=None, model__name="resnet18", model__input_shape=[3, 32, 32]), "shortcuts"),
     (dict(rule__name="bpsta"), "BPSTA"),
 ])
@@ -141,6 +140,43 @@ def test_refuses_unsupported_networks(change, match):
     over = {k: v for k, v in change.items()}
     with pytest.raises(ConfigError, match=match):
         fixed.quantize(stopnp.build(cfg, **over))
+
+
+@pytest.mark.parametrize("surrogate", ["sigmoid", "atan"])
+def test_float_only_surrogates_run_inference_and_refuse_learning(surrogate):
+    """The surrogate plays no part in inference: a sigmoid or atan network quantizes and predicts; only
+    the integer STOP step refuses it, naming the setting."""
+    net = stopnp.build(mlp3(surrogate=surrogate).config)
+    x, y = data(net, B=3)
+    q = fixed.quantize(net)
+    assert fixed.predict(q, x).shape == (3,)
+    with pytest.raises(ConfigError, match=f"learning with neuron.surrogate = '{surrogate}'"):
+        fixed.check_supported(net, learn=True)
+
+
+def test_online_learning_updates_every_step():
+    """rule online in fixed point: with T = 1 it is the batch update exactly; with T > 1 every step
+    updates the parameters the next step uses, and the updates differ from one batch update."""
+    net = stopnp.build(convnet().config)
+    x, y = data(net, T=1, B=3)
+    lrq = [3277] * 3
+    qa, qb = fixed.quantize(net), fixed.quantize(net)
+    _, g, _ = fixed.run(qa, fixed.quantize_input(qa, x), y)
+    fixed.apply_q(qa, g, lrq)
+    out, g_online, _ = fixed.run(qb, fixed.quantize_input(qb, x), y, lrq=lrq)
+    assert g_online is None
+    for k in qa.params:
+        assert np.array_equal(qa.params[k], qb.params[k]), k
+    q0 = fixed.quantize(net)
+    assert any(not np.array_equal(q0.params[k], qb.params[k]) for k in q0.params if k.endswith(".weight"))
+    x, y = data(net, T=4, B=3)
+    qa, qb = fixed.quantize(net), fixed.quantize(net)
+    _, g, _ = fixed.run(qa, fixed.quantize_input(qa, x), y)
+    fixed.apply_q(qa, g, lrq)
+    rec = {}
+    fixed.run(qb, fixed.quantize_input(qb, x), y, lrq=lrq, record=rec)
+    assert any(not np.array_equal(qa.params[k], qb.params[k]) for k in qa.params if k.endswith(".weight"))
+    assert len(rec["conv1.delta"]) == 4
 
 
 def test_refuses_unsupported_training():

@@ -21,21 +21,26 @@ def register(sub):
         epilog="examples:\n"
                "  stopnp export c runs/default/best.h5 build/mcu\n"
                "  stopnp export c runs/default/best.h5 build/mcu --learn stop --learn-last 2 --vectors 4 --check\n"
-               "  make -C examples/mcu            (exports runs/default/best.h5 and runs it on a test digit)")
+               "  stopnp export c runs/default/best.h5 build/mcu --learn stop --online   (no gradient buffers)\n"
+               "  make -C examples/mcu            (exports runs/default/best.h5 and runs it on a test digit)\n"
+               "  make -C examples/mcu qemu       (the same on a Cortex-M3 under QEMU)")
     c.add_argument("checkpoint")
     c.add_argument("outdir")
     c.add_argument("--numerics", choices=["fixed", "float"], default="fixed",
                    help="integer arithmetic (bit-exact to stopnp's fixed point; default) or float32")
     c.add_argument("--learn", choices=["stop"], help="add the on-device STOP learning step")
     c.add_argument("--learn-last", type=int, default=0, metavar="N",
-                   help="learn only the last N layers (default 0: all)")
+                   help="with --learn: learn only the last N layers (default 0: all)")
+    c.add_argument("--online", action="store_true",
+                   help="with --learn: update W, θ, α after every step (no gradient accumulators; "
+                        "default: stopnp_apply after a sequence)")
     c.add_argument("--batch", type=int, default=1, help="samples per step the buffers hold (default 1)")
     c.add_argument("--vectors", type=int, default=0, metavar="N",
                    help="also write OUTDIR/vectors.bin: N sequences of test samples with every expected value")
     c.add_argument("--sample", type=int, default=None, metavar="INDEX",
                    help="also write OUTDIR/sample.h: test sample INDEX and its label (examples/mcu/main.c)")
     c.add_argument("--check", action="store_true",
-                   help="compile with gcc -std=c99 -Wall -Wextra -Werror -O2 and run the harness on vectors.bin")
+                   help="compile with gcc -std=c99 -O2 and every warning an error, and run the harness on vectors.bin")
     c.add_argument("--lr", type=float, default=None, help="learning rate in the vectors (default: optim.lr)")
     c.set_defaults(func=cmd_c)
     n = esub.add_parser("nir", help="NIR graph (needs: pip install 'stopnp[nir]')",
@@ -58,9 +63,6 @@ def _test_batches(net, n, batch, T):
     import numpy as np
     from .. import data
     src = data.load(net.config["data"]["name"], "test")
-    need = n * batch
-    if len(src.y) < need:
-        raise ConfigError(f"the test split has {len(src.y)} samples; --vectors {n} with --batch {batch} needs {need}")
     xs, ys = [], []
     for x, y in data.batches(src, batch, T, shuffle=False, dtype=np.float32):
         xs.append(np.ascontiguousarray(x))
@@ -71,7 +73,7 @@ def _test_batches(net, n, batch, T):
 
 
 def _check_c_args(args):
-    """Every option, before anything is written (one line each)."""
+    """Every option that can be checked without the checkpoint (one line each)."""
     import math
     for flag, value, low in (("--vectors", args.vectors, 0), ("--sample", args.sample, 0),
                              ("--learn-last", args.learn_last, 0), ("--batch", args.batch, 1)):
@@ -81,25 +83,47 @@ def _check_c_args(args):
         raise ConfigError(f"--lr {args.lr}: expected a finite learning rate > 0")
     if args.check and not args.vectors:
         raise ConfigError("--check runs the harness on vectors.bin; add --vectors N")
+    if args.learn_last and not args.learn:
+        raise ConfigError(f"--learn-last {args.learn_last} chooses the layers that learn; add --learn stop")
+    if args.online and not args.learn:
+        raise ConfigError("--online is a way of learning; add --learn stop")
+    if args.lr is not None and not (args.learn and args.vectors):
+        raise ConfigError("--lr sets the learning rate of the test vectors; add --learn stop and --vectors N")
+    if args.vectors and args.numerics == "float" and args.learn:
+        raise ConfigError("--vectors with --numerics float checks inference only; drop --learn or use "
+                          "--numerics fixed")
     if os.path.exists(args.outdir) and not os.path.isdir(args.outdir):
         raise ConfigError(f"{args.outdir}: is a file; export c writes a folder of C files there")
 
 
+def _check_c_data(args, net):
+    """The test split holds what --vectors and --sample ask for (before anything is written)."""
+    from .. import data
+    if not args.vectors and args.sample is None:
+        return
+    n_test = len(data.load(net.config["data"]["name"], "test").y)
+    if args.sample is not None and args.sample >= n_test:
+        raise ConfigError(f"--sample {args.sample}: the test split has samples 0..{n_test - 1}")
+    if args.vectors * args.batch > n_test:
+        raise ConfigError(f"--vectors {args.vectors} with --batch {args.batch} needs {args.vectors * args.batch} "
+                          f"test samples; the test split has {n_test}")
+
+
 def cmd_c(args):
-    from .. import data, load
+    from .. import load
     from . import c as cexp
     _check_c_args(args)
     net = load(args.checkpoint)
-    if args.sample is not None:
-        n_test = len(data.load(net.config["data"]["name"], "test").y)
-        if args.sample >= n_test:
-            raise ConfigError(f"--sample {args.sample}: the test split has samples 0..{n_test - 1}")
-    info = cexp.export(net, args.outdir, numerics=args.numerics, learn=args.learn, learn_last=args.learn_last,
-                       batch=args.batch, source=os.path.basename(args.checkpoint))
+    kw = dict(numerics=args.numerics, learn=args.learn, learn_last=args.learn_last, batch=args.batch,
+              online=args.online)
+    cexp.check_options(net, **kw)
+    _check_c_data(args, net)
+    info = cexp.export(net, args.outdir, source=os.path.basename(args.checkpoint), **kw)
     fp = info["footprint"]
     print(f"wrote {', '.join(os.path.join(args.outdir, f) for f in info['files'])}")
     print(f"memory: parameters {fp['params']:,} B, state {fp['state']:,} B, learning {fp['learn']:,} B, "
-          f"total {fp['total']:,} B ({args.numerics}, batch {args.batch})")
+          f"scratch {fp['scratch']:,} B; flash {fp['flash']:,} B, RAM {fp['ram']:,} B, plus code "
+          f"({args.numerics}, batch {args.batch})")
     T = net.config["data"]["T"]
     if args.sample is not None:
         x, y = _test_batches(net, 1, args.sample + 1, T)
@@ -110,14 +134,12 @@ def cmd_c(args):
         x, y = _test_batches(net, args.vectors, args.batch, T)
         vec = os.path.join(args.outdir, "vectors.bin")
         if args.numerics == "float":
-            if args.learn:
-                raise ConfigError("--vectors with --numerics float checks inference only; drop --learn")
             cexp.write_float_vectors(vec, net, x)
         else:
             lr = args.lr if args.lr is not None else net.config["optim"]["lr"]
             o = net.config["optim"]
             cexp.write_vectors(vec, net, x, y if args.learn else None, learn_last=args.learn_last,
-                               lr=(lr, lr * o["theta_lr_scale"], lr * o["alpha_lr_scale"]))
+                               online=args.online, lr=(lr, lr * o["theta_lr_scale"], lr * o["alpha_lr_scale"]))
         print(f"wrote {vec} ({args.vectors} sequences of {args.batch} test samples, T = {T})")
     if args.check:
         rc, out = cexp.compile_and_check(args.outdir, os.path.join(args.outdir, "vectors.bin"))

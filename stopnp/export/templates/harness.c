@@ -1,6 +1,6 @@
 /* stopnp test harness: runs the exported network on test vectors written by Python
- * (stopnp.export.c.write_vectors; format in export/c.py: magic "SNPV", version 1) and compares every
- * step's outputs, membranes and spikes, and the parameters after each learning update.
+ * (stopnp.export.c.write_vectors; format in export/c.py: magic "SNPV", version 2) and compares every
+ * step's outputs, membranes and spikes, and the learned parameters after each sequence.
  *
  *   harness VECTORS [ACTUAL]     exit 0: all equal (fixed point: bit for bit); 1: a mismatch; 2: bad file
  *
@@ -90,11 +90,12 @@ int main(int argc, char **argv)
     fout = argc > 2 ? fopen(argv[2], "wb") : 0;
     if (read_u32() != 0x56504E53u) die("not a stopnp vector file (magic SNPV missing)");
     version = read_u32();
-    if (version != 1) die("unsupported vector file version (this harness reads version 1)");
+    if (version != 2) die("unsupported vector file version (this harness reads version 2)");
     mode = read_u32();
     n_seq = read_u32(); T = read_u32(); B = read_u32(); n_layers = read_u32(); n_in = read_u32();
-    if ((int)(mode & 1) != STOPNP_LEARN || (int)((mode >> 1) & 1) != !STOPNP_FIXED)
-        die("vector file mode (learn/float) does not match this build");
+    if ((int)(mode & 1) != STOPNP_LEARN || (int)((mode >> 1) & 1) != !STOPNP_FIXED
+        || (int)((mode >> 2) & 1) != (STOPNP_LEARN && STOPNP_ONLINE))
+        die("vector file mode (learn/float/online) does not match this build");
     if (B != STOPNP_BATCH || n_layers != STOPNP_N_LAYERS || n_in != STOPNP_N_IN)
         die("vector file sizes do not match this build");
     for (l = 0; l < STOPNP_N_LAYERS; l++) if ((int)read_u32() != sizes[l]) die("layer sizes differ");
@@ -105,6 +106,9 @@ int main(int argc, char **argv)
         sn_lr lr[3];
         for (i = 0; i < STOPNP_BATCH; i++) label[i] = (int32_t)read_u32();
         for (i = 0; i < 3; i++) lr[i] = (sn_lr)read_val();
+#if STOPNP_ONLINE
+        stopnp_set_rates(lr[0], lr[1], lr[2]);
+#endif
 #endif
         stopnp_reset();
         for (t = 0; t < (int)T; t++) {
@@ -117,17 +121,17 @@ int main(int argc, char **argv)
             for (i = 0; i < STOPNP_BATCH * STOPNP_N_OUT; i++) check("output", seq, t, -1, i, out[i], !STOPNP_READOUT_SPIKING);
             for (l = 0; l < STOPNP_N_LAYERS; l++) {
                 const sn_val *v = stopnp_membrane(l);
-                const uint8_t *s = stopnp_spikes(l);
                 for (i = 0; i < STOPNP_BATCH * sizes[l]; i++) check("membrane", seq, t, l, i, v[i], 1);
-                for (i = 0; i < STOPNP_BATCH * sizes[l]; i++) check("spike", seq, t, l, i, s[i], 0);
+                for (i = 0; i < STOPNP_BATCH * sizes[l]; i++) check("spike", seq, t, l, i, stopnp_spike(l, i), 0);
             }
         }
 #if STOPNP_LEARN
+#if !STOPNP_ONLINE
         stopnp_apply(lr[0], lr[1], lr[2]);
+#endif
         for (l = STOPNP_LEARN_FROM; l < STOPNP_N_LAYERS; l++) {
-            int n;
-            const sn_w *w = stopnp_weights(l, &n);
-            for (i = 0; i < n; i++) check("weight", seq, (int)T, l, i, w[i], 1);
+            int n = stopnp_n_weights(l);
+            for (i = 0; i < n; i++) check("weight", seq, (int)T, l, i, stopnp_weight(l, i), 1);
             if (stopnp_theta(l, &n)) {
                 const sn_val *th = stopnp_theta(l, &n);
                 for (i = 0; i < n; i++) check("theta", seq, (int)T, l, i, th[i], 1);
