@@ -43,7 +43,8 @@ def locate(text: str) -> str:
         return path(stem)
     looks_like_path = os.path.sep in text or "/" in text or text.endswith(".json")
     what = "config file not found" if looks_like_path else "no such config file or packaged recipe"
-    raise ConfigError(f"{text}: {what}; packaged recipes: {', '.join(names())} (stopnp recipes list)")
+    raise ConfigError(f"{text}: {what}; pass an existing TOML/JSON file or one of the packaged recipes: "
+                      f"{', '.join(names())} (stopnp recipes list)")
 
 
 def summary(name: str) -> str:

@@ -45,7 +45,7 @@ def test_locate_name_path_and_unknown(tmp_path, monkeypatch):
     mine.write_text("[run]\nepochs = 1\n")
     monkeypatch.chdir(tmp_path)
     assert recipes.locate("fashion-lenet5.toml") == "fashion-lenet5.toml"  # a file in the cwd wins
-    with pytest.raises(C.ConfigError, match="no such config file or packaged recipe; packaged recipes: .*mnist-lenet5"):
+    with pytest.raises(C.ConfigError, match="no such config file or packaged recipe; pass .* packaged recipes: .*mnist-lenet5"):
         recipes.locate("mnist-lenet6")
     with pytest.raises(C.ConfigError, match="config file not found"):
         recipes.locate("sub/mnist-lenet5.toml")
