@@ -6,8 +6,9 @@ gradient contributions ΔW[t], Δθ[t], Δα[t]; check ΔW = Σ_t δ[t] ⊗ w~[t
 import numpy as np
 
 import stopnp
-from stopnp import data, plot
-from stopnp.inspect import format_table, inspect_batch
+from stopnp import data
+from stopnp.tools import plot
+from stopnp.tools.inspect import format_table, inspect_batch
 
 net = stopnp.build("lenet5").astype(np.float64)       # float64 so that the hand check is exact
 src = data.load("mnist-builtin", "test")

@@ -13,7 +13,7 @@
 from ._version import __version__
 from .api import gradients, predict, run_batch, simulate
 from .config import ConfigError
-from .network import Network, ShapeError, build
+from .engine.network import Network, ShapeError, build
 
 __all__ = ["__version__", "build", "gradients", "simulate", "predict", "run_batch", "load", "save",
            "Network", "ConfigError", "ShapeError"]
@@ -21,13 +21,13 @@ __all__ = ["__version__", "build", "gradients", "simulate", "predict", "run_batc
 
 def load(path) -> Network:
     """The network stored in a checkpoint (config and parameters validated)."""
-    from .train import load_network
+    from .run.train import load_network
     return load_network(path)[0]
 
 
 def save(net: Network, path, **extra):
     """Write a checkpoint holding only the network (parameters and config), atomically."""
-    from .checkpoint import save as _save
+    from .run.checkpoint import save as _save
     _save(path, params=net.params, opt_state={}, rng_state={}, config=net.config, epoch=extra.get("epoch", 0),
           step=extra.get("step", 0), metrics=extra.get("metrics", ()))
     return path

@@ -7,7 +7,7 @@
 import numpy as np
 
 from .config import ConfigError, validate_field
-from .network import Network, check_input, check_params
+from .engine.network import Network, check_input, check_params
 from .rules import runner
 from .rules.common import resolve_options
 
@@ -44,7 +44,7 @@ def run_batch(net, x, y=None, rule="stop", *, rng=None, record=(), **options):
 
 def gradients(net, x, y, rule="stop", numerics=None, **options) -> dict:
     """Gradients of one batch without updating anything. float64 ``x`` gives float64 arithmetic;
-    ``numerics="fixed"`` (default: the config's numerics.kind): the integer STOP step of fixed.py.
+    ``numerics="fixed"`` (default: the config's numerics.kind): the integer STOP step of fixed/integer.py.
 
     Options (defaults from ``net.config``): learn ("W", "WT", "WL", "WTL"), alpha_reduce, detach_reset,
     loss, loss_reduce, mix, kernels ("blas" | "loop"), reset, surrogate, bn_mode ("train" | "eval"),
@@ -70,9 +70,9 @@ def _fixed_options(options, valid=()):
 
 
 def _gradients_fixed(net, x, y, rule, learn_last=0):
-    """STOP gradients of the integer network (fixed.py), dequantized: what the MCU accumulates."""
-    from . import fixed
-    from .numerics import dequantize
+    """STOP gradients of the integer network (fixed/integer.py), dequantized: what the MCU accumulates."""
+    from .fixed import integer as fixed
+    from .fixed.formats import dequantize
     if rule != "stop":
         raise ValueError("numerics='fixed' computes STOP gradients only; use rule='stop'")
     check_input(net, x, y)
@@ -86,7 +86,7 @@ def simulate(net, x, record=("u", "s"), y=None, rule="stop", numerics=None, **op
     """Forward pass recording per layer and step: u, s, v, i; with labels y also delta, g, w_trace,
     th_trace, al_trace (the STOP learning quantities; nothing is updated).
 
-    ``numerics="fixed"`` (default: the config's numerics.kind) runs the integer network of fixed.py and
+    ``numerics="fixed"`` (default: the config's numerics.kind) runs the integer network of fixed/integer.py and
     records u, s, v, i (with labels also delta) as the integers the C export holds, dequantized to float64.
     """
     if _is_fixed(net, numerics):
@@ -99,8 +99,8 @@ def simulate(net, x, record=("u", "s"), y=None, rule="stop", numerics=None, **op
 
 
 def _simulate_fixed(net, x, y=None):
-    from . import fixed
-    from .numerics import dequantize
+    from .fixed import integer as fixed
+    from .fixed.formats import dequantize
     check_input(net, x, y)
     qnet = fixed.quantize(net)
     rec = {}
@@ -112,9 +112,9 @@ def _simulate_fixed(net, x, y=None):
 
 def predict(net, x, numerics=None, **options) -> np.ndarray:
     """argmax over classes of Σ_t o[t] (BN in eval mode), with the network's own neuron model;
-    ``numerics="fixed"`` (default: the config's numerics.kind): the integer network of fixed.py."""
+    ``numerics="fixed"`` (default: the config's numerics.kind): the integer network of fixed/integer.py."""
     if _is_fixed(net, numerics):
-        from . import fixed
+        from .fixed import integer as fixed
         _fixed_options(options)
         check_input(net, x)
         return fixed.predict(fixed.quantize(net), x)

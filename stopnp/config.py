@@ -117,7 +117,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "numerics": {
         "kind": Field("float", str, ("float", "fixed"),
-                      hint="float (run.dtype) or fixed (integer arithmetic of the C export; numerics.py)"),
+                      hint="float (run.dtype) or fixed (integer arithmetic of the C export; fixed/formats.py)"),
         "w_bits": Field(16, int, (8, 16, 32)),
         "w_frac": Field(12, int, check=lambda v: 0 <= v <= 24,
                         hint="0..24 fractional bits of the weights (w_scale global; < w_bits)"),

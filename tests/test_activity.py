@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from stopnp import activity, config as C
-from stopnp.network import from_config
-from stopnp.train import TrainingError, train
+from stopnp.run import activity
+from stopnp import config as C
+from stopnp.engine.network import from_config
+from stopnp.run.train import TrainingError, train
 
 TINY = ["model.name=mlp", "model.hidden=[32]", "data.limit_train=256", "data.limit_test=100",
         "data.batch_size=64", "data.test_batch_size=100", "data.T=3", "run.quiet=true", "optim.lr=0.05"]

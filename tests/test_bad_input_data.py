@@ -19,10 +19,11 @@ import pytest
 from badinput import Corpus, Env, refused
 from test_data_formats import (aedat2_bytes, aedat31_bytes, aedat31_packet, cifar_python_batch, cifar_records,
                                nmnist_bytes, py2_pickle, tar_gz, write_idx, write_mnist_folder)
-from stopnp import checkpoint, cli, optim
+from stopnp.run import checkpoint
+from stopnp import cli, optim
 from stopnp import config as C
 from stopnp.data import cifar, events
-from stopnp.network import from_config
+from stopnp.engine.network import from_config
 
 TINY = ["model.name=mlp", "model.hidden=[16]", "data.batch_size=4", "data.test_batch_size=4", "data.T=2",
         "run.epochs=1", "run.quiet=true"]

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 from badinput import refused
-from stopnp import checkpoint, cli, config as C, memory
-from stopnp.train import train
+from stopnp.run import checkpoint
+from stopnp import cli, config as C
+from stopnp.engine import memory
+from stopnp.run.train import train
 
 TINY = ["model.name=mlp", "model.hidden=[16]", "data.limit_train=64", "data.limit_test=32", "data.batch_size=32",
         "data.test_batch_size=32", "data.T=2", "run.epochs=1", "run.quiet=true"]

@@ -3,7 +3,7 @@ JSON line with every documented field; the FLOP count follows the documented for
 import io
 import json
 
-from stopnp import bench
+from stopnp.tools import bench
 
 
 def test_quick_run_prints_table_and_json(tmp_path):
@@ -33,7 +33,7 @@ def test_calibrate_reaches_the_target_rate_per_layer():
     scales are deterministic; without calibration the same net fires at other rates (so the check bites)."""
     import numpy as np
     from stopnp.config import resolve
-    from stopnp.network import from_config
+    from stopnp.engine.network import from_config
     from stopnp.rules.common import resolve_options
     cfg = bench.config_for("lenet", "stop")
     cfg["data"]["T"] = 2

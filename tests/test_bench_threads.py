@@ -1,9 +1,9 @@
-"""Thread policy (stopnp.threads): auto = numba on all cores, NumPy BLAS on one (every engine GEMM in numba's pool);
+"""Thread policy (stopnp.engine.threads): auto = numba on all cores, NumPy BLAS on one (every engine GEMM in numba's pool);
 ``fit`` gives the cores to numba; SciPy's BLAS (inside the conv kernels) runs one thread."""
 import numba
 import pytest
 
-from stopnp import threads
+from stopnp.engine import threads
 
 
 def test_auto_policy_switches_blas_by_gemm_size():
@@ -44,10 +44,10 @@ def test_fit_gives_the_cores_to_numba_whatever_the_gemm_sizes():
 
 
 def test_max_gemm_macs_counts_the_largest_call():
-    from stopnp import bench
+    from stopnp.tools import bench
     from stopnp.config import resolve
-    from stopnp.network import from_config
-    from stopnp.ops import max_gemm_macs
+    from stopnp.engine.network import from_config
+    from stopnp.engine.synapse import max_gemm_macs
     lenet = from_config(resolve(bench.config_for("lenet", "stop")))
     # only NumPy BLAS calls count: fc 400 -> 120 over the batch; the conv GEMMs run inside numba
     assert max_gemm_macs(lenet, 32) == 32 * 400 * 120
@@ -76,11 +76,11 @@ def test_inner_blas_is_pinned_to_one_thread():
 def test_conv_nets_give_numba_the_cores(config, pool):
     """LeNet-5 at B = 128 and ResNet-18 have a linear GEMM over 4M multiply-adds, but their conv work
     (in numba's pool) is larger: the cores go to numba. So does the bench mlp (its GEMMs run in that pool too)."""
-    from stopnp import bench
+    from stopnp.tools import bench
     from stopnp.config import read, resolve
     from stopnp.recipes import path
-    from stopnp.network import from_config
-    from stopnp.ops import conv_macs, linear_macs, thread_workload
+    from stopnp.engine.network import from_config
+    from stopnp.engine.synapse import conv_macs, linear_macs, thread_workload
     cfg = resolve(read(path(config)))
     net, B = from_config(cfg), cfg["data"]["batch_size"]
     m, inner, blas = thread_workload(net, B)

@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
-from stopnp import checkpoint
-from stopnp.checkpoint import Checkpoint, CheckpointError
+from stopnp.run import checkpoint
+from stopnp.run.checkpoint import Checkpoint, CheckpointError
 
 
 def _state():
@@ -270,7 +270,7 @@ def test_no_engine_import():
     import stopnp
     root = os.path.dirname(stopnp.__file__)
     allowed = {"_version", "fsutil"}
-    for mod in ("checkpoint", "progress", "plot"):
+    for mod in ("run/checkpoint", "run/progress", "tools/plot"):
         with open(os.path.join(root, f"{mod}.py"), encoding="utf-8") as f:
             tree = ast.parse(f.read())
         for node in ast.walk(tree):

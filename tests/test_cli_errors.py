@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import stopnp
-from stopnp import checkpoint, cli, optim, config as C
+from stopnp.run import checkpoint
+from stopnp import cli, optim, config as C
 from stopnp.data import DataError, cache
-from stopnp.train import train
+from stopnp.run.train import train
 
 TINY = ["model.name=mlp", "model.hidden=[16]", "data.limit_train=64", "data.limit_test=32", "data.batch_size=32",
         "data.test_batch_size=32", "data.T=2", "run.epochs=1", "run.quiet=true"]
@@ -186,7 +187,7 @@ def test_output_paths_and_options_fail_before_any_work(tmp_path, capsys):
 
 
 def test_compare_checks_every_override_before_training(tmp_path, capsys):
-    from stopnp.compare import compare
+    from stopnp.tools.compare import compare
     for extra, match in ((["rule.name=bptt"], "own recipe"), (["optim.lr=-1"], "optim.lr"),
                          (["foo.bar=1"], "unknown config section")):
         with pytest.raises(C.ConfigError, match=match):

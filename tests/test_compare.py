@@ -2,7 +2,7 @@
 import json
 import os
 
-from stopnp.compare import compare, rule_config
+from stopnp.tools.compare import compare, rule_config
 
 
 def test_rule_recipes_apply_their_defaults(tmp_path):

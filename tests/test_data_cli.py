@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from stopnp.data import DataError, cli
+from stopnp.data import DataError
+from stopnp.cli import data as cli
 from test_data_formats import write_mnist_folder
 
 

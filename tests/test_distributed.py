@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from stopnp import checkpoint
-from stopnp.train import train
+from stopnp.run import checkpoint
+from stopnp.run.train import train
 
 CI = bool(os.environ.get("CI") or os.environ.get("STOPNP_CI"))
 
@@ -98,7 +98,7 @@ def test_two_ranks_equal_one_process_float64(tmp_path):
 
 def _one_init(cfg):
     from stopnp.config import resolve
-    from stopnp.network import from_config
+    from stopnp.engine.network import from_config
     return from_config(resolve(cfg)).params
 
 
@@ -149,7 +149,7 @@ def test_ranks_with_different_configs_refused(tmp_path):
 
 def test_data_digest_tells_sources_apart():
     from stopnp import data
-    from stopnp.distributed import data_digest
+    from stopnp.run.distributed import data_digest
     x = np.zeros((100, 1, 4, 4), np.uint8)
     y = np.arange(100) % 10
     a = data_digest(data.from_arrays(x, y))
@@ -246,7 +246,7 @@ def test_a_rank_that_hangs_ends_the_job(tmp_path):
 
 
 def test_single_process_does_not_import_mpi4py(tmp_path):
-    code = ("import sys, json; from stopnp.train import train; "
+    code = ("import sys, json; from stopnp.run.train import train; "
             f"cfg = json.load(open({str(_cfg(tmp_path, 's', run={'epochs': 1})[0])!r})); "
             f"cfg['run']['out_dir'] = {str(tmp_path / 's')!r}; train(cfg); "
             "assert 'mpi4py' not in sys.modules, 'imported'")
@@ -283,7 +283,7 @@ def test_bn_own_statistics_by_default_synchronized_equal_one_process(tmp_path):
 def test_bench_ranks_reports_the_reduction(tmp_path):
     _mpiexec()
     import io
-    from stopnp.bench import run_all
+    from stopnp.tools.bench import run_all
     rows = run_all(["mlp"], ["stop"], sweep=False, quick=True, ranks=2, as_json=True, stream=io.StringIO())
     (row,) = rows
     assert "error" not in row, row

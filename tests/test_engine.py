@@ -336,7 +336,7 @@ def test_missing_scipy_blas_is_a_readable_error(monkeypatch):
     names run.kernels, before numba would fail inside its compiler; the loop kernels still work."""
     import sys
     from stopnp.config import ConfigError
-    from stopnp.ops import Workspace
+    from stopnp.engine.synapse import Workspace
     net = convnet()
     monkeypatch.setitem(sys.modules, "scipy.linalg.cython_blas", None)  # import now raises ImportError
     with pytest.raises(ConfigError, match="run.kernels"):
@@ -383,7 +383,7 @@ def test_winograd_convs_give_the_same_gradients(rule, monkeypatch):
     forward, the input gradient and the weight gradient, and the network's gradients equal the loop
     kernels' (float64), odd image size included."""
     from stopnp.kernels import winograd as kwino
-    from stopnp.ops import Workspace
+    from stopnp.engine.synapse import Workspace
     monkeypatch.setattr(kwino, "MIN_CHANNELS", 1)
     net = stopnp.build(_two_convs([2, 7, 9])).astype(np.float64)
     assert set(Workspace(net, 5, np.dtype(np.float64), backend="blas").wino) == {"conv1", "conv2"}
@@ -426,7 +426,7 @@ def test_linear_gemms_run_in_numbas_pool():
     """LeNet-5 and the bench MLP alike: the linear GEMMs run in numba's pool (fixed row parts, never a
     multi-threaded BLAS), so the results never depend on the thread count; the loop backend: its own
     kernels."""
-    from stopnp import bench
+    from stopnp.tools import bench
     lenet = stopnp.build(bench.config_for("lenet", "stop"))
     mlp = stopnp.build(bench.config_for("mlp", "stop"))
     opts = resolve_options(lenet, "stop", {})

@@ -1,6 +1,6 @@
 """export/c.py: the generated C99 compiles warning-free and matches the Python fixed point bit for bit.
 
-The harness (templates/harness.c) is an independent loop implementation of what fixed.py computes with
+The harness (templates/harness.c) is an independent loop implementation of what fixed/integer.py computes with
 NumPy; it exits 1 on any mismatch, so each test below is a real comparison (see the negative controls).
 """
 import os
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import stopnp
-from stopnp import fixed
+from stopnp.fixed import integer as fixed
 from stopnp.export import c as cexp
 
 from nets import convnet, mlp3
@@ -196,7 +196,7 @@ def test_vgg11_exports_bit_exact(tmp_path):
 def test_cli_export_and_mcu_example(tmp_path):
     """A trained checkpoint exports from the CLI, checks bit-exact, and examples/mcu builds and runs it."""
     from stopnp.cli import main
-    from stopnp.train import train
+    from stopnp.run.train import train
     run = tmp_path / "run"
     train({"model": {"name": "lenet5", "readout": "membrane"}, "data": {"T": 2, "batch_size": 32, "limit_train": 64,
                                                                       "limit_test": 20},

@@ -1,10 +1,10 @@
-"""fixed.py: the integer network tracks the float network, trains, and refuses what it cannot do."""
+"""fixed/integer.py: the integer network tracks the float network, trains, and refuses what it cannot do."""
 import numpy as np
 import pytest
 
 import stopnp
-from stopnp import fixed
-from stopnp import numerics as nm
+from stopnp.fixed import integer as fixed
+from stopnp.fixed import formats as nm
 from stopnp.config import ConfigError
 
 from nets import convnet, data, mlp3
@@ -192,7 +192,7 @@ def test_refuses_unsupported_training():
 
 
 def test_train_in_fixed_point(tmp_path):
-    from stopnp.train import train
+    from stopnp.run.train import train
     cfg = {"model": {"name": "mlp", "hidden": [32], "readout": "membrane"},
            "numerics": {"kind": "fixed"},
            "optim": {"momentum": 0.0, "weight_decay": 0.0, "lr": 0.2},

@@ -4,7 +4,7 @@ Each program is cross-compiled with arm-none-eabi-gcc (C99, every warning an err
 generated engine and templates/harness.c, with examples/mcu's startup.c and cortexm.ld, and run on
 QEMU's mps2-an385 (Cortex-M3) and mps2-an386 (Cortex-M4); ARMv6-M (Cortex-M0) code runs on the M3
 board. The harness compares every output, membrane, spike and learned parameter with the Python
-integer model (fixed.py) and exits 1 on any difference (see the negative control).
+integer model (fixed/integer.py) and exits 1 on any difference (see the negative control).
 
 Tools: gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm. Outside CI a missing tool skips
 these tests; under CI (env CI or STOPNP_CI) it fails them.
@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import stopnp
-from stopnp import data, fixed
+from stopnp import data
+from stopnp.fixed import integer as fixed
 from stopnp.export import c as cexp
 
 from nets import convnet, mlp3

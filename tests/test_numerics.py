@@ -1,10 +1,10 @@
-"""numerics.py: rounding, saturation and the integer exp against exact references."""
+"""fixed/formats.py: rounding, saturation and the integer exp against exact references."""
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from stopnp import numerics as nm
+from stopnp.fixed import formats as nm
 from stopnp.config import ConfigError
 
 

@@ -3,7 +3,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from stopnp import plot
+from stopnp.tools import plot
 
 plt = plot.plt
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -4,8 +4,8 @@ import io
 import numpy as np
 import pytest
 
-from stopnp import progress
-from stopnp.progress import MetricsLog, Progress, read_metrics
+from stopnp.run import progress
+from stopnp.run.progress import MetricsLog, Progress, read_metrics
 
 
 class FakeTTY(io.StringIO):

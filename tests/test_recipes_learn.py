@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from stopnp import activity, config as C, data, recipes
+from stopnp.run import activity
+from stopnp import config as C, data, recipes
 from stopnp.data import paths
-from stopnp.compare import rule_config
-from stopnp.train import train
+from stopnp.tools.compare import rule_config
+from stopnp.run.train import train
 
 FASHION = os.path.join(paths.cache_dir(), "fashion-mnist.h5")
 

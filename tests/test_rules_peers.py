@@ -475,7 +475,7 @@ def test_ottt_o_trains_with_an_update_every_step(tmp_path):
     """OTTT_O end to end: rule.online = true applies T updates a batch (Adam's step count shows it)."""
     pytest.importorskip("stopnp.data")
     from stopnp import config as C
-    from stopnp.train import train
+    from stopnp.run.train import train
     base = ["model.name=mlp", "model.hidden=[32]", "data.limit_train=128", "data.limit_test=64",
             "data.batch_size=64", "data.T=3", "run.epochs=1", "run.quiet=true", "rule.name=ottt", "rule.learn=W",
             "optim.kind=adam", "optim.lr=0.001"]
@@ -488,7 +488,7 @@ def test_ottt_o_trains_with_an_update_every_step(tmp_path):
         assert all(np.isfinite(v).all() for v in res.net.params.values())
         assert not np.array_equal(res.net.params["fc1.weight"], before["fc1.weight"])
     assert not np.array_equal(runs[True].net.params["fc1.weight"], runs[False].net.params["fc1.weight"])
-    from stopnp import checkpoint
+    from stopnp.run import checkpoint
     steps = {o: int(checkpoint.load(str(tmp_path / str(o) / "last.h5")).opt_state["step"]) for o in runs}
     assert steps == {False: 2, True: 2 * 3}   # 128 samples / batch 64 = 2 batches; T = 3 updates each online
 
@@ -516,7 +516,7 @@ def test_bpsta_plain_bptt_reference_equals_definition(surrogate, keep_reset):
 
 
 def test_compare_cosine_for_bpsta_uses_its_own_plain_bptt():
-    from stopnp.compare import gradient_cosine
+    from stopnp.tools.compare import gradient_cosine
     net = _net("mlp", reset="hard", vote=2)
     for layer in net.layers:
         net.params[f"{layer.name}.theta"][...] = 0.5
@@ -570,7 +570,7 @@ def test_bpsta_training_refuses_the_settings_it_would_ignore(tmp_path):
     that says otherwise (the recipe states them), instead of silently overriding it."""
     from stopnp import config as C
     from stopnp.rules import bpsta
-    from stopnp.train import train
+    from stopnp.run.train import train
     from stopnp.recipes import path as recipe_path
     path = recipe_path("rule-bpsta")
     bpsta.check_config(C.resolve(C.read(path)))

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from stopnp import cli, config as C
-from stopnp.runlock import LOCK_NAME, RunLock, RunLockError, read_lock
-from stopnp.train import train
+from stopnp.run.lock import LOCK_NAME, RunLock, RunLockError, read_lock
+from stopnp.run.train import train
 
 TINY = ["model.name=mlp", "model.hidden=[8]", "data.limit_train=32", "data.limit_test=16", "data.batch_size=16",
         "data.test_batch_size=16", "data.T=2", "run.epochs=1", "run.quiet=true"]
@@ -53,7 +53,7 @@ def test_two_trainings_started_together_leave_one_whole_run(tmp_path):
     for rc, err in res:
         if rc == 2:
             assert err.count("\n") == 1 and ("is being written by pid" in err or "already holds a run" in err), err
-    from stopnp import checkpoint, progress
+    from stopnp.run import checkpoint, progress
     ck = checkpoint.load(out / "last.h5")
     assert C.read(out / "config.toml")["run"]["seed"] == ck.config["run"]["seed"]
     assert [r["epoch"] for r in progress.read_metrics(out / "metrics.jsonl")] == [1]

@@ -1,7 +1,7 @@
 """The α-β cost model of ring Allreduce (scaling.py): its limits, its fit, its projection."""
 import pytest
 
-from stopnp.scaling import fit_alpha_gamma, project, ring_allreduce_s
+from stopnp.tools.scaling import fit_alpha_gamma, project, ring_allreduce_s
 
 
 def test_ring_allreduce_terms():

@@ -74,7 +74,7 @@ def test_gap_on_a_non_square_map_matches_finite_differences(shape):
 def test_a_layer_list_that_breaks_a_shape_is_refused():
     """Hand-made layers whose pre-op window does not fit never reach a kernel."""
     import dataclasses
-    from stopnp.network import Network, ShapeError
+    from stopnp.engine.network import Network, ShapeError
     net = _net([{"type": "conv", "out": 2, "k": 3, "pad": 1}, {"type": "gap"}, {"type": "linear", "out": 3}],
                (1, 6, 4))
     fc = net.layers[1]

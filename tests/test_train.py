@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from stopnp import checkpoint, cli, config as C
-from stopnp.train import TrainingError, load_network, train
+from stopnp.run import checkpoint
+from stopnp import cli, config as C
+from stopnp.run.train import TrainingError, load_network, train
 
 TINY = ["model.name=mlp", "model.hidden=[32]", "model.dropout=0.2", "data.limit_train=320",
         "data.limit_test=100", "data.batch_size=64", "data.test_batch_size=100", "data.T=3", "run.epochs=2",
@@ -168,7 +169,7 @@ def test_python_m_stopnp_help():
 def test_train_prints_the_blas_warning_only_when_there_is_one(tmp_path, monkeypatch):
     """An AVX-512 CPU held to AVX2 kernels by OPENBLAS_CORETYPE gets one 'note:' line before the epochs."""
     import io
-    from stopnp import threads
+    from stopnp.engine import threads
     for warning in ("OPENBLAS_CORETYPE=Haswell is set and this CPU has AVX-512", ""):
         monkeypatch.setattr(threads, "blas_warning", lambda coretype=None, w=warning: w)
         out = io.StringIO()
@@ -208,7 +209,7 @@ def test_the_thread_policy_never_changes_the_trained_model(tmp_path):
                                            "model.dropout=0.0", f"run.threads={n}"])
             runs[n] = train(cfg)
     finally:
-        from stopnp import threads
+        from stopnp.engine import threads
         threads.set_threads(numba.config.NUMBA_NUM_THREADS)
     for n in (2, 0):
         for k, v in runs[1].net.params.items():

@@ -80,7 +80,7 @@ def test_non_finite_and_out_of_range_config_values(override, match):
 
 def test_numerics_config_ranges_match_the_formats():
     """Every numerics.* value the config accepts is accepted by numerics.Formats (and the other way)."""
-    from stopnp.numerics import formats_from_config
+    from stopnp.fixed.formats import formats_from_config
     for key, values in {"w_frac": range(0, 33), "x_frac": range(0, 33), "p_frac": range(0, 33),
                         "w_headroom": range(0, 10)}.items():
         for v in values:

@@ -77,7 +77,7 @@ def test_wheel_in_a_fresh_venv(tmp_path):
                         (["train", "fashion-lenet5", "--print-config"], '"fashion-mnist"')):
         r = _run([stopnp, *argv], home, env)
         assert r.returncode == 0 and words in r.stdout, (argv, r.stdout, r.stderr)
-    r = _run([py, "-c", "from stopnp.compare import rule_config; print(rule_config('bptt', 1, 0, 'x')['rule'])"],
+    r = _run([py, "-c", "from stopnp.tools.compare import rule_config; print(rule_config('bptt', 1, 0, 'x')['rule'])"],
              home, env)
     assert r.returncode == 0 and "'name': 'bptt'" in r.stdout, r.stderr
 

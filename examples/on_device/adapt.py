@@ -9,7 +9,7 @@ learns from a labelled stream with STOP, one sample at a time, in fixed point.
    digits rotated by 45° (--shift rotate). The stream is --stream shifted training digits with their
    labels; the test set is the first --test shifted test digits.
 3. For each way of learning (none, the last layer, the last two layers, all layers: W, θ and α):
-   the Python integer model (stopnp.fixed) learns from the stream (batch 1, the update applied after
+   the Python integer model (stopnp.fixed.integer) learns from the stream (batch 1, the update applied after
    every step: export --learn stop --online) and is evaluated every --every samples; the exported C
    does the same on a Cortex-M3 (QEMU mps2-an385, -icount), linked into the memory of a real part
    (256 KiB flash / 64 KiB RAM; all layers 1 MiB / 256 KiB). The accuracies at every evaluation and a
@@ -34,8 +34,9 @@ sys.path.insert(0, os.path.join(ROOT, "examples", "mcu"))
 import cortexm as cm  # noqa: E402
 
 import stopnp  # noqa: E402
-from stopnp import data, fixed  # noqa: E402
-from stopnp.export import c as cexp  # noqa: E402
+from stopnp import data
+from stopnp.fixed import integer as fixed
+from stopnp.export import c as cexp
 
 MODES = [   # name, --learn-last (None: no learning), flash, RAM
     ("no learning", None, "256K", "64K"),
@@ -59,7 +60,7 @@ def base_network(args):
         return stopnp.load(args.ckpt)
     path = os.path.join(args.out, "base", "best.h5")
     if not os.path.exists(path):
-        from stopnp.train import train
+        from stopnp.run.train import train
         print(f"training the base LeNet-5 in float for {args.epochs} epochs -> {path}", flush=True)
         train({"model": {"name": "lenet5", "readout": "membrane"},        # `stopnp train`'s recipe, fewer epochs
                "optim": {"lr": 0.05}, "data": {"name": "mnist-builtin", "T": 4, "batch_size": 32, "augment": "shift"},

@@ -55,9 +55,9 @@ def _add_train(sub):
 
 
 def cmd_train(args):
-    from . import config as C
-    from .recipes import locate
-    from .train import train
+    from .. import config as C
+    from ..recipes import locate
+    from ..run.train import train
     ov = list(args.overrides)
     for o in ov:  # before the config file: `--set optim.lr 0.1` would otherwise read "0.1" as the file
         C.parse_override(o)
@@ -75,7 +75,7 @@ def cmd_train(args):
         ov.append("run.quiet=true")
     cfg = C.resolve(base, ov)
     if args.resume and not args.config:
-        from .checkpoint import load
+        from ..run.checkpoint import load
         saved = load(args.resume).config
         run = saved.get("run") if isinstance(saved.get("run"), dict) else {}
         saved = {**saved, "run": {**run, "quiet": False}}  # display only: not inherited from the old run
@@ -113,9 +113,9 @@ def _add_eval(sub):
 
 
 def cmd_eval(args):
-    from . import data
-    from .train import check_data, evaluate, load_network
-    from . import config as C
+    from .. import data
+    from ..run.train import check_data, evaluate, load_network
+    from .. import config as C
     net, ck = load_network(args.checkpoint)
     bad = [o for o in args.overrides if not o.startswith("numerics.")]
     if bad:
@@ -155,9 +155,9 @@ def _add_inspect(sub):
 
 def cmd_inspect(args):
     import numpy as np
-    from . import data
-    from .inspect import check_inspectable, format_table, inspect_batch, write_h5
-    from .train import load_network
+    from .. import data
+    from ..tools.inspect import check_inspectable, format_table, inspect_batch, write_h5
+    from ..run.train import load_network
     net, _ = load_network(args.checkpoint)
     check_inspectable(net, args.checkpoint)
     d = net.config["data"]
@@ -184,7 +184,7 @@ def _add_plot(sub):
 
 
 def cmd_plot(args):
-    from .report import plot_run
+    from ..tools.report import plot_run
     paths = plot_run(args.run_dir, args.out)
     for p in paths:
         print(p)
@@ -212,8 +212,8 @@ def _add_recipes(sub):
 
 def cmd_recipes(args):
     import shutil
-    from . import recipes
-    from .config import ConfigError
+    from .. import recipes
+    from ..config import ConfigError
     which = getattr(args, "recipes_command", None) or "list"
     if which == "list":
         names = recipes.names()
@@ -240,7 +240,7 @@ def _version():
     """stopnp's version and those of the libraries that decide its numbers (without importing them)."""
     import platform
     from importlib import metadata
-    from ._version import __version__
+    from .._version import __version__
     deps = []
     for dist in ("numpy", "numba", "scipy", "h5py"):
         try:
@@ -267,7 +267,7 @@ _DATA_COMMANDS = ("train", "eval", "inspect", "plot", "compare", "export")
 
 
 def build_parser():
-    from .data import cli as data_cli
+    from . import data as data_cli
     parser = argparse.ArgumentParser(
         prog="stopnp", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Train spiking neural networks with STOP (and BPTT, SLTT, OTTT, BPSTA) on the CPU.")
@@ -279,7 +279,7 @@ def build_parser():
     _add_inspect(sub)
     _add_plot(sub)
     data_cli.register(sub)
-    for mod in ("stopnp.bench_cli", "stopnp.compare_cli", "stopnp.export.cli"):
+    for mod in ("stopnp.cli.bench", "stopnp.cli.compare", "stopnp.cli.export"):
         try:
             module = __import__(mod, fromlist=["register"])
         except ModuleNotFoundError as e:
@@ -298,7 +298,7 @@ def build_parser():
 def _data_dir_env(data_dir):
     """--data-dir as STOPNP_DATA while the command runs: seen by the library and by the subprocesses a
     command starts (compare), and restored afterwards for callers of ``main``."""
-    from .data.paths import ENV
+    from ..data.paths import ENV
     if not data_dir:
         yield
         return
@@ -319,22 +319,22 @@ def main(argv=None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    from .config import ConfigError
-    from .network import ShapeError
-    from .memory import ResourceError
+    from ..config import ConfigError
+    from ..engine.network import ShapeError
+    from ..engine.memory import ResourceError
     errors = [ConfigError, ShapeError, FileNotFoundError]
     try:
-        from .checkpoint import CheckpointError
+        from ..run.checkpoint import CheckpointError
         errors.append(CheckpointError)
-        from .data import DataError
+        from ..data import DataError
         errors.append(DataError)
-        from .train import TrainingError
+        from ..run.train import TrainingError
         errors.append(TrainingError)
-        from .progress import MetricsError
+        from ..run.progress import MetricsError
         errors.append(MetricsError)
-        from .runlock import RunLockError
+        from ..run.lock import RunLockError
         errors.append(RunLockError)
-        from .history import HistoryError
+        from ..run.history import HistoryError
         errors.append(HistoryError)
     except ImportError:
         pass

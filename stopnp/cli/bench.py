@@ -10,7 +10,7 @@ def register(sub):
     p.add_argument("--rules", default="stop,bptt", help="comma list of rules (default stop,bptt)")
     p.add_argument("--threads", type=int, default=0,
                    help="0 = auto (numba kernels, conv GEMMs included, on all cores; an MLP with large GEMMs: "
-                        "numba 1 thread and those GEMMs on all cores via BLAS; stopnp.threads); "
+                        "numba 1 thread and those GEMMs on all cores via BLAS; stopnp.engine.threads); "
                         "n > 0: n numba threads, NumPy BLAS 1")
     p.add_argument("--no-sweep", action="store_true", help="skip the mlp T = 4..64 sweep")
     p.add_argument("--quick", action="store_true", help="few batches (smoke test)")
@@ -28,8 +28,8 @@ def register(sub):
 
 
 def cmd(args):
-    from .bench import WORKLOADS, run_all
-    from .config import ConfigError, RULES
+    from ..tools.bench import WORKLOADS, run_all
+    from ..config import ConfigError, RULES
     workloads, rules = args.workloads.split(","), args.rules.split(",")
     for name, given, valid in (("--workloads", workloads, WORKLOADS), ("--rules", rules, RULES)):
         bad = [g for g in given if g not in valid]
@@ -42,13 +42,13 @@ def cmd(args):
     if args.ranks < 1:
         raise ConfigError(f"--ranks {args.ranks}: 1 (one process) or more")
     if args.ranks > 1:
-        from .bench import mpiexec
+        from ..tools.bench import mpiexec
         try:
             import mpi4py  # noqa: F401
         except ImportError:
             mpi4py = None
         if mpi4py is None or mpiexec() is None:
-            from .distributed import INSTALL
+            from ..run.distributed import INSTALL
             raise ConfigError(f"--ranks {args.ranks} needs mpi4py and mpiexec; install them with {INSTALL}")
     if args.out:  # found now, not after the whole benchmark has run
         import os

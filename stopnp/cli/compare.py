@@ -40,7 +40,7 @@ def register(sub):
 
 
 def cmd(args):
-    from .compare import CompareError, compare
+    from ..tools.compare import CompareError, compare
     if args.epochs < 1:
         raise SystemExit("stopnp compare: --epochs must be >= 1")
     try:

@@ -96,7 +96,7 @@ def register(sub):
 
 
 def main(args) -> int:
-    from . import download, info
+    from ..data import download, info
     which = getattr(args, "data_command", None)
     data_dir = getattr(args, "data_dir", None)
     if which is None:
@@ -120,7 +120,7 @@ def main(args) -> int:
 
 def _progress_bars():
     """A progress(split, done, total) callback drawing one bar per split on stderr."""
-    from ..progress import Progress
+    from ..run.progress import Progress
     bars = {}
 
     def progress(split, done, total):

@@ -17,7 +17,7 @@ def register(sub):
                     "buffers sized for --batch, no malloc, no libm in fixed point; API stopnp_init, stopnp_reset,\n"
                     "stopnp_step (and with --learn stop: stopnp_learn_step, stopnp_apply). The memory footprint is\n"
                     "printed and written in the header. Fixed-point formats come from the checkpoint's\n"
-                    "[numerics] section (see stopnp/numerics.py).",
+                    "[numerics] section (see stopnp/fixed/formats.py).",
         epilog="examples:\n"
                "  stopnp export c runs/default/best.h5 build/mcu\n"
                "  stopnp export c runs/default/best.h5 build/mcu --learn stop --learn-last 2 --vectors 4 --check\n"
@@ -111,7 +111,7 @@ def _check_c_data(args, net):
 
 def cmd_c(args):
     from .. import load
-    from . import c as cexp
+    from ..export import c as cexp
     _check_c_args(args)
     net = load(args.checkpoint)
     kw = dict(numerics=args.numerics, learn=args.learn, learn_last=args.learn_last, batch=args.batch,
@@ -150,7 +150,7 @@ def cmd_c(args):
 
 def cmd_nir(args):
     from .. import load
-    from .nir import export_nir
+    from ..export.nir import export_nir
     if os.path.isdir(args.out):
         raise ConfigError(f"{args.out}: is a folder; give the output file, e.g. {os.path.join(args.out, 'net.nir')}")
     net = load(args.checkpoint)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import paths
-from .paths import data_dir  # public: the folder that dataset names resolve in
+from .paths import data_dir
 
 
 class DataError(ValueError):

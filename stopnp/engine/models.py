@@ -11,7 +11,7 @@ A spec is a list of plain dicts that ``network.build_layers`` turns into layer r
 The last weight layer is the output layer (spiking LIF, or non-spiking readout by config). The keys of
 each type, their defaults and valid values: ``network.LAYER_KEYS``, ``network.LAYER_CHECKS``.
 """
-from .config import ConfigError
+from ..config import ConfigError
 
 VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import config as config_mod
+from .. import config as config_mod
 from . import models
 
 
@@ -159,7 +159,7 @@ def build(cfg=None, **overrides) -> Network:
             (".toml", ".json"))):
         base = config_mod.read(cfg)
     elif isinstance(cfg, str) and cfg not in config_mod.MODELS:
-        from .recipes import names, path
+        from ..recipes import names, path
         if cfg not in names():
             raise config_mod.ConfigError(f"unknown model {cfg!r}; valid: {', '.join(config_mod.MODELS)}, a "
                                          f"packaged recipe ({', '.join(names())}) or a config file path")

@@ -24,14 +24,14 @@ of T) and T for BPTT.
 import numpy as np
 from numba import config
 
-from .kernels import conv as kconv
-from .kernels import elementwise as kel
-from .kernels import linear as klin
-from .kernels import lif as klif
-from .kernels import norm as knorm
-from .kernels import pool as kpool
-from .kernels import winograd as kwino
-from .config import ConfigError
+from ..kernels import conv as kconv
+from ..kernels import elementwise as kel
+from ..kernels import linear as klin
+from ..kernels import lif as klif
+from ..kernels import norm as knorm
+from ..kernels import pool as kpool
+from ..kernels import winograd as kwino
+from ..config import ConfigError
 from .threads import inner_blas_single
 
 BN_EPS = 1e-5

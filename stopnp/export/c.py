@@ -12,7 +12,7 @@ parameters, traces and error buffers in RAM. API (see the generated header):
     void stopnp_apply(sn_lr lr_w, sn_lr lr_theta, sn_lr lr_alpha)    update after a sequence (batch)
     void stopnp_set_rates(sn_lr lr_w, sn_lr lr_theta, sn_lr lr_alpha)    --online: every step updates
 
-Numbers: fixed point (``sn_val`` = int32 in the formats of numerics.py, inputs in Q(x_frac)) or float32.
+Numbers: fixed point (``sn_val`` = int32 in the formats of fixed/formats.py, inputs in Q(x_frac)) or float32.
 The output is the readout's current I[t] (Q(v_frac)) or the output spikes (0/1).
 
 Memory (``footprint``): every array the source declares, by category (parameters, state, learning,
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import fixed as fx
-from .. import numerics as nm
+from ..fixed import integer as fx
+from ..fixed import formats as nm
 from .._version import __version__
 from ..config import ConfigError
 from ..fsutil import atomic_write

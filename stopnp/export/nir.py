@@ -153,7 +153,7 @@ def to_nir_graph(net, *, dt=1e-4, pool="avg", unit_threshold=False):
     nir = _nir()
     from .._version import __version__
     from ..kernels.norm import bn_fold
-    from ..ops import BN_EPS
+    from ..engine.synapse import BN_EPS
     if pool not in ("avg", "sum"):
         raise ConfigError(f"NIR export: pool must be 'avg' or 'sum', not {pool!r}")
     if not 0 < dt < float("inf"):

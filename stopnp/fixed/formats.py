@@ -56,7 +56,7 @@ class Formats:
     lr_frac: int = 16
 
     def check(self):
-        from .config import ConfigError
+        from ..config import ConfigError
         if self.w_bits not in (8, 16, 32):
             raise ConfigError(f"numerics.w_bits = {self.w_bits}: weights are stored as int8, int16 or int32 "
                               f"(8, 16 or 32)")

@@ -1,6 +1,6 @@
 """Fixed-point network: inference and the STOP learning step exactly as the exported C computes them.
 
-``quantize(net)`` turns a float network into integer parameters (formats in numerics.py; BN folded into
+``quantize(net)`` turns a float network into integer parameters (formats in formats.py; BN folded into
 W and a per-channel bias); ``run`` performs one sequence on integer int64 arrays. Every operation below
 is an integer product or sum followed by one ``rshift``/``rdiv`` (round half away from zero) and a
 saturation, in the same order as export/templates/stopnp.c, so the two agree bit for bit.
@@ -48,11 +48,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import numerics as nm
-from .config import ConfigError
-from .kernels.norm import bn_fold
-from .network import theta_shape
-from .ops import BN_EPS
+from . import formats as nm
+from ..config import ConfigError
+from ..kernels.norm import bn_fold
+from ..engine.network import theta_shape
+from ..engine.synapse import BN_EPS
 
 SURROGATES = ("exp", "triangle", "rectangle")
 

@@ -7,7 +7,7 @@
 The ``*_loop`` functions are the C-portable references (numba, prange over the output an iteration
 owns, fixed summation order). The ``*_blas`` functions compute the same through NumPy's sgemm/dgemm;
 they take a caller-allocated scratch so that nothing is allocated per step. How many BLAS threads a
-GEMM gets is the caller's business (``stopnp.threads``): kernels import nothing from the package.
+GEMM gets is the caller's business (``stopnp.engine.threads``): kernels import nothing from the package.
 
 The ``*_pool`` functions run the same GEMMs inside numba's thread pool, for networks whose conv kernels
 keep that pool busy (NumPy's BLAS then has one thread): the output rows are split into ``parts``

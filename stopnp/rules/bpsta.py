@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import ConfigError
 from ..kernels import bpsta as kb
-from ..ops import Workspace, flat, flush_static, layer_current, static_begin, synapse_backward, syn_input
+from ..engine.synapse import Workspace, flat, flush_static, layer_current, static_begin, synapse_backward, syn_input
 from .common import Result, bn_stats, zero_grads
 
 

@@ -15,8 +15,7 @@ import numpy as np
 
 from .. import loss as loss_mod
 from ..kernels import lif as klif
-from ..ops import (Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count,
-                   static_begin, synapse_backward, syn_input)
+from ..engine.synapse import Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count, static_begin, synapse_backward, syn_input
 from .common import Result, alpha_of, bn_stats, output_view, zero_grads
 
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from ._version import __version__
-from .fsutil import atomic_write
+from .._version import __version__
+from ..fsutil import atomic_write
 
 FORMAT_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)

@@ -44,7 +44,7 @@ import zlib
 
 import numpy as np
 
-from .config import ConfigError
+from ..config import ConfigError
 
 INSTALL = ("pip install -e \".[mpi]\" (mpi4py and MPICH as wheels; or pip install mpi4py against a system "
            "MPI)")
@@ -170,7 +170,7 @@ class Comm:
             if not self.set_up:
                 self._exchange(f"{e}" if str(e) else type(e).__name__, None)
                 raise  # (_exchange raises the agreed error instead unless this rank's is the first)
-            from .train import TrainingError  # (raised on the summed values: every rank raises it alike)
+            from .train import TrainingError
             if isinstance(e, (TrainingError, SystemExit)):
                 if not self.is_root:
                     e.silent = True

@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 
-from .fsutil import atomic_write
+from ..fsutil import atomic_write
 
 NAME = "history.h5"
 

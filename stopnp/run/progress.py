@@ -146,7 +146,7 @@ class MetricsLog:
 
     def rewrite(self, rows):
         """Replace the log with ``rows`` (atomically: a crash leaves the old log or the new one)."""
-        from .fsutil import atomic_write
+        from ..fsutil import atomic_write
         lines = "".join(json.dumps(r, default=_json_default) + "\n" for r in rows)
         with atomic_write(self.path) as tmp:
             with open(tmp, "w", encoding="utf-8") as f:
@@ -159,7 +159,7 @@ class MetricsLog:
                 f.write(line + "\n")
                 f.flush()
         except OSError as e:
-            from .fsutil import write_error
+            from ..fsutil import write_error
             raise write_error(self.path, e) from None
 
 

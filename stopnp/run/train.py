@@ -18,16 +18,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import activity, checkpoint, data, history, memory, optim
-from . import config as config_mod
-from .network import ShapeError, check_params, from_config
-from .ops import thread_workload
-from .fsutil import atomic_write
+from . import activity, checkpoint, history
+from .. import data, optim
+from ..engine import memory
+from .. import config as config_mod
+from ..engine.network import ShapeError, check_params, from_config
+from ..engine.synapse import thread_workload
+from ..fsutil import atomic_write
 from .progress import MetricsLog, Progress
-from .runlock import RunLock
-from . import threads
-from .rules import forward_runner, runner
-from .rules.common import resolve_options
+from .lock import RunLock
+from ..engine import threads
+from ..rules import forward_runner, runner
+from ..rules.common import resolve_options
 
 
 class TrainingError(RuntimeError):
@@ -113,9 +115,9 @@ def check_memory(net, cfg, rule, n_train, n_test):
 def evaluate(net, source, T, batch_size, *, ws_cache=None, kernels="blas", numerics=None):
     """Test accuracy (prediction = argmax Σ_t o[t]) with BN in eval mode; forward only.
 
-    ``numerics="fixed"`` (default: the config's numerics.kind) evaluates the integer network of fixed.py."""
+    ``numerics="fixed"`` (default: the config's numerics.kind) evaluates the integer network of fixed/integer.py."""
     if (numerics or net.config["numerics"]["kind"]) == "fixed":
-        from . import fixed
+        from ..fixed import integer as fixed
         return fixed.accuracy(net, data.batches(source, batch_size, T, shuffle=False, dtype=np.float32))
     rule = "bpsta" if net.config["rule"]["name"] == "bpsta" else "stop"
     opts = resolve_options(net, rule, {"bn_mode": "eval", "kernels": kernels, "learn": "W"})
@@ -140,7 +142,7 @@ def _limit(src, n):
 
 def _ws(cache, net, B, dtype, opts, rule, T=None):
     """One workspace per (batch size, rule, T), reused across batches (no per-batch allocation)."""
-    from .rules import bptt, stop
+    from ..rules import bptt, stop
     stored = rule in ("bptt", "bpsta")
     key = (B, rule, T if stored else None)
     if key not in cache:
@@ -195,11 +197,11 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
     check_memory(net, cfg, rule, len(train_src.y), len(test_src.y))
     run = runner(rule)
     if rule == "bpsta":
-        from .rules import bpsta
+        from ..rules import bpsta
         bpsta.check_config(cfg)
     is_fixed = cfg["numerics"]["kind"] == "fixed"
     if is_fixed:
-        from . import fixed
+        from ..fixed import integer as fixed
         fixed.check_training(cfg)
         fixed.check_supported(net, learn=True)
     opts = resolve_options(net, rule, {})
@@ -284,7 +286,7 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
                             for g in grads.values():
                                 g.fill(0)
 
-                    if is_fixed:   # integer STOP step and SGD: what the exported C computes (fixed.py)
+                    if is_fixed:   # integer STOP step and SGD: what the exported C computes (fixed/integer.py)
                         out_sum, grads, loss = fixed.run(qnet, fixed.quantize_input(qnet, x), y,
                                                          learn_last=cfg["numerics"]["learn_last"])
                         fixed.apply(qnet, grads, lr, ocfg["theta_lr_scale"], ocfg["alpha_lr_scale"])

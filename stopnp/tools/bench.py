@@ -77,7 +77,7 @@ def flops_per_sample(net, T):
 
 def spike_rates(net, x, opts, ws=None):
     """Mean spikes per neuron per step of every spiking layer on input ``x`` (T, B, ...), forward only."""
-    from .rules import stop as stop_rule
+    from ..rules import stop as stop_rule
     res = stop_rule.run(net, net.params, x, None, opts, ws=ws)
     T, B = x.shape[:2]
     return [res.spike_counts[layer.name] / (T * B * layer.size) for layer in net.layers if layer.spiking]
@@ -88,7 +88,7 @@ def calibrate(net, x, target, opts, steps=16):
     step on ``x`` (multiplicative bisection on [1e-2, 1e3], ``steps`` halvings): the peer benchmark's
     protocol (docs/results.md), so both run at the same activity, as trained SNNs do
     (5-20 %). Deterministic; returns the scales. Layers without weights or spikes are left alone."""
-    from .rules import stop as stop_rule
+    from ..rules import stop as stop_rule
     ws = stop_rule.workspace(net, x.shape[1], x.dtype, opts)  # one workspace for every trial forward
     scales = []
     spiking = [layer for layer in net.layers if layer.spiking]
@@ -131,19 +131,19 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
     same fixed number of batches; per batch, the wait for the slowest rank (a barrier) and the gradient
     Allreduce are timed apart. Rank 0 returns the row, the others None."""
     t_import = time.perf_counter()
-    from . import optim
-    from .network import from_config
-    from .config import resolve
-    from .rules import runner
-    from .rules.common import resolve_options
-    from .rules import stop as stop_rule
-    from .ops import thread_workload
-    from .threads import blas_core, describe as threads_describe, fit as threads_fit, set_threads
+    from .. import optim
+    from ..engine.network import from_config
+    from ..config import resolve
+    from ..rules import runner
+    from ..rules.common import resolve_options
+    from ..rules import stop as stop_rule
+    from ..engine.synapse import thread_workload
+    from ..engine.threads import blas_core, describe as threads_describe, fit as threads_fit, set_threads
     import numba
     comm = None
     if distributed:
         from mpi4py import MPI
-        from .distributed import Comm
+        from ..run.distributed import Comm
         comm = Comm(MPI, 600.0)
         budget_s = float("inf")  # every rank times the same batches (a collective each)
     set_threads(threads, cores=comm.cores if comm else None)
@@ -176,7 +176,7 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
         batches = [comm.local_batch(x, y) for x, y in batches]
         B = batches[0][1].shape[0]
     rss_before = _rss_kib()
-    from .rules import bptt as bptt_rule
+    from ..rules import bptt as bptt_rule
     ws = (bptt_rule.workspace(net, B, np.float32, opts, T) if rule in ("bptt", "bpsta")
           else stop_rule.workspace(net, B, np.float32, opts))
     fwd_ws = ws if rule not in ("bptt", "bpsta") else stop_rule.workspace(net, B, np.float32, fwd_opts)
@@ -251,12 +251,12 @@ def run_all(workloads=("mlp", "lenet", "vgg"), rules=("stop", "bptt"), threads=0
             stream=sys.stdout, as_json=False, out=None, rate=0.1, ranks=1):
     rows = []
     if not as_json:
-        from .threads import blas_note
+        from ..engine.threads import blas_note
         print(f"# {blas_note()}; " + (f"weights calibrated to {rate:g} spikes/neuron/step" if rate > 0
                                       else "default init (no calibration)"), file=stream, flush=True)
         print(HEADER, file=stream, flush=True)
     for w, r, T in plan(workloads, rules, sweep):
-        cmd = [sys.executable, "-m", "stopnp.bench", w, r, str(T or 0), str(threads), "1" if quick else "0",
+        cmd = [sys.executable, "-m", "stopnp.tools.bench", w, r, str(T or 0), str(threads), "1" if quick else "0",
                repr(float(rate)), "mpi" if ranks > 1 else "one"]
         env = dict(os.environ)
         if ranks > 1:  # (Open MPI refuses root without these; MPICH ignores them)

@@ -20,8 +20,8 @@ RULES = ("stop", "bptt", "sltt", "sltt-k", "ottt", "bpsta")
 
 
 def rule_config(rule, epochs, seed, out_dir, extra=()):
-    from . import config as C
-    from .recipes import path
+    from .. import config as C
+    from ..recipes import path
     base = C.read(path("mnist-lenet5"))
     recipe = C.read(path(f"rule-{rule}"))
     cfg = C.resolve(base)
@@ -37,7 +37,7 @@ def gradient_cosine(net, x, y, rule, learn):
     BPSTA has its own neuron, so its reference is plain BPTT of *that* network (surrogate ∂s/∂v, no β
     path: ``bpsta_plain``), not BPTT of the LIF network.
     """
-    from .api import gradients
+    from ..api import gradients
     from .inspect import cosine
     g = gradients(net, x, y, rule=rule, learn=learn, bn_mode="eval")
     if rule == "bpsta":
@@ -55,7 +55,7 @@ class CompareError(RuntimeError):
 
 def check(rules, epochs, seed, out_dir, plots_dir, extra=(), overwrite=False):
     """Everything that can be checked before the first rule trains: overrides, folders, earlier runs."""
-    from .config import ConfigError
+    from ..config import ConfigError
     fixed = [o for o in extra if o.split("=", 1)[0].strip().startswith("rule.")]
     if fixed:
         raise ConfigError(f"compare --set {fixed[0]}: each rule keeps its own recipe's [rule] section "
@@ -67,7 +67,7 @@ def check(rules, epochs, seed, out_dir, plots_dir, extra=(), overwrite=False):
     for path in (out_dir, plots_dir):
         if os.path.exists(path) and not os.path.isdir(path):
             raise ConfigError(f"{path}: is a file; compare writes folders there (choose another --out/--plots)")
-    from .train import held_run
+    from ..run.train import held_run
     held = [r for r in rules if held_run(os.path.join(out_dir, r))]
     if held and not overwrite:
         raise ConfigError(f"{out_dir} already holds runs of {', '.join(held)}; choose another --out or replace "
@@ -76,8 +76,8 @@ def check(rules, epochs, seed, out_dir, plots_dir, extra=(), overwrite=False):
 
 def run_rule(rule, epochs, seed, out_dir, extra=(), overwrite=False):
     """Train one rule in this process; returns its row."""
-    from . import data
-    from .train import train
+    from .. import data
+    from ..run.train import train
     cfg = rule_config(rule, epochs, seed, os.path.join(out_dir, rule), extra)
     t0 = time.perf_counter()
     res = train(cfg, overwrite=overwrite)
@@ -100,7 +100,7 @@ def compare(rules=RULES, epochs=3, seed=0, out_dir="runs/compare", plots_dir="pl
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for rule in rules:
-        cmd = [sys.executable, "-m", "stopnp.compare", rule, str(epochs), str(seed), out_dir,
+        cmd = [sys.executable, "-m", "stopnp.tools.compare", rule, str(epochs), str(seed), out_dir,
                "1" if overwrite else "0", *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

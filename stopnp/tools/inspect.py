@@ -7,10 +7,10 @@ plus a per-layer table: spike rate, gradient norms, cosine of the STOP gradient 
 import numpy as np
 import h5py
 
-from .config import ConfigError
-from .network import check_input
-from .rules import runner
-from .rules.common import resolve_options
+from ..config import ConfigError
+from ..engine.network import check_input
+from ..rules import runner
+from ..rules.common import resolve_options
 
 RECORD = ("u", "s", "delta", "w_trace", "th_trace", "al_trace")
 

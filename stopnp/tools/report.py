@@ -11,13 +11,15 @@ import sys
 
 import numpy as np
 
-from . import data, history, plot
-from .api import simulate
-from .progress import read_metrics
+from .. import data
+from ..run import history
+from . import plot
+from ..api import simulate
+from ..run.progress import read_metrics
 
 
 def plot_run(run_dir, out_dir=None, n_samples=8):
-    from .train import load_network
+    from ..run.train import load_network
     if not os.path.isdir(run_dir):
         what = "is a file, not a run directory" if os.path.exists(run_dir) else "no such run directory"
         raise FileNotFoundError(f"{run_dir}: {what} (give the folder stopnp train wrote, e.g. runs/default)")

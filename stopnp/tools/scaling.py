@@ -13,8 +13,8 @@ on p nodes of c cores:
     t_batch = B / (p·c·r) + t_ar(p, M)        r: training samples/s of one core
     efficiency = (B / (p·c·r)) / t_batch      (no overlap of the sum with the backward)
 
-    python -m stopnp.scaling sweep            under mpiexec -n 2: Allreduce times on this machine
-    python -m stopnp.scaling model ...        the projection table
+    python -m stopnp.tools.scaling sweep            under mpiexec -n 2: Allreduce times on this machine
+    python -m stopnp.tools.scaling model ...        the projection table
 """
 import argparse
 import json
@@ -74,7 +74,7 @@ def sweep(sizes=(8, 1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22, 1 << 24, 1 << 2
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m stopnp.scaling", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m stopnp.tools.scaling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("sweep", help="Allreduce times (run under mpiexec -n 2)")

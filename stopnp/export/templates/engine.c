@@ -1,5 +1,5 @@
 /* ---- stopnp engine (template: export/templates/engine.c) -------------------------------------
- * The same arithmetic as stopnp/fixed.py, operation for operation (see its docstring for the
+ * The same arithmetic as stopnp/fixed/integer.py, operation for operation (see its docstring for the
  * equations). Fixed point: every product is exact in int64 (or in int32 where export/c.py has proven
  * that no sum can overflow), then one NARROW (shift right rounded half away from zero) and a
  * saturation; no libm, no malloc, no recursion; stopnp_step divides in 64 bits only to average-pool
