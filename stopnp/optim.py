@@ -9,81 +9,13 @@
     clamps after every update:  α ∈ [0, 1],  θ ≥ θ_min
 
 Weight decay applies to weights only (not θ, α, BN). The state is a plain dict of arrays, so a
-checkpoint stores it as it is.
+checkpoint stores it as it is. The element updates (with their clamps) are kernels/optim.py.
 """
 import math
 
 import numpy as np
-from numba import njit, prange
 
-SERIAL_BELOW = 256  # parameters smaller than this update serially (a parallel launch costs more: α, small θ)
-
-
-@njit(cache=True, inline="always")
-def _clamp(p, i, lo, hi):
-    """p[i] into [lo, hi] after its update (as stored: in p's dtype); NaN stays NaN."""
-    w = p[i]
-    if w < lo:
-        p[i] = lo
-    elif w > hi:
-        p[i] = hi
-
-
-@njit(cache=True, inline="always")
-def _sgd_at(p, g, m, lr, mu, wd, nesterov, lo, hi, i):
-    gi = g[i] + wd * p[i]
-    mi = mu * m[i] + gi
-    m[i] = mi
-    p[i] -= lr * (gi + mu * mi if nesterov else mi)
-    _clamp(p, i, lo, hi)
-
-
-@njit(cache=True, parallel=True)
-def _sgd_par(p, g, m, lr, mu, wd, nesterov, lo, hi):
-    for i in prange(p.shape[0]):  # (a prange loop vectorizes; the same loop serial did not: aliasing)
-        _sgd_at(p, g, m, lr, mu, wd, nesterov, lo, hi, i)
-
-
-@njit(cache=True)
-def _sgd_ser(p, g, m, lr, mu, wd, nesterov, lo, hi):
-    for i in range(p.shape[0]):
-        _sgd_at(p, g, m, lr, mu, wd, nesterov, lo, hi, i)
-
-
-def _sgd(p, g, m, lr, mu, wd, nesterov, lo=-math.inf, hi=math.inf):
-    """In place over flat arrays: m = μm + (g + wd·p); p -= lr·(nesterov ? g' + μm : m); p into [lo, hi]."""
-    lo, hi = p.dtype.type(lo), p.dtype.type(hi)
-    (_sgd_ser if p.shape[0] < SERIAL_BELOW else _sgd_par)(p, g, m, lr, mu, wd, nesterov, lo, hi)
-
-
-@njit(cache=True, inline="always")
-def _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi, i):
-    gi = g[i] + wd * p[i]
-    mi = b1 * m[i] + (1.0 - b1) * gi
-    vi = b2 * v[i] + (1.0 - b2) * gi * gi
-    m[i] = mi
-    v[i] = vi
-    p[i] -= lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
-    _clamp(p, i, lo, hi)
-
-
-@njit(cache=True, parallel=True)
-def _adam_par(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi):
-    for i in prange(p.shape[0]):
-        _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi, i)
-
-
-@njit(cache=True)
-def _adam_ser(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi):
-    for i in range(p.shape[0]):
-        _adam_at(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi, i)
-
-
-def _adam(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo=-math.inf, hi=math.inf):
-    """In place over flat arrays: Adam with bias corrections bc1 = 1-β1^t, bc2 = 1-β2^t; p into [lo, hi]."""
-    lo, hi = p.dtype.type(lo), p.dtype.type(hi)
-    (_adam_ser if p.shape[0] < SERIAL_BELOW else _adam_par)(p, g, m, v, lr, b1, b2, eps, bc1, bc2, wd, lo, hi)
-
+from .kernels import optim as kopt
 
 BUFFERS = {"sgd": ("momentum",), "adam": ("m", "v")}
 
@@ -182,9 +114,9 @@ def step(params: dict, grads: dict, state: dict, cfg_optim: dict, lr: float, the
         flat = [w.reshape(-1) for w in work]
         g = np.ascontiguousarray(g, dtype=work[0].dtype).reshape(-1)
         if kind == "sgd":
-            _sgd(flat[0], g, flat[1], eta, cfg_optim["momentum"], decay, cfg_optim["nesterov"], lo, hi)
+            kopt.sgd(flat[0], g, flat[1], eta, cfg_optim["momentum"], decay, cfg_optim["nesterov"], lo, hi)
         else:
-            _adam(flat[0], g, flat[1], flat[2], eta, b1, b2, cfg_optim["eps"], bc1, bc2, decay, lo, hi)
+            kopt.adam(flat[0], g, flat[1], flat[2], eta, b1, b2, cfg_optim["eps"], bc1, bc2, decay, lo, hi)
         for a, w in zip(arrays, work):
             if w is not a:
                 a[...] = w

@@ -13,7 +13,7 @@ forward (``smooth=True``) measure. Memory grows linearly with T.
 """
 import numpy as np
 
-from .. import loss as loss_mod
+from ..kernels import loss as kloss
 from ..kernels import lif as klif
 from ..engine.synapse import Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count, static_begin, synapse_backward, syn_input
 from .common import Result, alpha_of, bn_stats, output_view, zero_grads
@@ -35,7 +35,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     ws.reset_sequence(net, params, rng, train=y is not None and bn_train)
     ws.zero_grad_buffers()
     alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
-    c_ce, c_mse = loss_mod.coefficients(opts["loss"], opts["mix"], opts["loss_reduce"], T)
+    c_ce, c_mse = kloss.coefficients(opts["loss"], opts["mix"], opts["loss_reduce"], T)
     n_out = net.output.size
     out_sum = np.zeros((B, n_out), dtype)
     go = np.zeros((T, B, n_out), dtype)
@@ -60,7 +60,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
         o = output_view(ws, net, t)
         out_sum += o
         if y is not None:
-            total += loss_mod.step_loss(go[t], o, y, c_ce, c_mse)
+            total += kloss.step_loss(go[t], o, y, c_ce, c_mse)
     if y is None:
         return Result(0.0, out_sum, {}, counts, {}, bn_stats(ws) if bn_train else {})
     if grads is None:

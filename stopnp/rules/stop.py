@@ -20,7 +20,7 @@ The same loop runs SLTT (trace decay 0: w~ = x, no θ/α traces) and OTTT (w~ de
 """
 import numpy as np
 
-from .. import loss as loss_mod
+from ..kernels import loss as kloss
 from ..config import ConfigError
 from ..kernels import lif as klif
 from ..engine.synapse import Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count, static_begin, synapse_backward, syn_input
@@ -88,7 +88,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     if learning and grads is None:
         grads = zero_grads(net, params, learn, dtype)
     rec = _alloc_records(net, ws, T, record, learning)
-    c_ce, c_mse = loss_mod.coefficients(opts["loss"], opts["mix"], opts["loss_reduce"], T)
+    c_ce, c_mse = kloss.coefficients(opts["loss"], opts["mix"], opts["loss_reduce"], T)
     n_out = net.output.size
     out_sum = np.zeros((B, n_out), dtype)
     go = np.zeros((B, n_out), dtype)
@@ -133,7 +133,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
         o = output_view(ws, net, 0)
         out_sum += o
         if learning:
-            total += loss_mod.step_loss(go, o, y, c_ce, c_mse)
+            total += kloss.step_loss(go, o, y, c_ce, c_mse)
             if backward_steps is None or t in backward_steps:
                 _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn and
                                opts["rule"] == "stop", coef if static_grad else None)
