@@ -8,7 +8,7 @@ import numpy as np
 
 from .config import ConfigError, validate_field
 from .engine.network import Network, check_input, check_params
-from .rules import runner
+from .rules import RULES, runner
 from .rules.common import resolve_options
 
 
@@ -118,6 +118,6 @@ def predict(net, x, numerics=None, **options) -> np.ndarray:
         _fixed_options(options)
         check_input(net, x)
         return fixed.predict(fixed.quantize(net), x)
-    rule = "bpsta" if net.config["rule"]["name"] == "bpsta" else "stop"
+    rule = RULES[net.config["rule"]["name"]].forward
     res = run_batch(net, x, None, rule, bn_mode="eval", **{"learn": "W", **options})
     return res.out_sum.argmax(axis=1)

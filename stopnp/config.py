@@ -20,9 +20,13 @@ class ConfigError(ValueError):
 class Field:
     default: Any
     kind: type | tuple            # accepted Python type(s)
-    choices: tuple | None = None
+    choices: tuple | Callable | None = None  # the valid values, or a function returning them
     check: Callable | None = None  # extra predicate on the value
     hint: str = ""                 # what a valid value looks like
+
+    def allowed(self) -> tuple | None:
+        """The valid values (``choices`` called when it is a function: the rules come from their registry)."""
+        return self.choices() if callable(self.choices) else self.choices
 
 
 def _pos(v):
@@ -46,7 +50,13 @@ def _shape(v):
 
 
 MAX_T = 1_000_000  # time steps: beyond any event stream; 2**62 would overflow the loops' counters
-RULES = ("stop", "bptt", "sltt", "sltt-k", "ottt", "bpsta")
+
+
+def _rules():
+    from .rules import RULES  # the one registry of rules (rules/__init__.py); imported when first needed
+    return tuple(RULES)
+
+
 MODELS = ("mlp", "lenet5", "vgg11", "resnet18", "custom")
 
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -75,7 +85,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "alpha_init": Field(0.5, float, check=_unit, hint="0 <= alpha <= 1"),
     },
     "rule": {
-        "name": Field("stop", str, RULES),
+        "name": Field("stop", str, _rules),
         "learn": Field("WTL", str, check=lambda v: set(v) <= set("WTL") and "W" in v,
                        hint="letters from W, T, L, with W (e.g. W, WT, WL, WTL)"),
         "alpha_reduce": Field("mean", str, ("mean", "sum")),
@@ -248,8 +258,9 @@ def validate_field(sec, key, value, name=None):
         raise ConfigError(f"{name} = {value!r}: expected {_kind_name(f)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{name} = {value!r}: expected a finite number, {_kind_name(f)}")
-    if f.choices is not None and value not in f.choices:
-        raise ConfigError(f"{name} = {value!r}: valid choices are {', '.join(map(str, f.choices))}")
+    choices = f.allowed()
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{name} = {value!r}: valid choices are {', '.join(map(str, choices))}")
     if value is not None and f.check is not None:
         ok = False
         try:
@@ -287,7 +298,7 @@ def dumps_toml(cfg: dict, comments=False) -> str:
             f = SCHEMA.get(sec, {}).get(k)
             note = ""
             if comments and f is not None:
-                note = ", ".join(map(str, f.choices)) if f.choices else (f.hint or _kind_name(f))
+                note = ", ".join(map(str, f.allowed())) if f.choices else (f.hint or _kind_name(f))
             if v is None:
                 if comments:
                     lines.append(f"# {k} =   (unset) {note}".rstrip())

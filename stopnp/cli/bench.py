@@ -28,8 +28,9 @@ def register(sub):
 
 
 def cmd(args):
+    from ..config import ConfigError
+    from ..rules import RULES
     from ..tools.bench import WORKLOADS, run_all
-    from ..config import ConfigError, RULES
     workloads, rules = args.workloads.split(","), args.rules.split(",")
     for name, given, valid in (("--workloads", workloads, WORKLOADS), ("--rules", rules, RULES)):
         bad = [g for g in given if g not in valid]

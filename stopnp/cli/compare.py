@@ -1,7 +1,7 @@
 """``stopnp compare`` argument parsing (the work is in compare.py)."""
 import argparse
 
-RULES = ("stop", "bptt", "sltt", "sltt-k", "ottt", "bpsta")
+from ..rules import RULES
 
 
 def _rules(text):

@@ -1,4 +1,4 @@
-"""Learning rules over the same network and kernels (docs/algorithms.md §3 table).
+"""Learning rules over the same network and kernels (docs/algorithms.md §3 table), and their one registry.
 
     stop     online: traces forward, spatial errors within each step; W, θ, α     O(1) memory in T
     bptt     stored history, exact reference (reset detached by default)          O(T)
@@ -7,40 +7,29 @@
     ottt     δ[t] ⊗ â[t], presynaptic trace â = λ·â + s (λ = rule.ottt_lambda)     O(1)
     bpsta    BPTT over the BPSTA neuron with its changed derivatives, voting readout  O(T)
 
-sltt, sltt-k, ottt and bpsta learn weights only (rule.learn = "W").
+sltt, sltt-k, ottt and bpsta learn weights only (rule.learn = "W"). ``RULES`` (name -> ``common.Rule``)
+is the one list of rules: config's choices, the CLI's, and every "is it stored / weights only" question
+read it.
 """
-import numpy as np
+from ..config import ConfigError
+from . import bpsta, bptt, ottt, sltt, stop
+from .common import Rule
 
-from . import bpsta, bptt, stop
-
-
-def sltt_k(net, params, x, y, opts, *, rng=None, **kw):
-    """SLTT-K: K distinct steps drawn uniformly (from ``rng``) get a backward; the others are forward-only.
-
-    Training passes its run rng (fresh steps every batch); ``rng=None`` uses ``default_rng(0)``, so
-    repeated calls without an rng draw the same steps (reproducible ``stopnp.gradients``).
-    """
-    from ..config import ConfigError
-    T = x.shape[0]
-    K = opts["k"]
-    if K > T:
-        raise ConfigError(f"rule.k = {K} is larger than the number of time steps T = {T}")
-    rng = rng if rng is not None else np.random.default_rng(0)
-    steps = set(int(t) for t in rng.choice(T, size=K, replace=False)) if y is not None else None
-    return stop.run(net, params, x, y, opts, rng=rng, backward_steps=steps, **kw)
+RULES = {r.name: r for r in (stop.RULE, bptt.RULE, sltt.RULE, sltt.RULE_K, ottt.RULE, bpsta.RULE)}
 
 
-RUNNERS = {"stop": stop.run, "bptt": bptt.run, "sltt": stop.run, "sltt-k": sltt_k, "ottt": stop.run,
-           "bpsta": bpsta.run}
+def rule(name) -> Rule:
+    """The registry's record of rule ``name``; a ConfigError naming the valid ones otherwise."""
+    if name not in RULES:
+        raise ConfigError(f"rule {name!r} is not available; available: {', '.join(RULES)}")
+    return RULES[name]
+
+
+def runner(name):
+    """The function that runs one batch with rule ``name`` (``Rule.run``)."""
+    return rule(name).run
 
 
 def forward_runner(name):
     """The forward pass used for evaluation: BPSTA has its own neuron; every other rule shares STOP's."""
-    return RUNNERS["bpsta"] if name == "bpsta" else RUNNERS["stop"]
-
-
-def runner(name):
-    from ..config import ConfigError
-    if name not in RUNNERS:
-        raise ConfigError(f"rule {name!r} is not available; available: {', '.join(RUNNERS)}")
-    return RUNNERS[name]
+    return RULES[rule(name).forward].run

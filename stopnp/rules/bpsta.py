@@ -20,8 +20,9 @@ import numpy as np
 
 from ..config import ConfigError
 from ..kernels import bpsta as kb
-from ..engine.synapse import Workspace, flat, flush_static, layer_current, static_begin, synapse_backward, syn_input
-from .common import Result, bn_stats, zero_grads
+from ..engine.synapse import (Workspace, flat, flush_static, layer_current, static_begin, synapse_backward,
+                             syn_input)
+from .common import Result, Rule, bn_stats, zero_grads
 
 
 def check_config(cfg):
@@ -111,3 +112,6 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     if static:
         flush_static(net, ws, grads, x[0])
     return Result(loss, out_sum, grads, counts, {}, bn_stats(ws) if bn_train else {})
+
+
+RULE = Rule("bpsta", run, stored=True, weights_only=True, forward="bpsta")

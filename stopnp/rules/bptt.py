@@ -15,8 +15,9 @@ import numpy as np
 
 from ..kernels import loss as kloss
 from ..kernels import lif as klif
-from ..engine.synapse import Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count, static_begin, synapse_backward, syn_input
-from .common import Result, alpha_of, bn_stats, output_view, zero_grads
+from ..engine.synapse import (Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count,
+                             static_begin, synapse_backward, syn_input)
+from .common import Result, Rule, alpha_of, bn_stats, output_view, zero_grads
 
 
 def workspace(net, B, dtype, opts, T):
@@ -91,3 +92,6 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
         flush_static(net, ws, grads, x[0])
     layer_grads_out(net, ws, grads, learn, opts["alpha_reduce"])
     return Result(total, out_sum, grads, counts, {}, bn_stats(ws) if bn_train else {})
+
+
+RULE = Rule("bptt", run, stored=True, weights_only=False)

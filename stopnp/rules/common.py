@@ -1,10 +1,27 @@
-"""Options shared by every rule, resolved once from the network's config plus call overrides."""
+"""What every rule shares: its registry record, the options resolved once from the network's config plus
+call overrides, and the result of one batch."""
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from ..config import ConfigError, RULES, validate_field
+from ..config import ConfigError, validate_field
 from ..kernels import lif as klif
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One learning rule of the registry (``rules.RULES``)."""
+    name: str
+    run: Callable          # one batch: run(net, params, x, y, opts, *, grads, ws, rng, record, on_step) -> Result
+    stored: bool           # keeps every step, then runs backward in time: memory grows with T, no online update
+    weights_only: bool     # learns W only (rule.learn = "W")
+    forward: str = "stop"  # the rule whose forward pass evaluates and predicts (BPSTA has its own neuron)
+
+    def workspace(self, net, B, dtype, opts, T):
+        """Buffers for batches of B samples (and T steps: the stored rules keep them all)."""
+        from . import bptt, stop
+        return bptt.workspace(net, B, dtype, opts, T) if self.stored else stop.workspace(net, B, dtype, opts)
 
 
 @dataclass
@@ -31,11 +48,8 @@ OPTION_DEFAULTS = {
 }
 
 
-WEIGHTS_ONLY = ("sltt", "sltt-k", "ottt", "bpsta")
-STORED = ("bptt", "bpsta")          # backward in time after the sequence: no per-step (online) update
-
-
 def resolve_options(net, rule, options) -> dict:
+    from . import RULES  # the registry (rules/__init__.py)
     if rule not in RULES:
         raise ConfigError(f"rule {rule!r}: valid rules are {', '.join(RULES)}")
     unknown = set(options) - set(OPTION_DEFAULTS)
@@ -54,11 +68,11 @@ def resolve_options(net, rule, options) -> dict:
         opts[name] = value
     if opts["bn_mode"] not in ("train", "eval"):
         raise ConfigError(f"option bn_mode = {opts['bn_mode']!r}: valid choices are train, eval")
-    if rule in WEIGHTS_ONLY and opts["learn"] != "W":
+    if RULES[rule].weights_only and opts["learn"] != "W":
         raise ConfigError(f"rule {rule!r} learns weights only; set rule.learn = 'W' (--set rule.learn=W, or "
                           f"start from the recipe rule-{rule}); learn={opts['learn']!r} asks for "
                           f"thresholds/leaks too, which only 'stop' and 'bptt' learn")
-    if opts["online"] and rule in STORED:
+    if opts["online"] and RULES[rule].stored:
         raise ConfigError(f"rule.online = true (apply the gradients after every step) needs an online rule "
                           f"(stop, sltt, sltt-k, ottt); {rule!r} computes its gradients backward in time after "
                           f"the whole sequence, so set rule.online = false")

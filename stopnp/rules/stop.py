@@ -15,16 +15,17 @@ then the forward step (charge, fire, soft reset), the loss E[t], and the spatial
     Δα^l  += mean_j( δ^l_j[t] · al~^l_j[t] )              [Eq. 27]
 
 Nothing of step t survives step t+1 except V, s and the traces: memory is independent of T.
-The same loop runs SLTT (trace decay 0: w~ = x, no θ/α traces) and OTTT (w~ decays with a fixed
-λ, weights only); see ``TRACE_DECAY``.
+The same loop runs SLTT (sltt.py: trace decay 0, w~ = x, no θ/α traces) and OTTT (ottt.py: w~ decays
+with a fixed λ, weights only): each passes its ``trace_decay``.
 """
 import numpy as np
 
 from ..kernels import loss as kloss
 from ..config import ConfigError
 from ..kernels import lif as klif
-from ..engine.synapse import Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count, static_begin, synapse_backward, syn_input
-from .common import Result, alpha_of, bn_stats, output_view, zero_grads
+from ..engine.synapse import (Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count,
+                             static_begin, synapse_backward, syn_input)
+from .common import Result, Rule, alpha_of, bn_stats, output_view, zero_grads
 
 RECORDABLE = ("u", "s", "v", "i", "delta", "g", "w_trace", "th_trace", "al_trace")
 
@@ -47,31 +48,27 @@ def check(opts):
 
 
 def trace_decay(opts, alpha, dtype):
-    """λ of the weight trace: α (STOP), 0 (SLTT: instantaneous input), fixed λ (OTTT).
+    """λ of STOP's weight trace: the layer's leak α.
 
     ``alpha`` is None for a non-spiking readout (o[t] = I[t], no membrane): STOP's exact own-layer error
-    is then δ itself (decay 0), while OTTT's presynaptic trace â belongs to the *input* spikes and keeps
-    its λ whatever the target layer is.
+    is then δ itself (decay 0).
     """
-    if opts["rule"] in ("sltt", "sltt-k"):
-        return dtype.type(0)
-    if opts["rule"] == "ottt":
-        return dtype.type(opts["ottt_lambda"])
     return dtype.type(0) if alpha is None else alpha
 
 
-def _leaks(net, params, opts, dtype):
+def _leaks(net, params, opts, dtype, trace_decay):
     """Per layer: α (None for a non-spiking readout) and the weight trace's decay λ."""
     alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
     return alphas, [trace_decay(opts, a, dtype) for a in alphas]
 
 
 def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on_step=None,
-        backward_steps=None) -> Result:
+        backward_steps=None, trace_decay=trace_decay) -> Result:
     """One sequence batch. ``y=None``: forward only. ``backward_steps``: steps with a backward (SLTT-K).
 
     ``on_step(t, grads)`` (online update): called after every step's gradients, which are reduced to
-    the named arrays first; the callee applies and zeroes them.
+    the named arrays first; the callee applies and zeroes them. ``trace_decay(opts, α, dtype)``: λ of
+    the weight trace (STOP: α; SLTT and OTTT pass their own).
     """
     T, B = x.shape[:2]
     dtype = x.dtype
@@ -93,7 +90,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     out_sum = np.zeros((B, n_out), dtype)
     go = np.zeros((B, n_out), dtype)
     counts = {layer.name: 0.0 for layer in net.layers if layer.spiking}
-    alphas, decays = _leaks(net, params, opts, dtype)
+    alphas, decays = _leaks(net, params, opts, dtype, trace_decay)
     theta_learn = "T" in learn or "L" in learn
     # static input (time stride 0, e.g. direct-coded images): W ⊛ x once per sequence, and the
     # input layer's ΔW as (Σ_t c_t·ĝ[t]) ⊗ x with c_t = λ·c_{t-1} + 1 (w~[t] = c_t·x)
@@ -144,7 +141,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
                     # the next step runs with the updated θ and α (W is read from params directly)
                     ws.refresh_theta(net, params)
                     ws.weights_changed()
-                    alphas, decays = _leaks(net, params, opts, dtype)
+                    alphas, decays = _leaks(net, params, opts, dtype, trace_decay)
         _record_step(net, ws, rec, t)
     if static_grad:
         flush_static(net, ws, grads, x[0])
@@ -211,3 +208,6 @@ def _record_step(net, ws, rec, t):
             key = f"{layer.name}.{what}"
             if key in rec:
                 rec[key][t] = get(layer.index)
+
+
+RULE = Rule("stop", run, stored=False, weights_only=False)

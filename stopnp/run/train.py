@@ -28,7 +28,7 @@ from ..fsutil import atomic_write
 from .progress import MetricsLog, Progress
 from .lock import RunLock
 from ..engine import threads
-from ..rules import forward_runner, runner
+from ..rules import RULES, runner
 from ..rules.common import resolve_options
 
 
@@ -102,7 +102,7 @@ def check_memory(net, cfg, rule, n_train, n_test):
     """Training's largest buffers (one encoded batch, the workspace; BPTT and BPSTA store every step) fit
     in the memory available: else one line with both figures, before anything is allocated."""
     d, itemsize = cfg["data"], np.dtype(cfg["run"]["dtype"]).itemsize
-    stored = rule in ("bptt", "bpsta")
+    stored = RULES[rule].stored
     for B, what in ((min(d["batch_size"], n_train), "data.batch_size"),
                     (min(d["test_batch_size"], n_test), "data.test_batch_size")):
         need = memory.batch_bytes(d["T"], B, net.input_shape, itemsize) + memory.workspace_bytes(
@@ -119,9 +119,9 @@ def evaluate(net, source, T, batch_size, *, ws_cache=None, kernels="blas", numer
     if (numerics or net.config["numerics"]["kind"]) == "fixed":
         from ..fixed import integer as fixed
         return fixed.accuracy(net, data.batches(source, batch_size, T, shuffle=False, dtype=np.float32))
-    rule = "bpsta" if net.config["rule"]["name"] == "bpsta" else "stop"
+    rule = RULES[net.config["rule"]["name"]].forward
     opts = resolve_options(net, rule, {"bn_mode": "eval", "kernels": kernels, "learn": "W"})
-    run = forward_runner(rule)
+    run = RULES[rule].run
     dtype = np.dtype(net.config["run"]["dtype"])
     correct = total = 0
     ws_cache = {} if ws_cache is None else ws_cache
@@ -142,11 +142,9 @@ def _limit(src, n):
 
 def _ws(cache, net, B, dtype, opts, rule, T=None):
     """One workspace per (batch size, rule, T), reused across batches (no per-batch allocation)."""
-    from ..rules import bptt, stop
-    stored = rule in ("bptt", "bpsta")
-    key = (B, rule, T if stored else None)
+    key = (B, rule, T if RULES[rule].stored else None)
     if key not in cache:
-        cache[key] = bptt.workspace(net, B, dtype, opts, T) if stored else stop.workspace(net, B, dtype, opts)
+        cache[key] = RULES[rule].workspace(net, B, dtype, opts, T)
     return cache[key]
 
 

@@ -134,7 +134,7 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
     from .. import optim
     from ..engine.network import from_config
     from ..config import resolve
-    from ..rules import runner
+    from ..rules import RULES, runner
     from ..rules.common import resolve_options
     from ..rules import stop as stop_rule
     from ..engine.synapse import thread_workload
@@ -176,10 +176,8 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
         batches = [comm.local_batch(x, y) for x, y in batches]
         B = batches[0][1].shape[0]
     rss_before = _rss_kib()
-    from ..rules import bptt as bptt_rule
-    ws = (bptt_rule.workspace(net, B, np.float32, opts, T) if rule in ("bptt", "bpsta")
-          else stop_rule.workspace(net, B, np.float32, opts))
-    fwd_ws = ws if rule not in ("bptt", "bpsta") else stop_rule.workspace(net, B, np.float32, fwd_opts)
+    ws = RULES[rule].workspace(net, B, np.float32, opts, T)
+    fwd_ws = stop_rule.workspace(net, B, np.float32, fwd_opts) if RULES[rule].stored else ws
 
     waits, reduces = [], []
 

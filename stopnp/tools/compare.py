@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 
-RULES = ("stop", "bptt", "sltt", "sltt-k", "ottt", "bpsta")
 
 
 def rule_config(rule, epochs, seed, out_dir, extra=()):
@@ -91,9 +90,12 @@ def run_rule(rule, epochs, seed, out_dir, extra=(), overwrite=False):
             "cos_to_bptt": cos, "cos_per_layer": per_layer, "epochs": epochs}
 
 
-def compare(rules=RULES, epochs=3, seed=0, out_dir="runs/compare", plots_dir="plots", memory=True,
+def compare(rules=None, epochs=3, seed=0, out_dir="runs/compare", plots_dir="plots", memory=True,
             extra=(), stream=sys.stdout, overwrite=False):
-    """Train each rule in its own subprocess and tabulate; ``overwrite`` replaces earlier runs in out_dir."""
+    """Train each rule in its own subprocess and tabulate (``rules``: default every rule); ``overwrite``
+    replaces earlier runs in out_dir."""
+    from ..rules import RULES
+    rules = tuple(RULES) if rules is None else rules
     from . import plot
     from .bench import SWEEP_T, run_all
     check(rules, epochs, seed, out_dir, plots_dir, extra, overwrite)
