@@ -47,7 +47,7 @@ def test_max_gemm_macs_counts_the_largest_call():
     from stopnp.tools import bench
     from stopnp.config import resolve
     from stopnp.engine.network import from_config
-    from stopnp.engine.synapse import max_gemm_macs
+    from stopnp.engine.threads import max_gemm_macs
     lenet = from_config(resolve(bench.config_for("lenet", "stop")))
     # only NumPy BLAS calls count: fc 400 -> 120 over the batch; the conv GEMMs run inside numba
     assert max_gemm_macs(lenet, 32) == 32 * 400 * 120
@@ -80,7 +80,7 @@ def test_conv_nets_give_numba_the_cores(config, pool):
     from stopnp.config import read, resolve
     from stopnp.recipes import path
     from stopnp.engine.network import from_config
-    from stopnp.engine.synapse import conv_macs, linear_macs, thread_workload
+    from stopnp.engine.threads import conv_macs, linear_macs, thread_workload
     cfg = resolve(read(path(config)))
     net, B = from_config(cfg), cfg["data"]["batch_size"]
     m, inner, blas = thread_workload(net, B)

@@ -223,7 +223,7 @@ def test_dropout_one_mask_per_sequence():
     x = np.random.default_rng(1).uniform(0, 1, (5, 8, 10)).astype(np.float32)
     y = np.arange(8) % 3
     stop.run(net, net.params, x, y, opts, ws=ws, rng=np.random.default_rng(3))
-    mask = [m for ms in ws.mask.values() for m in ms if m is not None][0]
+    mask = [m for op in ws.synapses.values() for m in op.mask if m is not None][0]
     vals = set(float(v) for v in np.unique(mask).astype(np.float64).round(6))
     assert vals == {0.0, round(1 / 0.75, 6)} and 0.15 < (mask == 0).mean() < 0.35
     # drawn once at the start of the sequence: a fresh run with the same seed draws the same mask and
@@ -232,7 +232,7 @@ def test_dropout_one_mask_per_sequence():
     first = {k: v.copy() for k, v in stop.run(net, net.params, x, y, opts, ws=ws,
                                               rng=np.random.default_rng(3)).grads.items()}
     again = stop.run(net, net.params, x, y, opts, ws=ws, rng=np.random.default_rng(3))
-    assert np.array_equal(mask, [m for ms in ws.mask.values() for m in ms if m is not None][0])
+    assert np.array_equal(mask, [m for op in ws.synapses.values() for m in op.mask if m is not None][0])
     assert first.keys() == again.grads.keys() and all(np.array_equal(first[k], again.grads[k]) for k in first)
     eval_run = stop.run(net, net.params, x, None, resolve_options(net, "stop", {"bn_mode": "eval"}), ws=ws)
     assert np.isfinite(again.loss) and eval_run.out_sum.shape == (8, 3)
@@ -262,7 +262,7 @@ def test_dropout_gradients_with_the_sequence_mask(rule):
         ws = stop.workspace(net, B, np.float64, opts)
     got = (bptt if rule == "bptt" else stop).run(net, net.params, x, y, opts, ws=ws,
                                                  rng=np.random.default_rng(3)).grads
-    masks = {n: {k: m.copy() for k, m in enumerate(ms) if m is not None} for n, ms in ws.mask.items()}
+    masks = {n: {k: m.copy() for k, m in enumerate(op.mask) if m is not None} for n, op in ws.synapses.items()}
     (m,) = [m for ms in masks.values() for m in ms.values()]
     assert m.shape == (B, 12) and 0 < (m == 0).mean() < 1 and np.allclose(m[m > 0], 1 / 0.7)
     assert set(got) == _learned(net), sorted(got)
@@ -336,7 +336,7 @@ def test_missing_scipy_blas_is_a_readable_error(monkeypatch):
     names run.kernels, before numba would fail inside its compiler; the loop kernels still work."""
     import sys
     from stopnp.config import ConfigError
-    from stopnp.engine.synapse import Workspace
+    from stopnp.engine.state import Workspace
     net = convnet()
     monkeypatch.setitem(sys.modules, "scipy.linalg.cython_blas", None)  # import now raises ImportError
     with pytest.raises(ConfigError, match="run.kernels"):
@@ -383,10 +383,11 @@ def test_winograd_convs_give_the_same_gradients(rule, monkeypatch):
     forward, the input gradient and the weight gradient, and the network's gradients equal the loop
     kernels' (float64), odd image size included."""
     from stopnp.kernels import winograd as kwino
-    from stopnp.engine.synapse import Workspace
+    from stopnp.engine.state import Workspace
     monkeypatch.setattr(kwino, "MIN_CHANNELS", 1)
     net = stopnp.build(_two_convs([2, 7, 9])).astype(np.float64)
-    assert set(Workspace(net, 5, np.dtype(np.float64), backend="blas").wino) == {"conv1", "conv2"}
+    ws = Workspace(net, 5, np.dtype(np.float64), backend="blas")
+    assert {n for n, op in ws.synapses.items() if op.kernels == "winograd"} == {"conv1", "conv2"}
     x, y = data(net, T=4, B=5, scale=1.2)
     loop = _grads(net, x, y, rule, kernels="loop")
     fast = _grads(net, x, y, rule, kernels="blas")
@@ -430,6 +431,9 @@ def test_linear_gemms_run_in_numbas_pool():
     lenet = stopnp.build(bench.config_for("lenet", "stop"))
     mlp = stopnp.build(bench.config_for("mlp", "stop"))
     opts = resolve_options(lenet, "stop", {})
-    assert stop.workspace(lenet, 32, np.float32, opts).linear_pool
-    assert stop.workspace(mlp, 64, np.float32, resolve_options(mlp, "stop", {})).linear_pool
-    assert not stop.workspace(lenet, 32, np.float32, dict(opts, kernels="loop")).linear_pool
+    def kernels(ws, name):
+        return ws.synapses[name].kernels
+
+    assert kernels(stop.workspace(lenet, 32, np.float32, opts), "fc1") == "linear-pool"
+    assert kernels(stop.workspace(mlp, 64, np.float32, resolve_options(mlp, "stop", {})), "fc1") == "linear-pool"
+    assert kernels(stop.workspace(lenet, 32, np.float32, dict(opts, kernels="loop")), "fc1") == "linear-loop"

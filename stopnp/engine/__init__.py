@@ -2,7 +2,8 @@
 
     network.py   layer and synapse records, building from a config, parameter names, input validation
     models.py    the named models (mlp, lenet5, vgg11, resnet18) as layer-spec lists
-    synapse.py   per-step synaptic forward and backward over a preallocated workspace
+    state.py     the run-state containers (state, traces, gradient sums, scratch) of a Workspace
+    synapse.py   one step of every synapse, forward and backward, its kernels chosen once per workspace
     threads.py   thread policy: numba's pool and OpenBLAS's never spin on the same cores
     memory.py    the bytes a network and its workspace will take, checked before they are allocated
 

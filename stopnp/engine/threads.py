@@ -22,6 +22,7 @@ threadpoolctl makes).
 import ctypes
 import functools
 import glob
+import math
 import os
 
 _SYMBOLS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads_64_",
@@ -167,7 +168,7 @@ def blas_carries(max_gemm_macs: int, inner_macs: int = 0, blas_macs: int | None 
 
 def fit(max_gemm_macs: int, inner_macs: int = 0, blas_macs: int | None = None):
     """Auto policy only: give the cores to numba (every engine GEMM runs in its pool) and pin NumPy's
-    BLAS to one thread. The workload arguments (``ops.thread_workload``) are kept for the callers;
+    BLAS to one thread. The workload arguments (``thread_workload``) are kept for the callers;
     the choice does not depend on them, so that results never depend on the thread count. No-op
     under an explicit ``set_threads(n > 0)``.
     """
@@ -188,6 +189,38 @@ def describe() -> str:
         return f"numba {numba.get_num_threads()}, blas {_policy['cur'] or 'default'}"
     pool = "big GEMMs on BLAS" if _policy["blas_pool"] else "numba kernels"
     return f"auto: {pool} on {_policy['max']} cores"
+
+
+# --- the workload the policy is fitted to (read off the network's records) -----------------------
+
+def gemm_macs(syn, B) -> int:
+    """Multiply-adds of one NumPy BLAS call of this synapse at batch B: linear B·in·out (the whole
+    batch); 0 for conv (its per-sample GEMMs run inside numba's parallel loop, ``kernels.conv``) and
+    for an identity synapse."""
+    if syn.op == "linear":
+        return B * syn.in_shape[0] * syn.out_shape[0]
+    return 0
+
+
+def max_gemm_macs(net, B) -> int:
+    """The largest single NumPy BLAS call of a step at batch B, for the thread policy (``fit``)."""
+    return max([gemm_macs(s, B) for layer in net.layers for s in layer.synapses] + [0])
+
+
+def conv_macs(net, B) -> int:
+    """Multiply-adds of one step's conv forward at batch B: GEMM work that runs in numba's pool."""
+    return B * sum(math.prod(s.out_shape) * s.in_shape[0] * s.k * s.k
+                   for layer in net.layers for s in layer.synapses if s.op == "conv")
+
+
+def linear_macs(net, B) -> int:
+    """Multiply-adds of one step's linear forward at batch B: GEMM work that runs on NumPy's BLAS."""
+    return sum(gemm_macs(s, B) for layer in net.layers for s in layer.synapses if s.op == "linear")
+
+
+def thread_workload(net, B):
+    """``fit`` arguments for this network at batch B: (largest NumPy GEMM, conv MACs, linear MACs)."""
+    return max_gemm_macs(net, B), conv_macs(net, B), linear_macs(net, B)
 
 
 class PoolTuner:

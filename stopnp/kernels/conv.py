@@ -4,9 +4,11 @@ Shapes: x (B,Ci,H,W), W (Co,Ci,KH,KW), out (B,Co,Ho,Wo) with Ho = (H + 2p - KH)/
 Wo = (W + 2p - KW)//s + 1; x[.., h, w] = 0 outside 0 <= h < H, 0 <= w < W (zero padding).
 
     forward          out[b,o,i,j]   = Σ_{c,u,v} W[o,c,u,v]·x[b,c, s·i+u-p, s·j+v-p]
-    input gradient   gx[b,c,h,w]   += Σ_{o,u,v,i,j: s·i+u-p = h, s·j+v-p = w} gout[b,o,i,j]·W[o,c,u,v]
-    weight gradient  gW[o,c,u,v]   += Σ_{b,i,j} gout[b,o,i,j]·a[b,c, s·i+u-p, s·j+v-p]
-                     (a = x for BPTT, the trace map w~ for STOP: the same correlation)
+    input gradient   gx[b,c,h,w]   += Σ_{o,u,v,i,j: s·i+u-p = h, s·j+v-p = w} δ[b,o,i,j]·W[o,c,u,v]
+    weight gradient  gW[o,c,u,v]   += Σ_{b,i,j} δ[b,o,i,j]·w~[b,c, s·i+u-p, s·j+v-p]
+
+δ (``delta``) is the error on W ⊛ x (after BN's backward when there is one); w~ (``w_trace``) is what
+the weight gradient correlates it with: STOP's trace map, x itself for SLTT and BPTT, â for OTTT.
 
 ``conv2d_*`` are the C-portable loop references: prange over the output block an iteration owns
 ((b,o) planes, (b,c) planes, (o,c) filters), every sum in a fixed serial order inside it, so the
@@ -16,16 +18,16 @@ The ``*_fast`` functions lower the same sums to GEMMs through im2col, one sample
 
     cols_b[(c·KH + u)·KW + v, i·Wo + j] = x[b, c, s·i+u-p, s·j+v-p]            (im2col)
     out[b]  = W₂ · cols_b                       W₂ = W.reshape(Co, Ci·KH·KW)
-    gx[b]  += col2im(W₂ᵀ · gout[b])             col2im = adjoint of im2col (scatter-add)
-    gW₂ᵀ   += Σ_g A_g,   A_g = Σ_{b in group g} cols(a)_b · gout[b]ᵀ
+    gx[b]  += col2im(W₂ᵀ · δ[b])                col2im = adjoint of im2col (scatter-add)
+    gW₂ᵀ   += Σ_g A_g,   A_g = Σ_{b in group g} cols(w~)_b · δ[b]ᵀ
 
-with gout[b] viewed as (Co, Ho·Wo). Stride 1 uses the wide lowering instead: with x̄ the zero-padded
+with δ[b] viewed as (Co, Ho·Wo). Stride 1 uses the wide lowering instead: with x̄ the zero-padded
 image (Hp = H + 2p, Wp = W + 2p) flattened,
 
     cols_b[(c·KH + u)·KW + v, i·Wp + j] = x̄[c·Hp·Wp + (i+u)·Wp + j + v]       (im2col_wide)
 
 so each row is one contiguous run of x̄ (one vectorized copy instead of Ho short runs of Wo). Columns
-j >= Wo run on into the next image row: the forward drops them, the backward gives them gout = 0, so for
+j >= Wo run on into the next image row: the forward drops them, the backward gives them δ = 0, so for
 finite inputs they add exact zeros to gW and gx (an infinite input gives NaN there where the direct sum
 gives ±Inf; training's NaN guard stops on either). The GEMMs grow by Wp/Wo (LeNet's 5×5 conv on 14×14:
 1.4×) but the lowering, the larger cost at these sizes, shrinks more. The whole step runs inside one numba
@@ -90,9 +92,9 @@ def conv2d_forward(out, x, w, stride, pad):
 
 
 @njit(cache=True, parallel=True)
-def conv2d_backward_input(gx, gout, w, stride, pad):
-    """gx += Wᵀ ⋆ gout, as a gather: each gx element sums its contributions, then adds once."""
-    B, Co, Ho, Wo = gout.shape
+def conv2d_backward_input(gx, delta, w, stride, pad):
+    """gx += Wᵀ ⋆ δ, as a gather: each gx element sums its contributions, then adds once."""
+    B, Co, Ho, Wo = delta.shape
     Ci, H, W = gx.shape[1], gx.shape[2], gx.shape[3]
     KH, KW = w.shape[2], w.shape[3]
     zero = gx.dtype.type(0)
@@ -115,15 +117,15 @@ def conv2d_backward_input(gx, gout, w, stride, pad):
                                 break
                             if tj % stride != 0 or tj // stride >= Wo:
                                 continue
-                            acc += gout[b, o, i, tj // stride] * w[o, c, u, v]
+                            acc += delta[b, o, i, tj // stride] * w[o, c, u, v]
                 gx[b, c, h, ww] += acc
 
 
 @njit(cache=True, parallel=True)
-def conv2d_backward_weight(gw, gout, a, stride, pad):
-    """gW += Σ_b gout ⋆ a (a = x for BPTT, the trace map for STOP)."""
-    B, Co, Ho, Wo = gout.shape
-    Ci, H, W = a.shape[1], a.shape[2], a.shape[3]
+def conv2d_backward_weight(gw, delta, w_trace, stride, pad):
+    """gW += Σ_b δ ⋆ w~ (w~: the trace map for STOP, x for BPTT)."""
+    B, Co, Ho, Wo = delta.shape
+    Ci, H, W = w_trace.shape[1], w_trace.shape[2], w_trace.shape[3]
     KH, KW = gw.shape[2], gw.shape[3]
     zero = gw.dtype.type(0)
     for oc in prange(Co * Ci):  # iteration owns the filter gw[o, c]
@@ -140,8 +142,17 @@ def conv2d_backward_weight(gw, gout, a, stride, pad):
                     for i in range(i0, i1):
                         h = i * stride + u - pad
                         for j in range(j0, j1):
-                            acc += gout[b, o, i, j] * a[b, c, h, j * stride + v - pad]
+                            acc += delta[b, o, i, j] * w_trace[b, c, h, j * stride + v - pad]
                 gw[o, c, u, v] += acc
+
+
+def conv2d_backward(gx, gw, delta, w, w_trace, stride, pad):
+    """gW += Σ_b δ ⋆ w~ (when ``gw``) and gx += Wᵀ ⋆ δ (when ``gx``): the loop references, with the
+    interface of ``conv2d_backward_fast``."""
+    if gw is not None:
+        conv2d_backward_weight(gw, delta, w_trace, stride, pad)
+    if gx is not None:
+        conv2d_backward_input(gx, delta, w, stride, pad)
 
 
 # --- im2col lowering (one sample, a band of output rows; the batched forms prange over samples) ---
@@ -308,10 +319,10 @@ def _forward_gemm(out3, x, w2, wt, cols, KH, KW, stride, pad, band, max_density)
 
 
 @njit(cache=True, parallel=True)
-def _backward_gemm(gx, acc, tmp, g3, w2t, a, cols, KH, KW, stride, pad, band, do_gx, do_gw):
-    B, Co, P = g3.shape
-    G, K = acc.shape[0], a.shape[1] * KH * KW
-    Ho = (a.shape[2] + 2 * pad - KH) // stride + 1
+def _backward_gemm(gx, acc, tmp, delta3, w2t, w_trace, cols, KH, KW, stride, pad, band, do_gx, do_gw):
+    B, Co, P = delta3.shape
+    G, K = acc.shape[0], w_trace.shape[1] * KH * KW
+    Ho = (w_trace.shape[2] + 2 * pad - KH) // stride + 1
     Wo = P // Ho
     for grp in prange(G):  # iteration owns acc[grp] and gx of its samples b0 <= b < b1
         t = get_thread_id()
@@ -322,22 +333,22 @@ def _backward_gemm(gx, acc, tmp, g3, w2t, a, cols, KH, KW, stride, pad, band, do
                 i1 = min(Ho, i0 + band)
                 n, p0 = (i1 - i0) * Wo, i0 * Wo
                 c = _tile(buf, 0, K, n)
-                if n == P:  # one band: gout[b] itself
-                    gt = g3[b]
-                else:  # this band of gout[b], made contiguous for BLAS
-                    gt = _tile(buf, K * n, Co, n)
+                if n == P:  # one band: δ[b] itself
+                    dband = delta3[b]
+                else:  # this band of δ[b], made contiguous for BLAS
+                    dband = _tile(buf, K * n, Co, n)
                     for oc in range(Co):
                         for q in range(n):
-                            gt[oc, q] = g3[b, oc, p0 + q]
-                if do_gw:  # A_grp = Σ_b Σ_bands cols(a)_b · gout[b]ᵀ, in order
-                    im2col_rows(c, a[b], KH, KW, stride, pad, i0, i1)
+                            dband[oc, q] = delta3[b, oc, p0 + q]
+                if do_gw:  # A_grp = Σ_b Σ_bands cols(w~)_b · δ[b]ᵀ, in order
+                    im2col_rows(c, w_trace[b], KH, KW, stride, pad, i0, i1)
                     if b == b0 and i0 == 0:
-                        np.dot(c, gt.T, acc[grp])
+                        np.dot(c, dband.T, acc[grp])
                     else:
-                        np.dot(c, gt.T, s)
+                        np.dot(c, dband.T, s)
                         _add_into(acc[grp], s)
-                if do_gx:  # the input GEMM overwrites the lowered band: W₂ᵀ·gout, then scatter-add
-                    np.dot(w2t, gt, c)
+                if do_gx:  # the input GEMM overwrites the lowered band: W₂ᵀ·δ, then scatter-add
+                    np.dot(w2t, dband, c)
                     col2im_add_rows(gx[b], c, KH, KW, stride, pad, i0, i1)
 
 
@@ -426,27 +437,27 @@ def _forward_wide(out3, x, w2, wt, cols, KH, KW, pad, band, max_density):
 
 
 @njit(cache=True, parallel=True)
-def _backward_wide(gx, acc, tmp, g3, w2t, a, cols, KH, KW, pad, band, do_gx, do_gw):
-    B, Co, P = g3.shape
-    C, H, W = a.shape[1], a.shape[2], a.shape[3]
+def _backward_wide(gx, acc, tmp, delta3, w2t, w_trace, cols, KH, KW, pad, band, do_gx, do_gw):
+    B, Co, P = delta3.shape
+    C, H, W = w_trace.shape[1], w_trace.shape[2], w_trace.shape[3]
     G, K = acc.shape[0], C * KH * KW
     Hp, Wp = H + 2 * pad, W + 2 * pad
     Ho, Wo = Hp - KH + 1, Wp - KW + 1
     S = C * Hp * Wp
     nmax = min(band, Ho) * Wp
-    zero = g3.dtype.type(0)
+    zero = delta3.dtype.type(0)
     for grp in prange(G):  # iteration owns acc[grp] and gx of its samples b0 <= b < b1
         t = get_thread_id()
         buf, s = cols[t], tmp[t]
         b0, b1 = grp * B // G, (grp + 1) * B // G
         for b in range(b0, b1):
             if pad == 0:
-                src = a[b].reshape(S)
+                src = w_trace[b].reshape(S)
             else:
                 src = buf[(K + Co) * nmax:(K + Co) * nmax + S]
                 if do_gw:
-                    pad_image(src, a[b], pad)
-            gxd = buf[0:0]  # a placeholder unless do_gx (a may be read-only)
+                    pad_image(src, w_trace[b], pad)
+            gxd = buf[0:0]  # a placeholder unless do_gx (w_trace may be read-only)
             if do_gx:
                 if pad == 0:
                     gxd = gx[b].reshape(S)
@@ -457,24 +468,24 @@ def _backward_wide(gx, acc, tmp, g3, w2t, a, cols, KH, KW, pad, band, do_gx, do_
             for i0 in range(0, Ho, band):
                 i1 = min(Ho, i0 + band)
                 n = (i1 - i0) * Wp
-                c, gt = _tile(buf, 0, K, n), _tile(buf, K * n, Co, n)
-                for oc in range(Co):  # gout[b]'s band, widened: zero in the run-on columns j >= Wo
-                    grow = gt[oc]
+                c, dband = _tile(buf, 0, K, n), _tile(buf, K * n, Co, n)
+                for oc in range(Co):  # δ[b]'s band, widened: zero in the run-on columns j >= Wo
+                    grow = dband[oc]
                     for i in range(i1 - i0):
-                        sr = g3[b, oc, (i0 + i) * Wo:(i0 + i + 1) * Wo]
+                        sr = delta3[b, oc, (i0 + i) * Wo:(i0 + i + 1) * Wo]
                         for j in range(Wo):
                             grow[i * Wp + j] = sr[j]
                         for j in range(Wo, Wp):
                             grow[i * Wp + j] = zero
-                if do_gw:  # A_grp = Σ_b Σ_bands cols(a)_b · gout[b]ᵀ, in order (run-on columns · 0)
+                if do_gw:  # A_grp = Σ_b Σ_bands cols(w~)_b · δ[b]ᵀ, in order (run-on columns · 0)
                     im2col_wide(c, src, C, KH, KW, Hp, Wp, i0, i1)
                     if b == b0 and i0 == 0:
-                        np.dot(c, gt.T, acc[grp])
+                        np.dot(c, dband.T, acc[grp])
                     else:
-                        np.dot(c, gt.T, s)
+                        np.dot(c, dband.T, s)
                         _add_into(acc[grp], s)
-                if do_gx:  # W₂ᵀ·gout (its run-on columns are exact zeros), then the scatter-add
-                    np.dot(w2t, gt, c)
+                if do_gx:  # W₂ᵀ·δ (its run-on columns are exact zeros), then the scatter-add
+                    np.dot(w2t, dband, c)
                     col2im_wide_add(gxd, c, C, KH, KW, Hp, Wp, i0, i1)
             if do_gx and pad > 0:
                 for ci in range(C):
@@ -604,17 +615,17 @@ def conv2d_forward_fast(out, x, w, stride, pad, cols, wt=None, max_density=None)
 _UNUSED = {np.dtype(t): (np.zeros((2, 2), t).T, np.zeros((1, 1, 1, 1), t)) for t in (np.float32, np.float64)}
 
 
-def conv2d_backward_fast(gx, gw, gout, w, a, stride, pad, cols, scratch=None):
-    """gW₂ += Σ_b gout[b] · im2col(a)[b]ᵀ and gx += col2im(W₂ᵀ · gout[b]); ``gx`` or ``gw`` may be None.
+def conv2d_backward_fast(gx, gw, delta, w, w_trace, stride, pad, cols, scratch=None):
+    """gW₂ += Σ_b δ[b] · im2col(w~)[b]ᵀ and gx += col2im(W₂ᵀ · δ[b]); ``gx`` or ``gw`` may be None.
 
     One parallel pass over the batch does both. ``scratch`` (G + slots, Ci·KH·KW, Co) holds the G group
     accumulators and one GEMM result per thread (allocated here when not given).
     """
     Co, Ci, KH, KW = (w if w is not None else gw).shape
-    B, dt, K = gout.shape[0], gout.dtype, Ci * KH * KW
-    x_shape = (a if a is not None else gx).shape
+    B, dt, K = delta.shape[0], delta.dtype, Ci * KH * KW
+    x_shape = (w_trace if w_trace is not None else gx).shape
     band = _check_cols(cols, x_shape, Co, KH, KW, stride, pad, dt)
-    g3 = _contig(gout, dt).reshape(B, Co, gout.shape[2] * gout.shape[3])
+    delta3 = _contig(delta, dt).reshape(B, Co, delta.shape[2] * delta.shape[3])
     G, slots = wgrad_groups(B), cols.shape[0]
     if gw is not None:
         gw2 = _flat_view(gw, (Co, K))
@@ -623,28 +634,28 @@ def conv2d_backward_fast(gx, gw, gout, w, a, stride, pad, cols, scratch=None):
         if scratch.shape != (G + slots, K, Co) or scratch.dtype != dt or not scratch.flags.c_contiguous:
             raise ValueError(f"scratch is {scratch.dtype}{scratch.shape}, expected a C-contiguous "
                              f"{np.dtype(dt)}{(G + slots, K, Co)} (see fast_scratch_shapes)")
-        a = _contig(a, dt)
+        w_trace = _contig(w_trace, dt)
     else:
-        scratch, a = np.empty((G + slots, 1, 1), dt), gx  # unused stand-ins (gx: no input-sized allocation)
+        scratch, w_trace = np.empty((G + slots, 1, 1), dt), gx  # unused stand-ins (no input-sized allocation)
     if gx is not None and (gx.dtype != dt or not gx.flags.c_contiguous):
         raise ValueError(f"gx must be a C-contiguous {np.dtype(dt)} array, got {gx.dtype}")
     unused_w, unused_gx = _UNUSED[dt]
     w2t = _contig(w, dt).reshape(Co, K).T if gx is not None else unused_w
     if stride == 1:
-        _backward_wide(gx if gx is not None else unused_gx, scratch[:G], scratch[G:], g3, w2t,
-                       a, cols, KH, KW, pad, band, gx is not None, gw is not None)
+        _backward_wide(gx if gx is not None else unused_gx, scratch[:G], scratch[G:], delta3, w2t,
+                       w_trace, cols, KH, KW, pad, band, gx is not None, gw is not None)
     else:
-        _backward_gemm(gx if gx is not None else unused_gx, scratch[:G], scratch[G:], g3, w2t,
-                       a, cols, KH, KW, stride, pad, band, gx is not None, gw is not None)
+        _backward_gemm(gx if gx is not None else unused_gx, scratch[:G], scratch[G:], delta3, w2t,
+                       w_trace, cols, KH, KW, stride, pad, band, gx is not None, gw is not None)
     if gw is not None:
         _add_groups_t(gw2, scratch[:G])
 
 
-def conv2d_backward_input_fast(gx, gout, w, stride, pad, cols):
-    """gx += col2im(W₂ᵀ · gout[b]) (``conv2d_backward_fast`` without the weight gradient)."""
-    conv2d_backward_fast(gx, None, gout, w, None, stride, pad, cols)
+def conv2d_backward_input_fast(gx, delta, w, stride, pad, cols):
+    """gx += col2im(W₂ᵀ · δ[b]) (``conv2d_backward_fast`` without the weight gradient)."""
+    conv2d_backward_fast(gx, None, delta, w, None, stride, pad, cols)
 
 
-def conv2d_backward_weight_fast(gw, gout, a, stride, pad, cols, scratch=None):
-    """gW₂ += Σ_b gout[b] · im2col(a)[b]ᵀ (``conv2d_backward_fast`` without the input gradient)."""
-    conv2d_backward_fast(None, gw, gout, None, a, stride, pad, cols, scratch)
+def conv2d_backward_weight_fast(gw, delta, w_trace, stride, pad, cols, scratch=None):
+    """gW₂ += Σ_b δ[b] · im2col(w~)[b]ᵀ (``conv2d_backward_fast`` without the input gradient)."""
+    conv2d_backward_fast(None, gw, delta, None, w_trace, stride, pad, cols, scratch)

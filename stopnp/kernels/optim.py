@@ -1,7 +1,8 @@
 """Optimizer update kernels over flat parameter arrays, the clamps inside (stopnp/optim.py calls them).
 
     SGD:   m <- μ·m + (g + wd·p);  p <- p - η·(nesterov ? g' + μ·m : m)
-    Adam:  g' = g + wd·p;  m <- β1·m + (1-β1)·g';  v <- β2·v + (1-β2)·g'²;  p <- p - η·(m/bc1)/(sqrt(v/bc2) + ε)
+    Adam:  g' = g + wd·p;  m <- β1·m + (1-β1)·g';  v <- β2·v + (1-β2)·g'²
+           p <- p - η·(m/bc1)/(sqrt(v/bc2) + ε)
     clamp: p <- min(max(p, lo), hi) after the update, in p's dtype (NaN stays NaN)
 
 Every array is a flat (N,) view updated in place; an iteration owns element i. Arrays under SERIAL_BELOW

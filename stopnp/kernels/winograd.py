@@ -170,23 +170,23 @@ def _forward(out, x, U, V, M, XP, nty, ntx, accumulate):
 
 
 @njit(cache=True, parallel=True)
-def _weight_grad_groups(acc, tmp, g, a, V, D, XP, nty, ntx):
+def _weight_grad_groups(acc, tmp, delta, w_trace, V, D, XP, nty, ntx):
     """acc[grp, k] = Σ_{b in group} D_b[k]·V_b[k]ᵀ, the groups' samples in order."""
-    B, G = g.shape[0], acc.shape[0]
+    B, G = delta.shape[0], acc.shape[0]
     P = nty * ntx
     for grp in prange(G):  # iteration owns acc[grp]
         tid = get_thread_id()
         v = V[tid].reshape((16, -1))
         d = D[tid].reshape((16, -1))
         s = tmp[tid]
-        C, O = a.shape[1], g.shape[1]
+        C, O = w_trace.shape[1], delta.shape[1]
         xp = XP[tid, :C * (2 * nty + 2) * (2 * ntx + 2)].reshape((C, 2 * nty + 2, 2 * ntx + 2))
         b0, b1 = grp * B // G, (grp + 1) * B // G
         for b in range(b0, b1):
-            _pad_into(xp, a[b], 1)
+            _pad_into(xp, w_trace[b], 1)
             _input_transform(v, xp, nty, ntx)
             gp = XP[tid, :O * 2 * nty * 2 * ntx].reshape((O, 2 * nty, 2 * ntx))
-            _pad_into(gp, g[b], 0)
+            _pad_into(gp, delta[b], 0)
             _delta_transform(d, gp, nty, ntx)
             for k in range(16):
                 dk, vk = d[k, :O * P].reshape((O, P)), v[k, :C * P].reshape((C, P))
@@ -290,18 +290,18 @@ def conv3x3_forward(out, x, w, scratch, accumulate=False, transformed=False):
     _forward(out, x, U, V, M, XP, nty, ntx, accumulate)
 
 
-def conv3x3_backward(gx, gw, gout, w, a, scratch, transformed=False):
-    """gx += conv_transposed(gout, w) and gw += Σ_b gout ⋆ a (either may be None; a and w with it).
+def conv3x3_backward(gx, gw, delta, w, w_trace, scratch, transformed=False):
+    """gx += conv_transposed(δ, w) and gw += Σ_b δ ⋆ w~ (either may be None; w_trace and w with it).
     ``transformed``: as in ``conv3x3_forward``, for the rotated filters of the input gradient."""
-    B, Co, H, W = gout.shape
+    B, Co, H, W = delta.shape
     Ci = (w if w is not None else gw).shape[1]
-    _check(scratch, (B, Ci, H, W), Co, gout.dtype)
+    _check(scratch, (B, Ci, H, W), Co, delta.dtype)
     V, M, acc, tmp, XP, _, Ut, q = scratch
     nty, ntx = tiles(H, W)
     if gw is not None:
-        _weight_grad_groups(acc, tmp, gout, a, V, M, XP, nty, ntx)
+        _weight_grad_groups(acc, tmp, delta, w_trace, V, M, XP, nty, ntx)
         _reduce_filter_grad(gw, acc, tmp)
     if gx is not None:
         if not transformed:
             filter_transform(Ut, w, q, True)
-        _forward(gx, gout, Ut, V, M, XP, nty, ntx, True)
+        _forward(gx, delta, Ut, V, M, XP, nty, ntx, True)

@@ -20,9 +20,9 @@ import numpy as np
 
 from ..config import ConfigError
 from ..kernels import bpsta as kb
-from ..engine.synapse import (Workspace, flat, flush_static, layer_current, static_begin, synapse_backward,
-                             syn_input)
-from .common import Result, Rule, bn_stats, zero_grads
+from ..engine.state import Workspace
+from ..engine.synapse import flat, flush_static, layer_current
+from .common import Result, Rule, zero_grads
 
 
 def check_config(cfg):
@@ -56,9 +56,9 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     if ws is None or ws.T_store < T:
         ws = workspace(net, B, dtype, opts, T)
     ws.reset_sequence(net, params, rng, train=y is not None and bn_train)
-    ws.zero_grad_buffers()
+    ws.sums.zero()
     static = x.strides[0] == 0
-    static_begin(ws)
+    st, sc = ws.state, ws.scratch
     counts = {layer.name: 0.0 for layer in net.layers}
     L = net.output.index
     for t in range(T):
@@ -66,20 +66,19 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
             li = layer.index
             i_in = layer_current(ws, params, layer, x[t], t, bn_train, static, t == 0)
             kb.relu_(flat(i_in))
-            np.copyto(ws.v_prev[li][t], i_in)  # I[t] after the ReLU (its mask is needed backward)
+            np.copyto(st.v_prev[li][t], i_in)  # I[t] after the ReLU (its mask is needed backward)
             if ann:
-                np.copyto(ws.s[li][t], i_in)  # the node is bypassed: its output is the ReLU current
+                np.copyto(st.s[li][t], i_in)  # the node is bypassed: its output is the ReLU current
             else:
-                kb.bpsta_forward(flat(ws.u[li][t]), flat(ws.s[li][t]), flat(ws.v[li]), flat(i_in), lam,
-                                 ws.theta[li])
-            counts[layer.name] += float(ws.s[li][t].sum())
+                kb.bpsta_forward(flat(st.u[li][t]), flat(st.s[li][t]), flat(st.v[li]), flat(i_in), lam, st.theta[li])
+            counts[layer.name] += float(st.s[li][t].sum())
         if bn_train:
-            ws.bn_steps += 1
-    votes = ws.s[L][:T].reshape(T, B, C, G).mean(axis=3)          # (T, B, C)
+            ws.sums.bn_steps += 1
+    votes = st.s[L][:T].reshape(T, B, C, G).mean(axis=3)          # (T, B, C)
     o = votes.mean(axis=0)
     out_sum = votes.sum(axis=0)
     if y is None:
-        return Result(0.0, out_sum, {}, counts, {}, bn_stats(ws) if bn_train else {})
+        return Result(0.0, out_sum, {}, counts, {}, ws.sums.bn_stats() if bn_train else {})
     onehot = np.zeros((B, C), dtype)
     onehot[np.arange(B), y] = 1
     loss = float(((o - onehot) ** 2).mean())
@@ -87,31 +86,32 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     if grads is None:
         grads = zero_grads(net, params, opts["learn"], dtype)
     plain, keep_reset = opts.get("bpsta_plain", False), not opts["detach_reset"]
-    for e in ws.e:
+    for e in sc.delta:  # the error carried backward in time inside each layer (kernels/bpsta.py)
         e.fill(0)
     for t in range(T - 1, -1, -1):
-        for g in ws.g:
+        for g in sc.g:
             g.fill(0)
-        flat(ws.g[L])[...] = go
+        flat(sc.g[L])[...] = go
         for layer in reversed(net.layers):
             li = layer.index
+            g, e = flat(sc.g[li]), flat(sc.delta[li])
             if ann:
-                kb.relu_backward_(flat(ws.g[li]), flat(ws.v_prev[li][t]))
+                kb.relu_backward_(g, flat(st.v_prev[li][t]))
             elif plain:
-                kb.bpsta_bptt_backward(flat(ws.e[li]), flat(ws.g[li]), flat(ws.u[li][t]), flat(ws.s[li][t]),
-                                       flat(ws.v_prev[li][t]), lam, ws.theta[li], opts["surr"], keep_reset)
+                kb.bpsta_bptt_backward(e, g, flat(st.u[li][t]), flat(st.s[li][t]), flat(st.v_prev[li][t]), lam,
+                                       st.theta[li], opts["surr"], keep_reset)
             else:
-                kb.bpsta_backward(flat(ws.e[li]), flat(ws.g[li]), flat(ws.u[li][t]), flat(ws.s[li][t]),
-                                  flat(ws.v_prev[li][t]), lam, beta, ws.theta[li])
-            for syn in layer.synapses:  # ws.g[li] now holds the error on the current I[t]
+                kb.bpsta_backward(e, g, flat(st.u[li][t]), flat(st.s[li][t]), flat(st.v_prev[li][t]), lam, beta,
+                                  st.theta[li])
+            for syn in layer.synapses:  # sc.g[li] now holds the error on the current I[t]
+                op = ws.synapses[syn.name]
                 if static and syn.src < 0:
-                    synapse_backward(ws, params, grads, syn, ws.g[li], None, t, False, bn_train, static_coef=1.0)
+                    op.backward(params, grads, sc.g[li], None, t, False, bn_train, static_coef=1.0)
                 else:
-                    synapse_backward(ws, params, grads, syn, ws.g[li], syn_input(ws, syn, x[t], t), t,
-                                     syn.src >= 0, bn_train)
+                    op.backward(params, grads, sc.g[li], op.input(x[t], t), t, syn.src >= 0, bn_train)
     if static:
-        flush_static(net, ws, grads, x[0])
-    return Result(loss, out_sum, grads, counts, {}, bn_stats(ws) if bn_train else {})
+        flush_static(ws, grads, x[0])
+    return Result(loss, out_sum, grads, counts, {}, ws.sums.bn_stats() if bn_train else {})
 
 
 RULE = Rule("bpsta", run, stored=True, weights_only=True, forward="bpsta")

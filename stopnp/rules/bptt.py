@@ -15,9 +15,9 @@ import numpy as np
 
 from ..kernels import loss as kloss
 from ..kernels import lif as klif
-from ..engine.synapse import (Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count,
-                             static_begin, synapse_backward, syn_input)
-from .common import Result, Rule, alpha_of, bn_stats, output_view, zero_grads
+from ..engine.state import Workspace
+from ..engine.synapse import flat, flush_static, layer_current
+from .common import Result, Rule, alpha_of, output_view, spike_count, zero_grads
 
 
 def workspace(net, B, dtype, opts, T):
@@ -34,7 +34,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     if ws is None or ws.T_store < T:
         ws = workspace(net, B, dtype, opts, T)
     ws.reset_sequence(net, params, rng, train=y is not None and bn_train)
-    ws.zero_grad_buffers()
+    ws.sums.zero()
     alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
     c_ce, c_mse = kloss.coefficients(opts["loss"], opts["mix"], opts["loss_reduce"], T)
     n_out = net.output.size
@@ -42,56 +42,56 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     go = np.zeros((T, B, n_out), dtype)
     counts = {layer.name: 0.0 for layer in net.layers if layer.spiking}
     total = 0.0
-    static = x.strides[0] == 0  # same input every step: input-layer W ⊛ x once, ΔW = (Σ_t ĝ[t]) ⊗ x
-    static_begin(ws)
+    static = x.strides[0] == 0  # same input every step: input-layer W ⊛ x once, ΔW = (Σ_t δ̂[t]) ⊗ x
+    st = ws.state
     for t in range(T):
         for layer in net.layers:
             li = layer.index
             i_in = layer_current(ws, params, layer, x[t], t, bn_train, static, t == 0)
-            u, s = flat(ws.u[li][t]), flat(ws.s[li][t])
+            u, s = flat(st.u[li][t]), flat(st.s[li][t])
             if layer.spiking:
-                np.copyto(ws.v_prev[li][t], ws.v[li])
-                klif.lif_forward(u, s, flat(ws.v[li]), flat(i_in), alphas[li], ws.theta[li], hard,
-                                 smooth, surr)
+                np.copyto(st.v_prev[li][t], st.v[li])
+                klif.lif_forward(u, s, flat(st.v[li]), flat(i_in), alphas[li], st.theta[li], hard, smooth, surr)
                 counts[layer.name] += spike_count(ws, s, not smooth)
             else:
                 np.copyto(u, flat(i_in))
         if bn_train:
-            ws.bn_steps += 1
+            ws.sums.bn_steps += 1
         o = output_view(ws, net, t)
         out_sum += o
         if y is not None:
             total += kloss.step_loss(go[t], o, y, c_ce, c_mse)
     if y is None:
-        return Result(0.0, out_sum, {}, counts, {}, bn_stats(ws) if bn_train else {})
+        return Result(0.0, out_sum, {}, counts, {}, ws.sums.bn_stats() if bn_train else {})
     if grads is None:
         grads = zero_grads(net, params, learn, dtype)
     keep_reset = not opts["detach_reset"]
-    for e in ws.e:
-        e.fill(0)
+    sc, sums = ws.scratch, ws.sums
+    for e_u in sc.delta:  # the full error eU^l, carried backward in time from t+1 (zero at T+1)
+        e_u.fill(0)
     for t in range(T - 1, -1, -1):
-        for g in ws.g:
+        for g in sc.g:
             g.fill(0)
-        flat(ws.g[net.output.index])[...] = go[t]
+        flat(sc.g[net.output.index])[...] = go[t]
         for layer in reversed(net.layers):
             li = layer.index
-            e = ws.e[li]
+            e_u = sc.delta[li]
             if layer.spiking:
-                klif.lif_bptt_backward(flat(e), ws.gtheta[li], ws.galpha[li], flat(ws.g[li]),
-                                       flat(ws.u[li][t]), flat(ws.s[li][t]), flat(ws.v_prev[li][t]),
-                                       alphas[li], ws.theta[li], hard, keep_reset, surr)
+                klif.lif_bptt_backward(flat(e_u), sums.dtheta[li], sums.dalpha[li], flat(sc.g[li]), flat(st.u[li][t]),
+                                       flat(st.s[li][t]), flat(st.v_prev[li][t]), alphas[li], st.theta[li], hard,
+                                       keep_reset, surr)
             else:
-                np.copyto(e, ws.g[li])
+                np.copyto(e_u, sc.g[li])
             for syn in layer.synapses:
+                op = ws.synapses[syn.name]
                 if static and syn.src < 0:
-                    synapse_backward(ws, params, grads, syn, e, None, t, False, bn_train, static_coef=1.0)
+                    op.backward(params, grads, e_u, None, t, False, bn_train, static_coef=1.0)
                 else:
-                    synapse_backward(ws, params, grads, syn, e, syn_input(ws, syn, x[t], t), t,
-                                     syn.src >= 0, bn_train)
+                    op.backward(params, grads, e_u, op.input(x[t], t), t, syn.src >= 0, bn_train)
     if static:
-        flush_static(net, ws, grads, x[0])
-    layer_grads_out(net, ws, grads, learn, opts["alpha_reduce"])
-    return Result(total, out_sum, grads, counts, {}, bn_stats(ws) if bn_train else {})
+        flush_static(ws, grads, x[0])
+    sums.add_layer_grads(net, grads, learn, opts["alpha_reduce"])
+    return Result(total, out_sum, grads, counts, {}, sums.bn_stats() if bn_train else {})
 
 
 RULE = Rule("bptt", run, stored=True, weights_only=False)

@@ -6,6 +6,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import ConfigError, validate_field
+from ..kernels import elementwise as kel
 from ..kernels import lif as klif
 
 
@@ -93,12 +94,16 @@ def alpha_of(params, layer, dtype):
     return dtype.type(params[f"{layer.name}.alpha"].reshape(-1)[0])
 
 
-def output_view(ws, net, ti):
+def output_view(ws, net, slot):
+    """o[t] as (B, C): the output layer's spikes, or its U = I for a non-spiking readout."""
     out = net.output
-    arr = ws.s[out.index][ti] if out.spiking else ws.u[out.index][ti]
+    arr = ws.state.s[out.index][slot] if out.spiking else ws.state.u[out.index][slot]
     return arr.reshape(arr.shape[0], -1)
 
 
-def bn_stats(ws):
-    steps = max(ws.bn_steps, 1)
-    return {f"{n}.bn": (ws.bn_mean_sum[n] / steps, ws.bn_var_sum[n] / steps) for n in ws.bn_mean_sum}
+def spike_count(ws, s, binary=True) -> float:
+    """Σ s over a (B, N) view: a count of the nonzeros for 0/1 spikes (vectorized, exact), else the sum
+    (the smooth spikes of finite-difference checks, BPSTA's ANN mode)."""
+    if not binary:
+        return float(s.sum())
+    return float(kel.count_nonzero(ws.scratch.nspk, s))

@@ -23,9 +23,9 @@ import numpy as np
 from ..kernels import loss as kloss
 from ..config import ConfigError
 from ..kernels import lif as klif
-from ..engine.synapse import (Workspace, flat, flush_static, layer_current, layer_grads_out, spike_count,
-                             static_begin, synapse_backward, syn_input)
-from .common import Result, Rule, alpha_of, bn_stats, output_view, zero_grads
+from ..engine.state import Workspace
+from ..engine.synapse import flat, flush_static, layer_current
+from .common import Result, Rule, alpha_of, output_view, spike_count, zero_grads
 
 RECORDABLE = ("u", "s", "v", "i", "delta", "g", "w_trace", "th_trace", "al_trace")
 
@@ -81,7 +81,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     if ws is None:
         ws = workspace(net, B, dtype, opts)
     ws.reset_sequence(net, params, rng, train=learning and bn_train)
-    ws.zero_grad_buffers()
+    ws.sums.zero()
     if learning and grads is None:
         grads = zero_grads(net, params, learn, dtype)
     rec = _alloc_records(net, ws, T, record, learning)
@@ -93,14 +93,13 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     alphas, decays = _leaks(net, params, opts, dtype, trace_decay)
     theta_learn = "T" in learn or "L" in learn
     # static input (time stride 0, e.g. direct-coded images): W ⊛ x once per sequence, and the
-    # input layer's ΔW as (Σ_t c_t·ĝ[t]) ⊗ x with c_t = λ·c_{t-1} + 1 (w~[t] = c_t·x)
+    # input layer's ΔW as (Σ_t c_t·δ̂[t]) ⊗ x with c_t = λ·c_{t-1} + 1 (w~[t] = c_t·x)
     static = x.strides[0] == 0 and on_step is None  # an online update changes W within the sequence
     static_grad = static and learning and "w_trace" not in record
     coef = [0.0] * len(net.layers)
-    static_begin(ws)
     total = 0.0
     fused = opts["kernels"] != "loop" and not smooth  # the fast LIF step (the loop kernels: reference)
-    views = ws.flat_views()
+    theta = ws.state.theta
     for t in range(T):
         x_t = x[t]
         for layer in net.layers:
@@ -109,34 +108,35 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
             coef[li] = float(decays[li]) * coef[li] + 1.0
             if learning:
                 for syn in layer.synapses:
+                    op = ws.synapses[syn.name]
                     if syn.op != "identity" and not (static_grad and syn.src < 0):
-                        klif.trace_update(flat(ws.w_trace[syn.name]), flat(syn_input(ws, syn, x_t, 0)),
-                                          decays[li])
-            u, s, v, th, al, i_f = views[li][:6]
+                        klif.trace_update(flat(op.w_trace), flat(op.input(x_t, 0)), decays[li])
+            v = ws.views[li]
             if not layer.spiking:
-                np.copyto(u, i_f)
+                np.copyto(v.u, v.i_in)
             elif learning and opts["rule"] == "stop" and fused:  # fires and counts in one pass
-                counts[layer.name] += klif.lif_stop_forward(u, s, v, th, al, i_f, alphas[li], ws.theta[li],
-                                                            smooth, surr, ws.nspk)
+                counts[layer.name] += klif.lif_stop_forward(v.u, v.s, v.v, v.th_trace, v.al_trace, v.i_in, alphas[li],
+                                                            theta[li], smooth, surr, ws.scratch.nspk)
                 continue
             elif learning and opts["rule"] == "stop":
-                klif.lif_stop_forward_loop(u, s, v, th, al, i_f, alphas[li], ws.theta[li], smooth, surr)
+                klif.lif_stop_forward_loop(v.u, v.s, v.v, v.th_trace, v.al_trace, v.i_in, alphas[li], theta[li],
+                                           smooth, surr)
             else:
-                klif.lif_forward(u, s, v, i_f, alphas[li], ws.theta[li], opts["hard"], smooth, surr)
+                klif.lif_forward(v.u, v.s, v.v, v.i_in, alphas[li], theta[li], opts["hard"], smooth, surr)
             if layer.spiking:
-                counts[layer.name] += spike_count(ws, s, not smooth)
+                counts[layer.name] += spike_count(ws, v.s, not smooth)
         if bn_train:
-            ws.bn_steps += 1
+            ws.sums.bn_steps += 1
         o = output_view(ws, net, 0)
         out_sum += o
         if learning:
             total += kloss.step_loss(go, o, y, c_ce, c_mse)
             if backward_steps is None or t in backward_steps:
-                _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn and
-                               opts["rule"] == "stop", coef if static_grad else None)
+                backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn and opts["rule"] == "stop",
+                              coef if static_grad else None)
                 if on_step is not None:
-                    layer_grads_out(net, ws, grads, learn, opts["alpha_reduce"])
-                    ws.gtheta_zero()
+                    ws.sums.add_layer_grads(net, grads, learn, opts["alpha_reduce"])
+                    ws.sums.zero_layer_sums()
                     on_step(t, grads)
                     # the next step runs with the updated θ and α (W is read from params directly)
                     ws.refresh_theta(net, params)
@@ -144,36 +144,44 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
                     alphas, decays = _leaks(net, params, opts, dtype, trace_decay)
         _record_step(net, ws, rec, t)
     if static_grad:
-        flush_static(net, ws, grads, x[0])
+        flush_static(ws, grads, x[0])
     if learning and on_step is None:
-        layer_grads_out(net, ws, grads, learn, opts["alpha_reduce"])
-    return Result(total, out_sum, grads if learning else {}, counts, rec,
-                  bn_stats(ws) if bn_train else {})
+        ws.sums.add_layer_grads(net, grads, learn, opts["alpha_reduce"])
+    return Result(total, out_sum, grads if learning else {}, counts, rec, ws.sums.bn_stats() if bn_train else {})
 
 
-def _backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef=None):
-    views = ws.flat_views()
+def backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef=None):
+    """The spatial errors of one step, output layer first, and what they add to the gradients:
+
+        δ^l  = g^l ⊙ φ(U^l - θ^l)
+        Δθ^l += δ^l ⊙ (th~^l - 1),  Δα^l += δ^l ⊙ al~^l      per neuron (``theta_learn``: STOP)
+        each synapse: ΔW += δ̂ ⊗ w~, g^src += pre-backward(Wᵀ δ̂)   (SynapseOp.backward)
+
+    ``go`` = ∂E[t]/∂o[t]; ``coef`` (static input): c_t of the input synapses (their ΔW is summed, then
+    correlated with x once: ``flush_static``).
+    """
     out = net.output.index
-    for li, g in enumerate(ws.g):
+    for li, g in enumerate(ws.scratch.g):
         if li != out:
             g.fill(0)
-    views[out][6][...] = go
+    ws.views[out].g[...] = go
     delta_grads = klif.stop_delta_grads_loop if opts["kernels"] == "loop" else klif.stop_delta_grads
+    sums, theta = ws.sums, ws.state.theta
     for layer in reversed(net.layers):
         li = layer.index
-        e = ws.e[li]
-        u, _, _, th, al, _, g, e_f = views[li]
+        v = ws.views[li]
         if layer.spiking and theta_learn:
-            delta_grads(e_f, ws.gtheta[li], ws.galpha[li], g, u, ws.theta[li], th, al, opts["surr"])
+            delta_grads(v.delta, sums.dtheta[li], sums.dalpha[li], v.g, v.u, theta[li], v.th_trace, v.al_trace,
+                        opts["surr"])
         elif layer.spiking:
-            klif.spatial_delta(e_f, g, u, ws.theta[li], opts["surr"])
+            klif.spatial_delta(v.delta, v.g, v.u, theta[li], opts["surr"])
         else:
-            np.copyto(e, ws.g[li])
+            np.copyto(v.delta, v.g)
+        delta = ws.scratch.delta[li]
         for syn in layer.synapses:
-            a = ws.w_trace.get(syn.name)
-            a = a if a is None or syn.op == "conv" else flat(a)
+            op = ws.synapses[syn.name]
             c = coef[li] if coef is not None and syn.src < 0 else None
-            synapse_backward(ws, params, grads, syn, e, a, 0, syn.src >= 0, bn_train, static_coef=c)
+            op.backward(params, grads, delta, op.w_trace, 0, syn.src >= 0, bn_train, static_coef=c)
 
 
 def _alloc_records(net, ws, T, record, learning):
@@ -196,14 +204,15 @@ def _alloc_records(net, ws, T, record, learning):
 def _record_step(net, ws, rec, t):
     if not rec:
         return
-    src = {"u": lambda i: ws.u[i][0], "s": lambda i: ws.s[i][0], "v": lambda i: ws.v[i],
-           "i": lambda i: ws.i_in[i], "delta": lambda i: ws.e[i], "g": lambda i: ws.g[i],
-           "th_trace": lambda i: ws.th_trace[i], "al_trace": lambda i: ws.al_trace[i]}
+    st, tr, sc = ws.state, ws.traces, ws.scratch
+    src = {"u": lambda i: st.u[i][0], "s": lambda i: st.s[i][0], "v": lambda i: st.v[i],
+           "i": lambda i: st.i_in[i], "delta": lambda i: sc.delta[i], "g": lambda i: sc.g[i],
+           "th_trace": lambda i: tr.th_trace[i], "al_trace": lambda i: tr.al_trace[i]}
     for layer in net.layers:
         for syn in layer.synapses:
             key = f"{syn.name}.w_trace"
             if key in rec:
-                rec[key][t] = ws.w_trace[syn.name]
+                rec[key][t] = tr.w_trace[syn.name]
         for what, get in src.items():
             key = f"{layer.name}.{what}"
             if key in rec:

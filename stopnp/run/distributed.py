@@ -17,7 +17,7 @@ one small float64 Allreduce per batch.
 
 BN uses each rank's own batch statistics (as data-parallel PyTorch does by default). With
 ``run.sync_bn`` it uses the whole batch's instead: the forward sums Σx, then Σ(x - μ)², and the backward
-Σgy and Σgy·x̂ over the ranks at every step (``Workspace.bn_sum``; three small Allreduces per BN layer and
+Σgy and Σgy·x̂ over the ranks at every step (``Workspace.bn_sync``; three small Allreduces per BN layer and
 step), which gives the one-process result within rounding.
 
 Rounding: w_r = 1/N is exact for N a power of two, and the two-rank sum a + b is the same on both ranks,
@@ -262,7 +262,7 @@ class Comm:
         self.reductions += 1
 
     def bn_sum(self, a, weighted):
-        """Synchronized BN (``Workspace.bn_sum``): per-channel sums over every rank's share, in place;
+        """Synchronized BN (``Workspace.bn_sync``): per-channel sums over every rank's share, in place;
         ``weighted``: sums of errors, each rank's scaled by w_r and the total returned in this rank's scale."""
         if weighted and self.weight != 1.0:
             a *= a.dtype.type(self.weight)

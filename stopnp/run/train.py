@@ -23,7 +23,6 @@ from .. import data, optim
 from ..engine import memory
 from .. import config as config_mod
 from ..engine.network import ShapeError, check_params, from_config
-from ..engine.synapse import thread_workload
 from ..fsutil import atomic_write
 from .progress import MetricsLog, Progress
 from .lock import RunLock
@@ -75,7 +74,7 @@ def guard(loss, grads, ws, net):
     """Stop on NaN/Inf, naming the layer and array (state first: it is where a blow-up starts)."""
     if ws is not None:
         for layer in net.layers:
-            if not _finite(ws.v[layer.index]):
+            if not _finite(ws.state.v[layer.index]):
                 raise _nonfinite(f"membrane state V of layer {layer.name!r}")
     for name, g in grads.items():
         if not _finite(g):
@@ -188,7 +187,7 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
     train_src = _limit(data.load(dcfg["name"], "train"), dcfg["limit_train"])
     test_src = _limit(data.load(dcfg["name"], "test"), dcfg["limit_test"])
     net = from_config(cfg)
-    threads.fit(*thread_workload(net, dcfg["batch_size"]))
+    threads.fit(*threads.thread_workload(net, dcfg["batch_size"]))
     check_data(net, train_src, "train")
     check_data(net, test_src, "test")
     rule = cfg["rule"]["name"]
@@ -271,7 +270,7 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
                         x, y = comm.local_batch(x, y)
                     ws = _ws(ws_cache, net, x.shape[1], dtype, opts, rule, x.shape[0])
                     if comm and run_cfg["sync_bn"]:  # BN statistics of the whole batch
-                        ws.bn_sum = comm.bn_sum
+                        ws.bn_sync.sum = comm.bn_sum
                     lr = optim.lr_at(ocfg, epoch * per_epoch + bi, total_steps)
 
                     def apply(t, grads, lr=lr):

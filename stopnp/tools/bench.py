@@ -137,8 +137,8 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
     from ..rules import RULES, runner
     from ..rules.common import resolve_options
     from ..rules import stop as stop_rule
-    from ..engine.synapse import thread_workload
     from ..engine.threads import blas_core, describe as threads_describe, fit as threads_fit, set_threads
+    from ..engine.threads import thread_workload
     import numba
     comm = None
     if distributed:

@@ -2,10 +2,11 @@
 
 Each rule trains LeNet-5 on the built-in MNIST subset with the packaged base recipe mnist-lenet5 plus
 its own recipe rule-<rule> (leak, threshold, surrogate, loss, readout; ``stopnp recipes show NAME``),
-with the same seed, epoch budget and batch size, in its own subprocess (so its peak RSS is its own). Reported: best test accuracy, training time, peak RSS, and the
-mean over layers of the cosine between the rule's weight gradient and BPTT's on one test batch at the
-trained parameters (BPSTA: plain BPTT of its own neuron, see ``gradient_cosine``). Memory vs T comes
-from the benchmark's mlp workload at T = 4..64.
+with the same seed, epoch budget and batch size, in its own subprocess (so its peak RSS is its own).
+Reported: best test accuracy, training time, peak RSS, and the mean over layers of the cosine between
+the rule's weight gradient and BPTT's on one test batch at the trained parameters (BPSTA: plain BPTT
+of its own neuron, see ``gradient_cosine``). Memory vs T comes from the benchmark's mlp workload at
+T = 4..64.
 """
 import json
 import os
