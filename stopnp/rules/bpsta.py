@@ -21,8 +21,8 @@ import numpy as np
 from ..config import ConfigError
 from ..kernels import bpsta as kb
 from ..engine.state import Workspace
-from ..engine.synapse import flat, flush_static, layer_current
-from .common import Result, Rule, zero_grads
+from ..engine.synapse import flat, flush_static
+from .common import Result, Rule, begin, forward, zero_grads
 
 
 def check_config(cfg):
@@ -55,25 +55,24 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     bn_train = opts["bn_mode"] == "train"
     if ws is None or ws.T_store < T:
         ws = workspace(net, B, dtype, opts, T)
-    ws.reset_sequence(net, params, rng, train=y is not None and bn_train)
-    ws.sums.zero()
+    begin(net, params, ws, rng, y is not None and bn_train)
     static = x.strides[0] == 0
     st, sc = ws.state, ws.scratch
-    counts = {layer.name: 0.0 for layer in net.layers}
     L = net.output.index
-    for t in range(T):
-        for layer in net.layers:
-            li = layer.index
-            i_in = layer_current(ws, params, layer, x[t], t, bn_train, static, t == 0)
-            kb.relu_(flat(i_in))
-            np.copyto(st.v_prev[li][t], i_in)  # I[t] after the ReLU (its mask is needed backward)
-            if ann:
-                np.copyto(st.s[li][t], i_in)  # the node is bypassed: its output is the ReLU current
-            else:
-                kb.bpsta_forward(flat(st.u[li][t]), flat(st.s[li][t]), flat(st.v[li]), flat(i_in), lam, st.theta[li])
-            counts[layer.name] += float(st.s[li][t].sum())
-        if bn_train:
-            ws.sums.bn_steps += 1
+
+    def fire(layer, t, slot):
+        """I = ReLU(I), kept for the backward; then BPSTA's neuron (or, as an ANN, the ReLU current itself)."""
+        li, i_in = layer.index, st.i_in[layer.index]
+        kb.relu_(flat(i_in))
+        np.copyto(st.v_prev[li][slot], i_in)  # I[t] after the ReLU (its mask is needed backward)
+        if ann:
+            np.copyto(st.s[li][slot], i_in)  # the node is bypassed: its output is the ReLU current
+        else:
+            kb.bpsta_forward(flat(st.u[li][slot]), flat(st.s[li][slot]), flat(st.v[li]), flat(i_in), lam,
+                             st.theta[li])
+        return float(st.s[li][slot].sum())
+
+    counts = forward(net, params, ws, x, bn_train, fire, stored=True, static=static)
     votes = st.s[L][:T].reshape(T, B, C, G).mean(axis=3)          # (T, B, C)
     o = votes.mean(axis=0)
     out_sum = votes.sum(axis=0)

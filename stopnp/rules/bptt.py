@@ -13,11 +13,10 @@ forward (``smooth=True``) measure. Memory grows linearly with T.
 """
 import numpy as np
 
-from ..kernels import loss as kloss
 from ..kernels import lif as klif
 from ..engine.state import Workspace
-from ..engine.synapse import flat, flush_static, layer_current
-from .common import Result, Rule, alpha_of, output_view, spike_count, zero_grads
+from ..engine.synapse import flat, flush_static
+from .common import Readout, Result, Rule, alpha_of, begin, forward, spike_count, zero_grads
 
 
 def workspace(net, B, dtype, opts, T):
@@ -33,34 +32,29 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     smooth, surr, hard = opts["smooth"], opts["surr"], opts["hard"]
     if ws is None or ws.T_store < T:
         ws = workspace(net, B, dtype, opts, T)
-    ws.reset_sequence(net, params, rng, train=y is not None and bn_train)
-    ws.sums.zero()
+    begin(net, params, ws, rng, y is not None and bn_train)
     alphas = [alpha_of(params, layer, dtype) if layer.spiking else None for layer in net.layers]
-    c_ce, c_mse = kloss.coefficients(opts["loss"], opts["mix"], opts["loss_reduce"], T)
-    n_out = net.output.size
-    out_sum = np.zeros((B, n_out), dtype)
-    go = np.zeros((T, B, n_out), dtype)
-    counts = {layer.name: 0.0 for layer in net.layers if layer.spiking}
-    total = 0.0
+    readout = Readout(net, opts, T, B, dtype)
+    go = np.zeros((T, B, net.output.size), dtype)
     static = x.strides[0] == 0  # same input every step: input-layer W ⊛ x once, ΔW = (Σ_t δ̂[t]) ⊗ x
     st = ws.state
-    for t in range(T):
-        for layer in net.layers:
-            li = layer.index
-            i_in = layer_current(ws, params, layer, x[t], t, bn_train, static, t == 0)
-            u, s = flat(st.u[li][t]), flat(st.s[li][t])
-            if layer.spiking:
-                np.copyto(st.v_prev[li][t], st.v[li])
-                klif.lif_forward(u, s, flat(st.v[li]), flat(i_in), alphas[li], st.theta[li], hard, smooth, surr)
-                counts[layer.name] += spike_count(ws, s, not smooth)
-            else:
-                np.copyto(u, flat(i_in))
-        if bn_train:
-            ws.sums.bn_steps += 1
-        o = output_view(ws, net, t)
-        out_sum += o
-        if y is not None:
-            total += kloss.step_loss(go[t], o, y, c_ce, c_mse)
+
+    def fire(layer, t, slot):
+        """The LIF step into slot t, V[t-1] kept for the backward."""
+        li = layer.index
+        u, s, i_in = flat(st.u[li][slot]), flat(st.s[li][slot]), flat(st.i_in[li])
+        if not layer.spiking:
+            np.copyto(u, i_in)
+            return None
+        np.copyto(st.v_prev[li][slot], st.v[li])
+        klif.lif_forward(u, s, flat(st.v[li]), i_in, alphas[li], st.theta[li], hard, smooth, surr)
+        return spike_count(ws, s, not smooth)
+
+    def step_done(t, slot):
+        readout.step(ws, slot, y, go[t])
+
+    counts = forward(net, params, ws, x, bn_train, fire, step_done, stored=True, static=static)
+    total, out_sum = readout.loss, readout.out_sum
     if y is None:
         return Result(0.0, out_sum, {}, counts, {}, ws.sums.bn_stats() if bn_train else {})
     if grads is None:

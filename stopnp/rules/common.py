@@ -1,13 +1,26 @@
 """What every rule shares: its registry record, the options resolved once from the network's config plus
-call overrides, and the result of one batch."""
+call overrides, the forward loop, the readout and loss, and the result of one batch.
+
+The forward loop (ALGORITHMS.md §1), for t = 1..T and every layer l in order:
+
+    I^l[t] = Σ_synapses BN( W ⊛ pre(s^src[t]) )       engine.synapse.layer_current
+    the rule's neuron on I^l[t]                         LIF (BPTT), LIF with STOP's traces, BPSTA's neuron
+
+then, per step, the readout and loss (kernels/loss.py):
+
+    o[t] = s^L[t] (spiking output) or I^L[t] (membrane readout);   out_sum = Σ_t o[t]
+    E[t] = c_ce·CE(softmax(o[t]), y) + c_mse·MSE(o[t], onehot(y)),  and ∂E[t]/∂o[t]
+"""
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from ..config import ConfigError, validate_field
+from ..engine.synapse import layer_current
 from ..kernels import elementwise as kel
 from ..kernels import lif as klif
+from ..kernels import loss as kloss
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,54 @@ def zero_grads(net, params, learn, dtype) -> dict:
 
 def alpha_of(params, layer, dtype):
     return dtype.type(params[f"{layer.name}.alpha"].reshape(-1)[0])
+
+
+def begin(net, params, ws, rng, train):
+    """A new sequence: state, traces and sums zeroed, θ per neuron, dropout masks (``train``: from ``rng``)."""
+    ws.reset_sequence(net, params, rng, train=train)
+    ws.sums.zero()
+
+
+def forward(net, params, ws, x, bn_train, fire, step_done=None, *, stored, static):
+    """The forward loop every rule shares (the module docstring): for each step t, each layer's current
+    I^l[t] into slot t (``stored``) or 0, then ``fire(layer, t, slot)``, the rule's neuron, which returns
+    the layer's spike count (None for a non-spiking readout); after every step BN's step count and
+    ``step_done(t, slot)`` (the readout, the loss, an online backward). ``static``: x is the same at
+    every step (time stride 0), so the input synapses' W ⊛ x is computed once.
+
+    Returns the spike count Σ_{t,b,j} s of every spiking layer.
+    """
+    counts = {layer.name: 0.0 for layer in net.layers if layer.spiking}
+    for t in range(x.shape[0]):
+        slot = t if stored else 0
+        for layer in net.layers:
+            layer_current(ws, params, layer, x[t], slot, bn_train, static, t == 0)
+            n = fire(layer, t, slot)
+            if n is not None:
+                counts[layer.name] += n
+        if bn_train:
+            ws.sums.bn_steps += 1
+        if step_done is not None:
+            step_done(t, slot)
+    return counts
+
+
+class Readout:
+    """Σ_t o[t] and the summed per-step loss E = Σ_t E[t] of one sequence (the module docstring)."""
+
+    def __init__(self, net, opts, T, B, dtype):
+        self.net = net
+        self.coef = kloss.coefficients(opts["loss"], opts["mix"], opts["loss_reduce"], T)
+        self.out_sum = np.zeros((B, net.output.size), dtype)
+        self.loss = 0.0
+
+    def step(self, ws, slot, y, go):
+        """o[t] from slot ``slot`` into Σ_t o[t]; with labels ``y``, E[t] into the loss and ∂E[t]/∂o[t]
+        into ``go`` (B, C)."""
+        o = output_view(ws, self.net, slot)
+        self.out_sum += o
+        if y is not None:
+            self.loss += kloss.step_loss(go, o, y, *self.coef)
 
 
 def output_view(ws, net, slot):

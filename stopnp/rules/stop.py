@@ -20,12 +20,11 @@ with a fixed λ, weights only): each passes its ``trace_decay``.
 """
 import numpy as np
 
-from ..kernels import loss as kloss
 from ..config import ConfigError
 from ..kernels import lif as klif
 from ..engine.state import Workspace
-from ..engine.synapse import flat, flush_static, layer_current
-from .common import Result, Rule, alpha_of, output_view, spike_count, zero_grads
+from ..engine.synapse import flat, flush_static
+from .common import Readout, Result, Rule, alpha_of, begin, forward, spike_count, zero_grads
 
 RECORDABLE = ("u", "s", "v", "i", "delta", "g", "w_trace", "th_trace", "al_trace")
 
@@ -80,74 +79,70 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     smooth, surr = opts["smooth"], opts["surr"]
     if ws is None:
         ws = workspace(net, B, dtype, opts)
-    ws.reset_sequence(net, params, rng, train=learning and bn_train)
-    ws.sums.zero()
+    begin(net, params, ws, rng, learning and bn_train)
     if learning and grads is None:
         grads = zero_grads(net, params, learn, dtype)
     rec = _alloc_records(net, ws, T, record, learning)
-    c_ce, c_mse = kloss.coefficients(opts["loss"], opts["mix"], opts["loss_reduce"], T)
-    n_out = net.output.size
-    out_sum = np.zeros((B, n_out), dtype)
-    go = np.zeros((B, n_out), dtype)
-    counts = {layer.name: 0.0 for layer in net.layers if layer.spiking}
+    readout = Readout(net, opts, T, B, dtype)
+    go = np.zeros((B, net.output.size), dtype)
     alphas, decays = _leaks(net, params, opts, dtype, trace_decay)
+    traced = learning and opts["rule"] == "stop"  # STOP's θ~ and α~ traces (SLTT, OTTT: W only)
     theta_learn = "T" in learn or "L" in learn
     # static input (time stride 0, e.g. direct-coded images): W ⊛ x once per sequence, and the
     # input layer's ΔW as (Σ_t c_t·δ̂[t]) ⊗ x with c_t = λ·c_{t-1} + 1 (w~[t] = c_t·x)
     static = x.strides[0] == 0 and on_step is None  # an online update changes W within the sequence
     static_grad = static and learning and "w_trace" not in record
     coef = [0.0] * len(net.layers)
-    total = 0.0
     fused = opts["kernels"] != "loop" and not smooth  # the fast LIF step (the loop kernels: reference)
     theta = ws.state.theta
-    for t in range(T):
-        x_t = x[t]
-        for layer in net.layers:
-            li = layer.index
-            i_in = layer_current(ws, params, layer, x_t, 0, bn_train, static, t == 0)
-            coef[li] = float(decays[li]) * coef[li] + 1.0
-            if learning:
-                for syn in layer.synapses:
-                    op = ws.synapses[syn.name]
-                    if syn.op != "identity" and not (static_grad and syn.src < 0):
-                        klif.trace_update(flat(op.w_trace), flat(op.input(x_t, 0)), decays[li])
-            v = ws.views[li]
-            if not layer.spiking:
-                np.copyto(v.u, v.i_in)
-            elif learning and opts["rule"] == "stop" and fused:  # fires and counts in one pass
-                counts[layer.name] += klif.lif_stop_forward(v.u, v.s, v.v, v.th_trace, v.al_trace, v.i_in, alphas[li],
-                                                            theta[li], smooth, surr, ws.scratch.nspk)
-                continue
-            elif learning and opts["rule"] == "stop":
-                klif.lif_stop_forward_loop(v.u, v.s, v.v, v.th_trace, v.al_trace, v.i_in, alphas[li], theta[li],
-                                           smooth, surr)
-            else:
-                klif.lif_forward(v.u, v.s, v.v, v.i_in, alphas[li], theta[li], opts["hard"], smooth, surr)
-            if layer.spiking:
-                counts[layer.name] += spike_count(ws, v.s, not smooth)
-        if bn_train:
-            ws.sums.bn_steps += 1
-        o = output_view(ws, net, 0)
-        out_sum += o
+
+    def fire(layer, t, slot):
+        """The weight traces (learning), then the LIF step: with STOP's θ~, α~ traces from V[t-1], s[t-1]."""
+        li = layer.index
+        coef[li] = float(decays[li]) * coef[li] + 1.0
         if learning:
-            total += kloss.step_loss(go, o, y, c_ce, c_mse)
-            if backward_steps is None or t in backward_steps:
-                backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn and opts["rule"] == "stop",
-                              coef if static_grad else None)
-                if on_step is not None:
-                    ws.sums.add_layer_grads(net, grads, learn, opts["alpha_reduce"])
-                    ws.sums.zero_layer_sums()
-                    on_step(t, grads)
-                    # the next step runs with the updated θ and α (W is read from params directly)
-                    ws.refresh_theta(net, params)
-                    ws.weights_changed()
-                    alphas, decays = _leaks(net, params, opts, dtype, trace_decay)
+            for syn in layer.synapses:
+                op = ws.synapses[syn.name]
+                if syn.op != "identity" and not (static_grad and syn.src < 0):
+                    klif.trace_update(flat(op.w_trace), flat(op.input(x[t], 0)), decays[li])
+        v = ws.views[li]
+        if not layer.spiking:
+            np.copyto(v.u, v.i_in)
+            return None
+        if traced and fused:  # fires and counts in one pass
+            return klif.lif_stop_forward(v.u, v.s, v.v, v.th_trace, v.al_trace, v.i_in, alphas[li], theta[li],
+                                         smooth, surr, ws.scratch.nspk)
+        if traced:
+            klif.lif_stop_forward_loop(v.u, v.s, v.v, v.th_trace, v.al_trace, v.i_in, alphas[li], theta[li], smooth,
+                                       surr)
+        else:
+            klif.lif_forward(v.u, v.s, v.v, v.i_in, alphas[li], theta[li], opts["hard"], smooth, surr)
+        return spike_count(ws, v.s, not smooth)
+
+    def step_done(t, slot):
+        """o[t] and E[t]; the spatial errors of step t and their gradients; an online update."""
+        nonlocal alphas, decays
+        readout.step(ws, slot, y if learning else None, go)
+        if learning and (backward_steps is None or t in backward_steps):
+            backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn and opts["rule"] == "stop",
+                          coef if static_grad else None)
+            if on_step is not None:
+                ws.sums.add_layer_grads(net, grads, learn, opts["alpha_reduce"])
+                ws.sums.zero_layer_sums()
+                on_step(t, grads)
+                # the next step runs with the updated θ and α (W is read from params directly)
+                ws.refresh_theta(net, params)
+                ws.weights_changed()
+                alphas, decays = _leaks(net, params, opts, dtype, trace_decay)
         _record_step(net, ws, rec, t)
+
+    counts = forward(net, params, ws, x, bn_train, fire, step_done, stored=False, static=static)
     if static_grad:
         flush_static(ws, grads, x[0])
     if learning and on_step is None:
         ws.sums.add_layer_grads(net, grads, learn, opts["alpha_reduce"])
-    return Result(total, out_sum, grads if learning else {}, counts, rec, ws.sums.bn_stats() if bn_train else {})
+    return Result(readout.loss, readout.out_sum, grads if learning else {}, counts, rec,
+                  ws.sums.bn_stats() if bn_train else {})
 
 
 def backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef=None):
