@@ -21,7 +21,7 @@ __all__ = ["__version__", "build", "gradients", "simulate", "predict", "run_batc
 
 def load(path) -> Network:
     """The network stored in a checkpoint (config and parameters validated)."""
-    from .run.train import load_network
+    from .run.resume import load_network
     return load_network(path)[0]
 
 

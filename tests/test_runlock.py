@@ -62,7 +62,7 @@ def test_two_trainings_started_together_leave_one_whole_run(tmp_path):
 
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, capsys):
     out = tmp_path / "run"
-    code = ("import sys, time; from stopnp.runlock import RunLock; RunLock(sys.argv[1], command='killed').acquire(); "
+    code = ("import sys, time; from stopnp.run.lock import RunLock; RunLock(sys.argv[1], command='killed').acquire(); "
             "print('held', flush=True); time.sleep(60)")
     p = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "held"

@@ -6,9 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from stopnp.run import checkpoint
 from stopnp import cli, config as C
-from stopnp.run.train import TrainingError, load_network, train
+from stopnp.run import checkpoint
+from stopnp.run.resume import load_network
+from stopnp.run.train import TrainingError, train
 
 TINY = ["model.name=mlp", "model.hidden=[32]", "model.dropout=0.2", "data.limit_train=320",
         "data.limit_test=100", "data.batch_size=64", "data.test_batch_size=100", "data.T=3", "run.epochs=2",

@@ -18,8 +18,9 @@ def register(sub):
 
 def cmd(args):
     from .. import data
-    from ..run.train import check_data, evaluate, load_network
     from .. import config as C
+    from ..run.resume import load_network
+    from ..run.train import check_data, evaluate
     net, ck = load_network(args.checkpoint)
     bad = [o for o in args.overrides if not o.startswith("numerics.")]
     if bad:

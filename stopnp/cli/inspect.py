@@ -25,8 +25,8 @@ def register(sub):
 def cmd(args):
     import numpy as np
     from .. import data
+    from ..run.resume import load_network
     from ..tools.inspect import check_inspectable, format_table, inspect_batch, write_h5
-    from ..run.train import load_network
     net, _ = load_network(args.checkpoint)
     check_inspectable(net, args.checkpoint)
     d = net.config["data"]

@@ -1,3 +1,12 @@
-"""Training runs: the training loop (train.py), checkpoints (checkpoint.py), the θ/α history (history.py),
-the run-folder lock (lock.py), the silent-layer and chance checks (activity.py), progress and metrics
-(progress.py), and data-parallel training over MPI (distributed.py)."""
+"""Training runs.
+
+    train.py        the training loop: prepare, step, epoch, end of epoch; evaluation
+    resume.py       reading a run back: the network of a checkpoint (stopnp.load), a resume's checks
+    folder.py       the run folder: its files, whether a run may write there
+    lock.py         one writer per run folder
+    checkpoint.py   the HDF5 checkpoint format (atomic, checksummed, no pickle)
+    history.py      θ and α after every epoch (history.h5)
+    activity.py     silent layers and a loss stuck at chance, found during training
+    progress.py     the progress bar and the metrics log
+    distributed.py  data-parallel training over MPI: the ranks, their shares, the sums
+"""

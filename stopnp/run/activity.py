@@ -16,7 +16,7 @@ A spiking output layer that never fires gives o[t] = 0 at every step, so its los
 """
 import math
 
-from .. import loss as loss_mod
+from ..kernels import loss as loss_mod
 
 SILENT_RATE = 1e-4     # spikes per neuron and step below which a layer counts as silent
 CHANCE_TOL = 0.01      # relative distance of the train loss to E_chance that counts as "at chance"

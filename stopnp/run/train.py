@@ -1,34 +1,42 @@
-"""The training loop: epochs, evaluation, progress, metrics, guards, checkpoints, exact resume.
+"""The training loop, in four parts: prepare, step, epoch, end of epoch.
 
-One mini-batch (rule from config):  gradients of Σ_t E[t] (rules/) -> optional clip -> optimizer
-step with clamps (optim.py) -> BN running statistics. Data order is a pure function of
-(seed, epoch), and the RNG for dropout masks / SLTT-K steps is checkpointed, so resuming from a
-checkpoint (even mid-epoch) continues bit-exactly.
+    prepare(cfg, ...)      the data, the network, the checks (memory included), the optimizer state, a
+                           resume (resume.py), the run folder (folder.py): everything checked before
+                           anything is written
+    step(run, x, y, ...)   one mini-batch: gradients of Σ_t E[t] (rules/) -> optional clip -> optimizer step
+                           with clamps (stopnp/optim.py; online: after every time step) -> BN running
+                           statistics -> the NaN guard; fixed point: the integer STOP step and SGD
+                           (fixed/integer.py)
+    epoch(run, ...)        the epoch's mini-batches with the progress bar (progress.py)
+    end_epoch(run, ...)    test accuracy, the metrics line, θ/α history, checkpoints (checkpoint.py), the
+                           silent-layer and chance check (activity.py)
 
-Run directory: config.toml (resolved), metrics.jsonl (one line per epoch), last.h5, best.h5.
+Data order is a pure function of (seed, epoch), and the RNG for dropout masks / SLTT-K steps is
+checkpointed, so resuming from a checkpoint (even mid-epoch) continues bit-exactly. Ctrl-C stops at the
+next batch boundary with a resumable checkpoint. The run folder is locked while training (lock.py).
+Under ``mpiexec -n N`` the ranks train one model data-parallel (distributed.py): each runs the rule on its
+share of the batch, the gradients are summed before the same update; rank 0 alone prints and writes.
 """
 import dataclasses
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial as bind
 
 import numpy as np
 
-from . import activity, checkpoint, history
-from .. import data, optim
-from ..engine import memory
 from .. import config as config_mod
-from ..engine.network import ShapeError, check_params, from_config
-from ..fsutil import atomic_write
-from .progress import MetricsLog, Progress
-from .lock import RunLock
-from ..engine import threads
-from ..rules import RULES, runner
+from .. import data, optim
+from ..engine import memory, threads
+from ..engine.network import from_config
+from ..rules import RULES
 from ..rules.common import resolve_options
+from . import activity, checkpoint, folder, resume as resume_mod
+from .lock import RunLock
+from .progress import MetricsLog, Progress
 
 
 class TrainingError(RuntimeError):
@@ -147,12 +155,81 @@ def _ws(cache, net, B, dtype, opts, rule, T=None):
     return cache[key]
 
 
+@dataclass
+class Run:
+    """One training run: what ``prepare`` sets up, and what every batch and epoch updates."""
+    cfg: dict
+    net: object
+    opts: dict                 # the rule's options (rules/common.resolve_options)
+    names: list                # the parameters it learns
+    opt_state: dict            # the optimizer's buffers (stopnp/optim.py)
+    rng: object                # dropout masks, SLTT-K steps: checkpointed
+    train_src: object
+    test_src: object           # (a distributed run: this rank's share)
+    log: object                # metrics.jsonl (None on the ranks > 0)
+    metrics: list
+    best: float                # the best test accuracy so far
+    silence: object            # activity.ActivityCheck: silent layers, a loss stuck at chance
+    pos: tuple = (0, 0)        # (epoch, index of the next batch): what a resume continues from
+    partial: dict = None       # the running sums of the epoch a resume continues
+    qnet: object = None        # the integer network (numerics.kind = "fixed")
+    comm: object = None        # distributed.Comm of a data-parallel run, else None
+    quiet: bool = False
+    stream: object = None
+    ws_cache: dict = field(default_factory=dict)
+    ctrl_c: object = None
+    done_batches: int = 0
+
+    @property
+    def root(self):
+        return self.comm is None or self.comm.is_root
+
+    @property
+    def rule(self):
+        return self.cfg["rule"]["name"]
+
+    @property
+    def run_dir(self):
+        return self.cfg["run"]["out_dir"]
+
+    @property
+    def per_epoch(self):
+        return -(-len(self.train_src.y) // self.cfg["data"]["batch_size"])
+
+    @property
+    def total_steps(self):
+        return self.per_epoch * self.cfg["run"]["epochs"]
+
+    def stop_requested(self):
+        """A Ctrl-C here (a distributed run: on any rank)."""
+        return self.comm.stop if self.comm else self.ctrl_c.requested
+
+
+@dataclass
+class EpochSums:
+    """One epoch's running sums (a resumed epoch continues its checkpoint's: the same metrics)."""
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    t0: float = 0.0            # perf_counter at the epoch's start, less what a resumed epoch already ran
+
+    def add(self, loss, correct, n):
+        self.loss_sum += loss * n
+        self.correct += correct
+        self.seen += n
+
+    def record(self):
+        """What a checkpoint keeps of an epoch stopped mid-way."""
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen,
+                "seconds": time.perf_counter() - self.t0}
+
+
 def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwrite=False) -> RunResult:
     """Train from a resolved (or partial) config dict. ``resume``: path to a checkpoint.
 
     A run directory that already holds a run is refused unless ``resume`` continues it or ``overwrite``
     replaces it (its checkpoints and metrics are then lost). The run directory is locked while training
-    (runlock.py): a second writer is refused.
+    (lock.py): a second writer is refused.
 
     ``stop_after``: stop after this many mini-batches (tests: simulate an interruption).
 
@@ -179,11 +256,50 @@ def _locked_train(cfg, *, comm, **kw) -> RunResult:
 
 
 def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunResult:
-    run_cfg, dcfg, ocfg = cfg["run"], cfg["data"], cfg["optim"]
+    """prepare, then the epochs (each: ``epoch`` and ``end_epoch``) until the last or a Ctrl-C."""
+    run = prepare(cfg, comm=comm, resume=resume, quiet=quiet, stream=stream, overwrite=overwrite)
+    t_start = time.perf_counter()
+    interrupted = False
+    epochs = run.cfg["run"]["epochs"]
+    sums = None
+    run.ctrl_c = _DeferredInterrupt(run.quiet, stream)
+    tuner = threads.PoolTuner()
+    try:
+        with run.ctrl_c:  # Ctrl-C stops at the next batch boundary, where the state is whole
+            for ep in range(run.pos[0], epochs):
+                sums = _epoch_sums(run, ep)
+                epoch(run, ep, sums, tuner, stop_after)
+                end_epoch(run, ep, sums, tuner)
+                # (ranks: the loss and accuracy are the summed ones, so every rank stops together)
+                if run.stop_requested() and ep + 1 < epochs:  # the last epoch just finished
+                    raise KeyboardInterrupt
+    except _HardStop:
+        interrupted = True
+        if not run.quiet:
+            saved = os.path.exists(os.path.join(run.run_dir, "last.h5"))
+            print("stopped at once: no checkpoint written for this batch" +
+                  ("; last.h5 holds the last saved point" if saved else "; no checkpoint exists yet"),
+                  file=stream or None, flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        if run.root:  # stopped inside an epoch: keep its running sums for the resume
+            save(run, *run.pos, is_best=False, partial=sums.record() if run.pos[1] > 0 else None)
+        if not run.quiet:
+            print(f"interrupted: resumable checkpoint written; continue with: stopnp train --resume "
+                  f"{os.path.join(run.run_dir, 'last.h5')}", file=stream or None, flush=True)
+    tuner.finish()
+    return RunResult(run.net, run.metrics, run.run_dir, run.best, time.perf_counter() - t_start, interrupted,
+                     root=run.root)
+
+
+def prepare(cfg, *, comm=None, resume=None, quiet=None, stream=None, overwrite=False) -> Run:
+    """Everything before the first batch, checked before anything is written (``--force`` deletes): the
+    thread policy, the data and the network that must fit it and the memory, the rule's and the numerics'
+    settings, the optimizer state, a resume, then the run folder, its config.toml and metrics log."""
+    run_cfg, dcfg = cfg["run"], cfg["data"]
     root = comm is None or comm.is_root
     quiet = (run_cfg["quiet"] if quiet is None else quiet) or not root
     threads.set_threads(run_cfg["threads"], cores=comm.cores if comm else None)
-    dtype = np.dtype(run_cfg["dtype"])
     train_src = _limit(data.load(dcfg["name"], "train"), dcfg["limit_train"])
     test_src = _limit(data.load(dcfg["name"], "test"), dcfg["limit_test"])
     net = from_config(cfg)
@@ -192,7 +308,6 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
     check_data(net, test_src, "test")
     rule = cfg["rule"]["name"]
     check_memory(net, cfg, rule, len(train_src.y), len(test_src.y))
-    run = runner(rule)
     if rule == "bpsta":
         from ..rules import bpsta
         bpsta.check_config(cfg)
@@ -203,29 +318,18 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
         fixed.check_supported(net, learn=True)
     opts = resolve_options(net, rule, {})
     names = net.trainable(opts["learn"])
-    opt_state = optim.init_state(ocfg, net.params, names)
+    opt_state = optim.init_state(cfg["optim"], net.params, names)
     rng = np.random.default_rng(run_cfg["seed"] + 1)
-    n_train = len(train_src.y)
-    per_epoch = -(-n_train // dcfg["batch_size"])
-    total_steps = per_epoch * run_cfg["epochs"]
-    start_epoch, start_batch, metrics, partial = 0, 0, [], None
-    run_dir = run_cfg["out_dir"]
-    if resume:  # everything read and checked before the run folder is touched (--force deletes)
-        ck = checkpoint.load(resume, expect_params={k: v.shape for k, v in net.params.items()})
-        partial = _check_resume(resume, ck, net, names, ocfg, rng, cfg)
-        for k, v in ck.params.items():
-            net.params[k][...] = v
-        _check_loaded(net, resume)
-        opt_state = ck.opt_state
-        start_epoch, start_batch, metrics = ck.epoch, ck.step, list(ck.metrics)
-        _check_history(run_dir, net, resume)
+    pos, metrics, partial = (0, 0), [], None
+    if resume:  # everything read and checked before the run folder is touched
+        opt_state, pos, metrics, partial = resume_mod.restore(resume, net, names, rng, cfg)
+    run_dir, log = run_cfg["out_dir"], None
     if root:  # (the other ranks of a distributed run write nothing)
-        _check_run_dir(run_dir, resume, overwrite)
+        folder.check(run_dir, resume, overwrite)
         os.makedirs(run_dir, exist_ok=True)
         if resume:
-            _carry_over(resume, run_dir)
-        with open(os.path.join(run_dir, "config.toml"), "w") as f:
-            f.write(config_mod.dumps_toml(cfg, comments=True))
+            folder.carry_over(resume, run_dir)
+        folder.write_config(run_dir, cfg)
         log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
         log.rewrite(metrics)  # the checkpoint's epochs only: a fresh run starts empty, a resume drops rows
         # appended after its checkpoint (a write that failed after the metrics line)
@@ -233,142 +337,146 @@ def _train(cfg, *, comm, resume, quiet, stream, stop_after, overwrite) -> RunRes
         comm.setup_done(cfg, (train_src, test_src))
         test_src = comm.shard(test_src)  # evaluation: each rank a part, the counts summed
     best = max([m.get("test_acc", 0.0) for m in metrics], default=0.0)
-    ws_cache = {}
-    qnet = fixed.quantize(net) if is_fixed else None
+    qnet = None
     if is_fixed:
+        qnet = fixed.quantize(net)
         fixed.to_float(qnet, net)   # the float copy holds exactly the integer parameters (checkpoints, eval)
     blas_warning = "" if quiet else threads.blas_warning()  # printed once every check has passed
     if blas_warning:
         print(f"note: {blas_warning}", file=stream or sys.stderr, flush=True)  # advice, not a result
-    t_start = time.perf_counter()
-    interrupted = False
-    done_batches = 0
-    pos = (start_epoch, start_batch)  # (epoch, index of the next batch): what a resume continues from
-    ctrl_c = _DeferredInterrupt(quiet, stream)
-    tuner = threads.PoolTuner()
-    silence = activity.ActivityCheck(net, cfg, error=TrainingError)  # silent layers, loss stuck at chance
-    try:
-        with ctrl_c:  # Ctrl-C stops at the next batch boundary, where the state is whole
-            for epoch in range(start_epoch, run_cfg["epochs"]):
-                skip = start_batch if epoch == start_epoch else 0
-                # a resumed epoch continues its sums: its metrics equal an uninterrupted run's
-                loss_sum, correct, seen, before = ((partial["loss_sum"], partial["correct"], partial["seen"],
-                                                    partial["seconds"]) if skip and partial else (0.0, 0, 0, 0.0))
-                bar = Progress(n_train, desc=f"epoch {epoch + 1}/{run_cfg['epochs']}", quiet=quiet, initial=seen,
-                               **({"stream": stream} if stream is not None else {}))
-                t_epoch = time.perf_counter() - before
-                tuner.start_epoch()
-                silence.start_epoch()
-                batches = data.batches(train_src, dcfg["batch_size"], dcfg["T"], seed=run_cfg["seed"],
-                                       epoch=epoch, shuffle=True, augment=None if dcfg["augment"] == "none"
-                                       else dcfg["augment"], dtype=dtype)
-                for bi, (x, y) in enumerate(batches):
-                    if bi < skip:
-                        continue
-                    t_batch = time.perf_counter()
-                    if comm:  # this rank's share of the global batch
-                        x, y = comm.local_batch(x, y)
-                    ws = _ws(ws_cache, net, x.shape[1], dtype, opts, rule, x.shape[0])
-                    if comm and run_cfg["sync_bn"]:  # BN statistics of the whole batch
-                        ws.bn_sync.sum = comm.bn_sum
-                    lr = optim.lr_at(ocfg, epoch * per_epoch + bi, total_steps)
+    silence = activity.ActivityCheck(net, cfg, error=TrainingError)
+    return Run(cfg, net, opts, names, opt_state, rng, train_src, test_src, log, metrics, best, silence, pos,
+               partial, qnet, comm, quiet=quiet, stream=stream)
 
-                    def apply(t, grads, lr=lr):
-                        if comm and t is not None:  # online: summed over the ranks at every step
-                            comm.allreduce_grads(grads)
-                        if ocfg["grad_clip"] > 0:
-                            optim.clip_grads(grads, ocfg["grad_clip"])
-                        optim.step(net.params, grads, opt_state, ocfg, lr, cfg["neuron"]["theta_min"])
-                        if t is not None:  # online: the rule keeps summing into these arrays
-                            for g in grads.values():
-                                g.fill(0)
 
-                    if is_fixed:   # integer STOP step and SGD: what the exported C computes (fixed/integer.py)
-                        out_sum, grads, loss = fixed.run(qnet, fixed.quantize_input(qnet, x), y,
-                                                         learn_last=cfg["numerics"]["learn_last"])
-                        fixed.apply(qnet, grads, lr, ocfg["theta_lr_scale"], ocfg["alpha_lr_scale"])
-                        fixed.to_float(qnet, net)
-                        n_b, ok_b = len(y), int((out_sum.argmax(axis=1) == y).sum())
-                    else:
-                        ann = rule == "bpsta" and epoch < cfg["rule"]["warmup_epochs"]
-                        res = run(net, net.params, x, y, dict(opts, ann=True) if ann else opts, ws=ws, rng=rng,
-                                  on_step=apply if cfg["rule"]["online"] else None,
-                                  grads=comm.grads(net, names, dtype) if comm else None)
-                        out_sum, loss = res.out_sum, res.loss
-                        n_b, ok_b = len(y), int((out_sum.argmax(axis=1) == y).sum())
-                        if comm:  # the sums over the ranks (an online rule has reduced its gradients)
-                            if not cfg["rule"]["online"]:
-                                comm.allreduce_grads(res.grads)
-                            loss, ok_b, n_b = comm.batch_sums(loss, ok_b, n_b, res.bn_stats, ctrl_c.requested)
-                        guard(loss, res.grads, None if comm else ws, net)  # (ranks: the summed values)
-                        if not cfg["rule"]["online"]:
-                            apply(None, res.grads)
-                        optim.update_bn_running(net.params, res.bn_stats)
-                        guard_update(net, opt_state)
-                        silence.batch(res.spike_counts, len(y))  # this rank's spikes
-                    loss_sum += loss * n_b
-                    correct += ok_b
-                    seen += n_b
-                    bar.update(n_b, loss=loss_sum / seen, acc=100.0 * correct / seen)
-                    done_batches += 1
-                    tuner.batch_done(time.perf_counter() - t_batch)
-                    pos = (epoch, bi + 1)
-                    stop = comm.stop if comm else ctrl_c.requested  # (ranks: any rank's Ctrl-C)
-                    if stop or (stop_after is not None and done_batches >= stop_after):
-                        raise KeyboardInterrupt
-                bar.close()
-                tuner.end_epoch()
-                train_time = time.perf_counter() - t_epoch
-                test_acc = evaluate(net, test_src, dcfg["T"], dcfg["test_batch_size"], ws_cache=ws_cache,
-                                    kernels=run_cfg["kernels"])
-                if comm:
-                    test_acc = comm.accuracy(test_acc, len(test_src.y), ctrl_c.requested)
-                    comm.check_replicas(net.params)
-                row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                       "train_acc": correct / max(seen, 1), "test_acc": test_acc,
-                       "lr": optim.lr_at(ocfg, (epoch + 1) * per_epoch, total_steps),
-                       "seconds": train_time, "samples_per_s": seen / max(train_time, 1e-9)}
-                if tuner.threads is not None:
-                    row["threads"] = tuner.threads  # the auto policy's pick for this epoch
-                row.update(_param_summary(net))
-                metrics.append(row)
-                is_best = test_acc > best
-                best = max(best, test_acc)
-                pos = (epoch + 1, 0)
-                if root:
-                    log.append(row)
-                    _save_history(run_dir, net, epoch + 1)
-                    _save(run_dir, net, opt_state, rng, cfg, epoch + 1, 0, metrics, is_best)
-                if not quiet:
-                    print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
-                          f" | test acc {100 * test_acc:.2f}% | {row['samples_per_s']:.0f} samples/s"
-                          + (f" on {tuner.threads} thread{'s' * (tuner.threads > 1)}" if tuner.threads else ""),
-                          file=stream or None, flush=True)
-                # (ranks: the loss and accuracy are the summed ones, so every rank stops together)
-                warning = silence.end_epoch(epoch + 1, row["train_loss"], test_acc)
-                if warning and root:  # also under --quiet: a run at chance is worth one line in any log
-                    print(warning, file=stream or sys.stderr, flush=True)
-                if (comm.stop if comm else ctrl_c.requested) and epoch + 1 < run_cfg["epochs"]:  # the last epoch just finished
-                    raise KeyboardInterrupt
-    except _HardStop:
-        interrupted = True
-        if not quiet:
-            saved = os.path.exists(os.path.join(run_dir, "last.h5"))
-            print("stopped at once: no checkpoint written for this batch" +
-                  ("; last.h5 holds the last saved point" if saved else "; no checkpoint exists yet"),
-                  file=stream or None, flush=True)
-    except KeyboardInterrupt:
-        interrupted = True
-        sums = None
-        if pos[1] > 0:  # stopped inside an epoch: keep its running sums for the resume
-            sums = {"loss_sum": loss_sum, "correct": correct, "seen": seen, "seconds": time.perf_counter() - t_epoch}
-        if root:
-            _save(run_dir, net, opt_state, rng, cfg, pos[0], pos[1], metrics, False, sums)
-        if not quiet:
-            print(f"interrupted: resumable checkpoint written; continue with: stopnp train --resume "
-                  f"{os.path.join(run_dir, 'last.h5')}", file=stream or None, flush=True)
-    tuner.finish()
-    return RunResult(net, metrics, run_dir, best, time.perf_counter() - t_start, interrupted, root=root)
+def _epoch_sums(run, ep):
+    """The running sums epoch ``ep`` starts from: a resumed epoch's, else zeros."""
+    if ep == run.pos[0] and run.pos[1] and run.partial:
+        p = run.partial
+        return EpochSums(p["loss_sum"], p["correct"], p["seen"], time.perf_counter() - p["seconds"])
+    return EpochSums(t0=time.perf_counter())
+
+
+def epoch(run, ep, sums, tuner, stop_after=None):
+    """The mini-batches of epoch ``ep`` from ``run.pos`` on, with the progress bar; a Ctrl-C (or
+    ``stop_after`` batches in all) stops at the next batch boundary (KeyboardInterrupt)."""
+    cfg, dcfg = run.cfg, run.cfg["data"]
+    skip = run.pos[1] if ep == run.pos[0] else 0
+    bar = Progress(len(run.train_src.y), desc=f"epoch {ep + 1}/{cfg['run']['epochs']}", quiet=run.quiet,
+                   initial=sums.seen, **({"stream": run.stream} if run.stream is not None else {}))
+    tuner.start_epoch()
+    run.silence.start_epoch()
+    batches = data.batches(run.train_src, dcfg["batch_size"], dcfg["T"], seed=cfg["run"]["seed"], epoch=ep,
+                           shuffle=True, augment=None if dcfg["augment"] == "none" else dcfg["augment"],
+                           dtype=np.dtype(cfg["run"]["dtype"]))
+    for bi, (x, y) in enumerate(batches):
+        if bi < skip:
+            continue
+        t_batch = time.perf_counter()
+        loss, correct, n = step(run, x, y, ep, bi)
+        sums.add(loss, correct, n)
+        bar.update(n, loss=sums.loss_sum / sums.seen, acc=100.0 * sums.correct / sums.seen)
+        run.done_batches += 1
+        tuner.batch_done(time.perf_counter() - t_batch)
+        run.pos = (ep, bi + 1)
+        if run.stop_requested() or (stop_after is not None and run.done_batches >= stop_after):
+            raise KeyboardInterrupt
+    bar.close()
+    tuner.end_epoch()
+
+
+def step(run, x, y, ep, bi):
+    """One mini-batch (batch ``bi`` of epoch ``ep``); returns (loss, correct predictions, samples), summed
+    over the ranks of a distributed run."""
+    ocfg, comm = run.cfg["optim"], run.comm
+    if comm:  # this rank's share of the global batch
+        x, y = comm.local_batch(x, y)
+    lr = optim.lr_at(ocfg, ep * run.per_epoch + bi, run.total_steps)
+    if run.qnet is not None:  # integer STOP step and SGD: what the exported C computes (fixed/integer.py)
+        from ..fixed import integer as fixed
+        out_sum, grads, loss = fixed.run(run.qnet, fixed.quantize_input(run.qnet, x), y,
+                                         learn_last=run.cfg["numerics"]["learn_last"])
+        fixed.apply(run.qnet, grads, lr, ocfg["theta_lr_scale"], ocfg["alpha_lr_scale"])
+        fixed.to_float(run.qnet, run.net)
+        return loss, int((out_sum.argmax(axis=1) == y).sum()), len(y)
+    net, rule, online, dtype = run.net, run.rule, run.cfg["rule"]["online"], np.dtype(run.cfg["run"]["dtype"])
+    ws = _ws(run.ws_cache, net, x.shape[1], dtype, run.opts, rule, x.shape[0])
+    if comm and run.cfg["run"]["sync_bn"]:  # BN statistics of the whole batch
+        ws.bn_sync.sum = comm.bn_sum
+    ann = rule == "bpsta" and ep < run.cfg["rule"]["warmup_epochs"]
+    res = RULES[rule].run(net, net.params, x, y, dict(run.opts, ann=True) if ann else run.opts, ws=ws,
+                          rng=run.rng, on_step=bind(update, run, lr) if online else None,
+                          grads=comm.grads(net, run.names, dtype) if comm else None)
+    loss, correct, n = res.loss, int((res.out_sum.argmax(axis=1) == y).sum()), len(y)
+    if comm:  # the sums over the ranks (an online rule has reduced its gradients)
+        if not online:
+            comm.allreduce_grads(res.grads)
+        loss, correct, n = comm.batch_sums(loss, correct, n, res.bn_stats, run.ctrl_c.requested)
+    guard(loss, res.grads, None if comm else ws, net)  # (ranks: the summed values)
+    if not online:
+        update(run, lr, None, res.grads)
+    optim.update_bn_running(net.params, res.bn_stats)
+    guard_update(net, run.opt_state)
+    run.silence.batch(res.spike_counts, len(y))  # this rank's spikes
+    return loss, correct, n
+
+
+def update(run, lr, t, grads):
+    """Clip (optim.grad_clip), then one optimizer step with the clamps. ``t``: an online update after
+    step t, so the gradients (summed over the ranks first) the rule keeps summing into are zeroed."""
+    ocfg = run.cfg["optim"]
+    if run.comm and t is not None:  # online: summed over the ranks at every step
+        run.comm.allreduce_grads(grads)
+    if ocfg["grad_clip"] > 0:
+        optim.clip_grads(grads, ocfg["grad_clip"])
+    optim.step(run.net.params, grads, run.opt_state, ocfg, lr, run.cfg["neuron"]["theta_min"])
+    if t is not None:
+        for g in grads.values():
+            g.fill(0)
+
+
+def end_epoch(run, ep, sums, tuner):
+    """Test accuracy, the metrics line, θ/α history, last.h5 (and best.h5), the epoch line, and the
+    silent-layer and chance check (a warning, or TrainingError after epochs in a row at chance)."""
+    cfg, dcfg, net, comm = run.cfg, run.cfg["data"], run.net, run.comm
+    train_time = time.perf_counter() - sums.t0
+    test_acc = evaluate(net, run.test_src, dcfg["T"], dcfg["test_batch_size"], ws_cache=run.ws_cache,
+                        kernels=cfg["run"]["kernels"])
+    if comm:
+        test_acc = comm.accuracy(test_acc, len(run.test_src.y), run.ctrl_c.requested)
+        comm.check_replicas(net.params)
+    seen = sums.seen
+    row = {"epoch": ep + 1, "train_loss": sums.loss_sum / max(seen, 1), "train_acc": sums.correct / max(seen, 1),
+           "test_acc": test_acc, "lr": optim.lr_at(cfg["optim"], (ep + 1) * run.per_epoch, run.total_steps),
+           "seconds": train_time, "samples_per_s": seen / max(train_time, 1e-9)}
+    if tuner.threads is not None:
+        row["threads"] = tuner.threads  # the auto policy's pick for this epoch
+    row.update(_param_summary(net))
+    run.metrics.append(row)
+    is_best = test_acc > run.best
+    run.best = max(run.best, test_acc)
+    run.pos = (ep + 1, 0)
+    if run.root:
+        run.log.append(row)
+        folder.save_history(run.run_dir, net, ep + 1)
+        save(run, ep + 1, 0, is_best=is_best)
+    if not run.quiet:
+        print(f"epoch {ep + 1}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
+              f" | test acc {100 * test_acc:.2f}% | {row['samples_per_s']:.0f} samples/s"
+              + (f" on {tuner.threads} thread{'s' * (tuner.threads > 1)}" if tuner.threads else ""),
+              file=run.stream or None, flush=True)
+    warning = run.silence.end_epoch(ep + 1, row["train_loss"], test_acc)
+    if warning and run.root:  # also under --quiet: a run at chance is worth one line in any log
+        print(warning, file=run.stream or sys.stderr, flush=True)
+
+
+def save(run, ep, next_batch, *, is_best, partial=None):
+    """last.h5 (and best.h5) at position (epoch, next batch); ``partial``: the running sums of an epoch
+    stopped mid-way, so that the resumed epoch reports the same loss and accuracy as an uninterrupted one."""
+    checkpoint.save_best_and_last(run.run_dir, is_best=is_best, params=run.net.params, opt_state=run.opt_state,
+                                  rng_state=run.rng.bit_generator.state, config=run.cfg, epoch=ep,
+                                  step=next_batch, metrics=run.metrics,
+                                  extra={"epoch_partial": partial} if partial else None)
 
 
 class _HardStop(KeyboardInterrupt):
@@ -405,20 +513,6 @@ class _DeferredInterrupt:
         return False
 
 
-def _save_history(run_dir, net, epoch):
-    """θ and α of every layer after each epoch (history.h5, for the θ/α-across-epochs plots)."""
-    history.append(os.path.join(run_dir, history.NAME), net.params, epoch)
-
-
-def _check_history(run_dir, net, resume):
-    """A resume appends to the run's history.h5: it must be readable and hold this network's layers."""
-    path = os.path.join(run_dir, history.NAME)
-    src = os.path.join(os.path.dirname(os.path.abspath(resume)), history.NAME)
-    path = path if _same_dir(os.path.dirname(os.path.abspath(resume)), run_dir) else src
-    if os.path.isfile(path):
-        history.read(path, [k for k in net.params if k.endswith((".theta", ".alpha"))])
-
-
 def _param_summary(net):
     out = {}
     for layer in net.layers:
@@ -430,135 +524,6 @@ def _param_summary(net):
     return out
 
 
-def _save(run_dir, net, opt_state, rng, cfg, epoch, step, metrics, is_best, partial=None):
-    """last.h5 (and best.h5); ``partial``: the running sums of an epoch stopped mid-way, so that the
-    resumed epoch reports the same loss and accuracy as an uninterrupted one."""
-    kw = dict(params=net.params, opt_state=opt_state, rng_state=rng.bit_generator.state, config=cfg,
-              epoch=epoch, step=step, metrics=metrics, extra={"epoch_partial": partial} if partial else None)
-    checkpoint.save_best_and_last(run_dir, is_best=is_best, **kw)
-
-
 def _is_resolved(cfg):
     return isinstance(cfg, dict) and set(cfg) == set(config_mod.SCHEMA) and all(
         set(cfg[s]) == set(config_mod.SCHEMA[s]) for s in cfg)
-
-
-RUN_FILES = ("last.h5", "best.h5")  # a run worth keeping: its checkpoints (metrics alone cannot resume)
-REPLACED = ("last.h5", "best.h5", "metrics.jsonl", "history.h5")  # what --force removes
-
-
-def _carry_over(resume, run_dir):
-    """Resuming into another folder: it starts as a copy of the run so far (last.h5, and best.h5 and the
-    θ/α history when the run has them), so it is whole even if no epoch is left to train."""
-    src = os.path.dirname(os.path.abspath(resume))
-    if _same_dir(src, run_dir):
-        return
-    for name, source in (("last.h5", resume), ("best.h5", os.path.join(src, "best.h5")),
-                         ("history.h5", os.path.join(src, "history.h5"))):
-        if os.path.isfile(source):
-            with atomic_write(os.path.join(run_dir, name)) as tmp:
-                shutil.copyfile(source, tmp)
-
-
-def _same_dir(a, b):
-    return os.path.isdir(a) and os.path.isdir(b) and os.path.samefile(a, b)
-
-
-def held_run(run_dir):
-    """The checkpoints of a run already in ``run_dir`` (empty: nothing there to protect)."""
-    return [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
-
-
-def _check_run_dir(run_dir, resume, overwrite):
-    if not run_dir:
-        raise config_mod.ConfigError("run.out_dir is empty; name a run directory, e.g. --out runs/mnist")
-    held = held_run(run_dir)
-    own = bool(resume) and _same_dir(run_dir, os.path.dirname(os.path.abspath(resume)))
-    if overwrite and not own:
-        for f in REPLACED:  # the replaced run goes whole: no stale best.h5 or history epochs mixed in
-            if os.path.exists(os.path.join(run_dir, f)):
-                os.remove(os.path.join(run_dir, f))
-        return
-    if not held:
-        return
-    if not resume:
-        cont = (f"continue it with --resume {os.path.join(run_dir, 'last.h5')}, "
-                if "last.h5" in held else "")
-        raise config_mod.ConfigError(f"{run_dir} already holds a run ({', '.join(held)}); {cont}choose another "
-                                     f"--out, or replace it with --force")
-    if not own:
-        raise config_mod.ConfigError(
-            f"{run_dir} holds another run ({', '.join(held)}); resuming {resume} there would replace it: "
-            f"resume without --out (its own folder), into an empty --out, or replace it with --force")
-
-
-def _check_resume(path, ck, net, names, ocfg, rng, cfg):
-    """Everything a resume reads from the checkpoint, checked before anything is changed (one line each);
-    sets ``rng`` to the saved stream and returns the stopped epoch's running sums (None at an epoch end)."""
-    try:
-        optim.check_state(ck.opt_state, net.params, names, ocfg, where=f"{path}: opt_state")
-    except ValueError as e:
-        raise config_mod.ConfigError(str(e)) from None
-    for field in ("epoch", "step"):
-        v = getattr(ck, field)
-        if v < 0:  # (checkpoint.load reads both as int)
-            raise config_mod.ConfigError(f"{path}: {field} = {v!r} is not an integer >= 0 (corrupt checkpoint); "
-                                         f"start a new run")
-    if not isinstance(ck.metrics, (list, tuple)) or not all(isinstance(m, dict) for m in ck.metrics):
-        raise config_mod.ConfigError(f"{path}: metrics is not a list of epoch records (corrupt checkpoint); "
-                                     f"start a new run")
-    if ck.step:  # mid-epoch: the saved batch position only means something for the same batch order
-        saved = ck.config  # a dict: checkpoint.load refuses anything else
-        for sec, key in (("data", "name"), ("data", "batch_size"), ("data", "limit_train"), ("run", "seed"),
-                         ("data", "augment")):
-            old, new = (saved.get(sec) or {}).get(key), cfg[sec][key]
-            if old is not None and old != new:
-                raise config_mod.ConfigError(
-                    f"{path}: stopped inside an epoch with {sec}.{key} = {old!r}; resuming with {new!r} would "
-                    f"skip the wrong batches: keep {sec}.{key} = {old!r} until the epoch ends")
-    partial = ck.extra.get("epoch_partial") if ck.step and isinstance(ck.extra, dict) else None
-    if partial is not None and not (isinstance(partial, dict) and all(
-            isinstance(partial.get(k), (int, float)) and not isinstance(partial.get(k), bool)
-            and partial.get(k) >= 0 for k in ("loss_sum", "correct", "seen", "seconds"))):
-        raise config_mod.ConfigError(f"{path}: its epoch_partial record is malformed (corrupt checkpoint); start "
-                                     f"a new run")
-    try:
-        rng.bit_generator.state = ck.rng_state
-    except (ValueError, TypeError, KeyError) as e:
-        raise config_mod.ConfigError(f"{path}: random generator state unreadable ({e}); start a new run") from None
-    return partial
-
-
-def load_network(path):
-    """A Network from a checkpoint file (config and parameters validated)."""
-    ck = checkpoint.load(path)
-    try:
-        cfg = config_mod.resolve(ck.config)
-    except config_mod.ConfigError as e:
-        raise checkpoint.CheckpointError(f"{path}: its config: {e}") from None
-    net = from_config(cfg)
-    expect = {k: v.shape for k, v in net.params.items()}
-    ck = checkpoint.load(path, expect_params=expect)
-    for k in net.params:
-        net.params[k] = np.array(ck.params[k], dtype=net.params[k].dtype)
-    _check_loaded(net, path)
-    return net, ck
-
-
-def _check_loaded(net, path):
-    """Parameters read from ``path`` are finite and inside the ranges training keeps them in."""
-    try:
-        check_params(net)
-    except ShapeError as e:
-        raise checkpoint.CheckpointError(f"{path}: {e}") from None
-    theta_min = net.config["neuron"]["theta_min"]
-    for layer in net.layers:
-        if not layer.spiking:
-            continue
-        theta, alpha = net.params[f"{layer.name}.theta"], net.params[f"{layer.name}.alpha"]
-        if theta.min() < theta_min:
-            raise checkpoint.CheckpointError(f"{path}: {layer.name}.theta has {theta.min():g} < neuron.theta_min "
-                                             f"= {theta_min:g} (training never writes that); corrupt checkpoint?")
-        if not 0 <= alpha.min() <= alpha.max() <= 1:
-            raise checkpoint.CheckpointError(f"{path}: {layer.name}.alpha outside [0, 1] (training never writes "
-                                             f"that); corrupt checkpoint?")

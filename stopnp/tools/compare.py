@@ -67,7 +67,7 @@ def check(rules, epochs, seed, out_dir, plots_dir, extra=(), overwrite=False):
     for path in (out_dir, plots_dir):
         if os.path.exists(path) and not os.path.isdir(path):
             raise ConfigError(f"{path}: is a file; compare writes folders there (choose another --out/--plots)")
-    from ..run.train import held_run
+    from ..run.folder import held_run
     held = [r for r in rules if held_run(os.path.join(out_dir, r))]
     if held and not overwrite:
         raise ConfigError(f"{out_dir} already holds runs of {', '.join(held)}; choose another --out or replace "

@@ -19,7 +19,7 @@ from ..run.progress import read_metrics
 
 
 def plot_run(run_dir, out_dir=None, n_samples=8):
-    from ..run.train import load_network
+    from ..run.resume import load_network
     if not os.path.isdir(run_dir):
         what = "is a file, not a run directory" if os.path.exists(run_dir) else "no such run directory"
         raise FileNotFoundError(f"{run_dir}: {what} (give the folder stopnp train wrote, e.g. runs/default)")
