@@ -54,3 +54,23 @@ def randomize_bn(net, seed=7):
             arr[...] = rng.uniform(-0.3, 0.3, arr.shape)
         elif name.endswith("bn.running_var"):
             arr[...] = rng.uniform(0.5, 2.0, arr.shape)
+
+
+def learned(net):
+    """Every parameter but BN running statistics: what a rule with learn = "WTL" must return."""
+    return {k for k in net.params if not k.endswith((".running_mean", ".running_var"))}
+
+
+def checked_grads(net, x, y, rule, **options):
+    """Gradients of one batch, checked non-vacuous: every learned parameter named, none all zero, and
+    every spiking layer fired at a rate strictly in (0, 1)."""
+    res = stopnp.run_batch(net, x, y, rule, **options)
+    assert set(res.grads) == learned(net), sorted(res.grads)
+    for k, g in res.grads.items():
+        assert np.abs(g).max() > 0, f"{k}: zero gradient"
+    T, B = x.shape[:2]
+    for layer in net.layers:
+        if layer.spiking:
+            rate = res.spike_counts[layer.name] / (T * B * layer.size)
+            assert 0 < rate < 1, f"{layer.name}: spike rate {rate}"
+    return res.grads

@@ -17,6 +17,11 @@ then the forward step (charge, fire, soft reset), the loss E[t], and the spatial
 Nothing of step t survives step t+1 except V, s and the traces: memory is independent of T.
 The same loop runs SLTT (sltt.py: trace decay 0, w~ = x, no θ/α traces) and OTTT (ottt.py: w~ decays
 with a fixed λ, weights only): each passes its ``trace_decay``.
+
+ΔW's path: ``run`` (the time loop, rules/common.forward) -> ``backward_step`` (δ per layer) ->
+``SynapseOp.backward`` (engine/synapse.py: BN's backward, then its kernel) -> the kernel bound when the
+workspace was built (kernels/linear.py, conv.py, winograd.py), with δ, δ̂ and w~ named delta, delta_hat
+and w_trace all the way down.
 """
 import numpy as np
 

@@ -1,9 +1,15 @@
-"""Thread policy (stopnp.engine.threads): auto = numba on all cores, NumPy BLAS on one (every engine GEMM in numba's pool);
-``fit`` gives the cores to numba; SciPy's BLAS (inside the conv kernels) runs one thread."""
+"""Thread policy (stopnp/engine/threads.py): auto = numba on all cores, NumPy BLAS on one (every engine GEMM
+in numba's pool, the linear ones included, whatever the network); ``fit`` gives the cores to numba; SciPy's
+BLAS (inside the conv kernels) runs one thread; results are bitwise the same on 1 and 2 threads."""
 import numba
+import numpy as np
 import pytest
 
+import stopnp
 from stopnp.engine import threads
+from stopnp.rules import stop
+from stopnp.rules.common import resolve_options
+from nets import checked_grads, convnet, data
 
 
 def test_auto_policy_switches_blas_by_gemm_size():
@@ -159,3 +165,34 @@ def test_pool_tuner_keeps_the_faster_thread_count_and_rechecks():
         assert not threads.PoolTuner().active and threads.PoolTuner().threads is None
     finally:
         threads.set_threads(cores)
+
+
+@pytest.mark.parametrize("kernels", ["loop", "blas"])
+@pytest.mark.parametrize("rule", ["stop", "bptt"])
+def test_one_and_two_threads_bitwise(rule, kernels):
+    net = convnet(bn=True).astype(np.float32)
+    x, y = data(net, T=4, B=6)
+    x = x.astype(np.float32)
+    out = []
+    for n in (1, 2):
+        numba.set_num_threads(n)
+        out.append(checked_grads(net, x, y, rule, kernels=kernels))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for k in out[0]:
+        assert np.array_equal(out[0][k], out[1][k]), k
+
+def test_linear_gemms_run_in_numbas_pool():
+    """LeNet-5 and the bench MLP alike: the linear GEMMs run in numba's pool (fixed row parts, never a
+    multi-threaded BLAS), so the results never depend on the thread count; the loop backend: its own
+    kernels."""
+    from stopnp.tools import bench
+    lenet = stopnp.build(bench.config_for("lenet", "stop"))
+    mlp = stopnp.build(bench.config_for("mlp", "stop"))
+    opts = resolve_options(lenet, "stop", {})
+
+    def kernels(ws, name):
+        return ws.synapses[name].kernels
+
+    assert kernels(stop.workspace(lenet, 32, np.float32, opts), "fc1") == "linear-pool"
+    assert kernels(stop.workspace(mlp, 64, np.float32, resolve_options(mlp, "stop", {})), "fc1") == "linear-pool"
+    assert kernels(stop.workspace(lenet, 32, np.float32, dict(opts, kernels="loop")), "fc1") == "linear-loop"
