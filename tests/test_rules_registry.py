@@ -5,7 +5,7 @@ import pytest
 
 import stopnp
 from stopnp import config as C
-from stopnp.rules import RULES, forward_runner, rule, runner
+from stopnp.rules import RULES, rule, runner
 from stopnp.rules.common import resolve_options
 from nets import mlp3
 
@@ -40,5 +40,4 @@ def test_flags_are_the_behaviour():
         assert ws.T_store == (7 if r.stored else 1)
     assert {n for n, r in RULES.items() if r.stored} == {"bptt", "bpsta"}
     assert {n for n, r in RULES.items() if r.weights_only} == {"sltt", "sltt-k", "ottt", "bpsta"}
-    assert forward_runner("bpsta") is RULES["bpsta"].run
-    assert all(forward_runner(n) is RULES["stop"].run for n in RULES if n != "bpsta")
+    assert RULES["bpsta"].forward == "bpsta" and all(r.forward == "stop" for n, r in RULES.items() if n != "bpsta")

@@ -28,8 +28,3 @@ def rule(name) -> Rule:
 def runner(name):
     """The function that runs one batch with rule ``name`` (``Rule.run``)."""
     return rule(name).run
-
-
-def forward_runner(name):
-    """The forward pass used for evaluation: BPSTA has its own neuron; every other rule shares STOP's."""
-    return RULES[rule(name).forward].run
