@@ -24,7 +24,7 @@ SpikingJelly 2.0, Norse) turns them into discrete steps with forward Euler at a 
 The mapping (one graph node per operation, named after the stopnp layer):
 
     weight op   Conv2d (always with a bias) or Affine (when BN gave a bias) / Linear (no bias).
-                BN (eval mode: running statistics, ε = ops.BN_EPS) is folded into W and b
+                BN (eval mode: running statistics, ε = engine.synapse.BN_EPS) is folded into W and b
                 (kernels/norm.py ``bn_fold``): W' ⊛ x + b = BN(W ⊛ x).
     0 < α < 1   LIF with τ = dt/(1 - α), R = 1, v_leak = 0, v_reset = 0, and the gain 1/(1 - α) folded
                 into the weight op in front of it (W'' = W'/(1-α), b'' = b/(1-α)). Euler then gives
