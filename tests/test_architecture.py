@@ -115,3 +115,16 @@ def test_checker_resolves_imports(tmp_path, monkeypatch):
                              "numpy"]
     assert [_band(m) for m in _modules(bad)] == ["data", "run", "engine", "engine", None]
     assert {_band(m) for m in _modules(bad)} & FORBIDDEN["engine"] == {"data", "run"}
+
+
+def test_every_import_of_the_package_resolves():
+    """Each ``stopnp.x`` a module imports, even inside a function, exists (a module, or a name in one):
+    a moved module leaves no import behind."""
+    import importlib
+    import importlib.util
+    for path in _sources():
+        for module in _modules(path):
+            if _band(module) is None and module != "stopnp" or importlib.util.find_spec(module) is not None:
+                continue
+            parent, _, name = module.rpartition(".")
+            assert hasattr(importlib.import_module(parent), name), f"{path.relative_to(PKG)} imports {module}"
