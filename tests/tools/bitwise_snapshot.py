@@ -104,7 +104,8 @@ def snapshot_batches(stopnp, out):
         x, y = inputs(net, static, 4, B, dtype)
         learn = "WTL" if rule in ("stop", "bptt") else "W"
         for bn_mode in (("train", "eval") if bn else ("train",)):
-            key = f"{kind}/bn{int(bn)}/{rule}/{kernels}/{np.dtype(dtype).name}/{'static' if static else 'steps'}/{bn_mode}"
+            inp = "static" if static else "steps"
+            key = f"{kind}/bn{int(bn)}/{rule}/{kernels}/{np.dtype(dtype).name}/{inp}/{bn_mode}"
             opts = dict(learn=learn, kernels=kernels, bn_mode=bn_mode)
             if rule == "stop" and kind == "mlp":
                 opts["alpha_reduce"] = "sum" if static else "mean"
