@@ -118,13 +118,46 @@ def test_checker_resolves_imports(tmp_path, monkeypatch):
 
 
 def test_every_import_of_the_package_resolves():
-    """Each ``stopnp.x`` a module imports, even inside a function, exists (a module, or a name in one):
-    a moved module leaves no import behind."""
+    """Each ``stopnp.x`` the package, its tests and its examples import, even inside a function or in the
+    code string of a subprocess, exists (a module, or a name in one): a moved module leaves no import
+    behind."""
     import importlib
     import importlib.util
+
+    def found(module, name=None):
+        if name is None:
+            return importlib.util.find_spec(module) is not None
+        try:
+            if importlib.util.find_spec(f"{module}.{name}") is not None:
+                return True
+        except ModuleNotFoundError:  # ``module`` is a plain module, not a package
+            pass
+        return hasattr(importlib.import_module(module), name)
+
     for path in _sources():
         for module in _modules(path):
-            if _band(module) is None and module != "stopnp" or importlib.util.find_spec(module) is not None:
+            if _band(module) is None and module != "stopnp" or found(module):
                 continue
             parent, _, name = module.rpartition(".")
-            assert hasattr(importlib.import_module(parent), name), f"{path.relative_to(PKG)} imports {module}"
+            assert found(parent, name), f"{path.relative_to(PKG)} imports {module}"
+    others = [p for d in ("tests", "examples") for p in sorted((PKG.parent / d).rglob("*.py"))]
+    for path in others:
+        trees = [ast.parse(path.read_text())]
+        trees += [ast.parse(c.value) for c in ast.walk(trees[0]) if isinstance(c, ast.Constant) and isinstance(
+            c.value, str) and "stopnp" in c.value and "import" in c.value and _parses(c.value)]
+        for node in (n for tree in trees for n in ast.walk(tree)):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("stopnp"):
+                for alias in node.names:
+                    assert found(node.module, alias.name), f"{path.name} imports {alias.name} from {node.module}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("stopnp"):
+                        assert found(alias.name), f"{path.name} imports {alias.name}"
+
+
+def _parses(text):
+    try:
+        ast.parse(text)
+        return True
+    except SyntaxError:
+        return False

@@ -290,7 +290,8 @@ def test_cli_get_writes_the_cache(tmp_path, capsys):
 def test_a_small_network_learns_the_simulated_digits(small_build, tmp_path):
     from stopnp import config as C
     from stopnp.api import simulate
-    from stopnp.run.train import load_network, train
+    from stopnp.run.resume import load_network
+    from stopnp.run.train import train
     _, path = small_build
     cfg = C.resolve({}, ["model.name=mlp", "model.hidden=[64]", "model.input_shape=[2, 34, 34]",
                          f'data.name="{path}"', "data.T=8", "data.batch_size=20", "data.test_batch_size=100",

@@ -8,6 +8,7 @@ import pytest
 
 from stopnp import cli, config as C
 from stopnp.run import checkpoint
+from stopnp.run.resume import load_network
 from stopnp.run.train import TrainingError, train
 
 TINY = ["model.name=mlp", "model.hidden=[32]", "model.dropout=0.2", "data.limit_train=320",

@@ -13,7 +13,7 @@ import numpy as np
 
 import stopnp
 from stopnp import data
-from stopnp.run.train import load_network
+from stopnp.run.resume import load_network
 
 
 def main():
