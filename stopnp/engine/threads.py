@@ -175,7 +175,7 @@ def fit(max_gemm_macs: int, inner_macs: int = 0, blas_macs: int | None = None):
     if not _policy["auto"]:
         return
     import numba
-    # the engine's linear GEMMs run in numba's pool (ops.Workspace.linear_pool): a multi-threaded
+    # the engine's linear GEMMs run in numba's pool (engine.synapse: "linear-pool"): a multi-threaded
     # NumPy BLAS would train another model than one thread does, so BLAS never takes the cores
     _policy["blas_pool"] = False
     numba.set_num_threads(_policy["max"])
