@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-from fdcheck import check_grad, fd_grad, rel_err
+from fdcheck import check_grad, rel_err
 from stopnp.kernels import lif
 
 SURR = list(lif.SURROGATES)

@@ -3,7 +3,7 @@
 ``quantize(net)`` turns a float network into integer parameters (formats in formats.py; BN folded into
 W and a per-channel bias); ``run`` performs one sequence on integer int64 arrays. Every operation below
 is an integer product or sum followed by one ``rshift``/``rdiv`` (round half away from zero) and a
-saturation, in the same order as export/templates/stopnp.c, so the two agree bit for bit.
+saturation, in the same order as export/templates/engine.c, so the two agree bit for bit.
 
 Per layer l and step t (a spike is ONE_X = 2^x_frac at the next layer's input, 1 in I's units):
 
