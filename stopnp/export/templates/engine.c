@@ -216,7 +216,7 @@ static void sn_neurons(const sn_layer *L, int i0, const sn_val *cur, int n, cons
 #if STOPNP_RESET_HARD
             v[j] = 0;
 #else
-            v[j] = (sn_val)(u - t);   /* t <= u: no overflow (fixed.py's saturation never acts) */
+            v[j] = (sn_val)(u - t);   /* t <= u: no overflow (fixed/integer.py's saturation never acts) */
 #endif
         } else {
             s[i >> 3] = (uint8_t)(s[i >> 3] & ~(1u << (i & 7)));
