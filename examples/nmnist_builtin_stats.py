@@ -1,6 +1,6 @@
 """Statistics of simulated N-MNIST recordings (stopnp.data.saccades) beside real N-MNIST recordings.
 
-    python examples/nmnist_builtin_stats.py                      200 built-in test digits vs ../shared/fixtures
+    python examples/nmnist_builtin_stats.py --real sample.bin    200 built-in test digits vs one real recording
     python examples/nmnist_builtin_stats.py --n 500 --real data/raw/nmnist/Test/4/00004.bin ...
 
 Prints a Markdown table: per statistic, the simulated mean ± std over the first N digits of the built-in
@@ -15,8 +15,6 @@ import numpy as np
 from stopnp import data
 from stopnp.data import events, saccades
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_REAL = os.path.join(HERE, "..", "..", "shared", "fixtures", "sample_nmnist.bin")
 ROWS = [("events", "events per sample", "{:.0f}"), ("on_fraction", "ON fraction", "{:.3f}"),
         ("duration_ms", "duration (ms, first to last event)", "{:.1f}"),
         ("x_min", "x min", "{:.1f}"), ("x_max", "x max", "{:.1f}"), ("y_min", "y min", "{:.1f}"),
@@ -44,7 +42,7 @@ def main():
     ap.add_argument("--n", type=int, default=200, help="simulated digits (first N of the built-in test split)")
     ap.add_argument("--digit", type=int, default=4, help="the class of the extra simulated column")
     ap.add_argument("--seed", type=int, default=saccades.SEED)
-    ap.add_argument("--real", nargs="*", default=[DEFAULT_REAL], help="real N-MNIST .bin files or folders")
+    ap.add_argument("--real", nargs="+", required=True, help="real N-MNIST .bin files or folders")
     args = ap.parse_args()
     test = data.load("mnist-builtin", "test")
     sim = [saccades.event_stats(ev) for ev in saccades.simulate_saccades(test.x[:args.n], seed=args.seed)]

@@ -28,7 +28,7 @@ TOP = {
     "recipes.py",  # the packaged recipes (resources/configs), read by build, train and compare
     "fsutil.py",   # atomic file writes, shared by data caches and checkpoints (a leaf: imports nothing)
 }
-# what a band must never import (ARCHITECTURE.md: the engine and the rules know no files, screens or
+# what a band must never import (docs/design.md: the engine and the rules know no files, screens or
 # formats; data yields arrays and never imports the engine; the library never depends on its CLI)
 FORBIDDEN = {
     "engine": {"rules", "fixed", "data", "export", "run", "tools", "cli", "api", "optim", "train"},

@@ -1,4 +1,4 @@
-"""The named models (stopnp/engine/models.py) build the networks of ALGORITHMS.md §6: layer shapes,
+"""The named models (stopnp/engine/models.py) build the networks of docs/algorithms.md §6: layer shapes,
 weight shapes, BN where the model has it, and the voting readout's n_classes·vote outputs."""
 import pytest
 

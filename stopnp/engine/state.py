@@ -5,7 +5,7 @@ indexed by layer, dicts keyed by synapse name; arrays the backward reads from th
 leading T_store axis (slot t): T_store = 1 for the online rules, whose memory is then independent of
 T, and T for the stored ones (BPTT, BPSTA).
 
-    State      the neurons' variables (ALGORITHMS.md §1)
+    State      the neurons' variables (docs/algorithms.md §1)
                  u        U^l[t]            (T_store, B, *shape)
                  s        s^l[t]            (T_store, B, *shape)   online: holds s[t-1] until the layer fires
                  v        V^l[t]            (B, *shape)

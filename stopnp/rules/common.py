@@ -1,7 +1,7 @@
 """What every rule shares: its registry record, the options resolved once from the network's config plus
 call overrides, the forward loop, the readout and loss, and the result of one batch.
 
-The forward loop (ALGORITHMS.md §1), for t = 1..T and every layer l in order:
+The forward loop (docs/algorithms.md §1), for t = 1..T and every layer l in order:
 
     I^l[t] = Σ_synapses BN( W ⊛ pre(s^src[t]) )       engine.synapse.layer_current
     the rule's neuron on I^l[t]                         LIF (BPTT), LIF with STOP's traces, BPSTA's neuron

@@ -1,6 +1,6 @@
 """OTTT (Xiao et al. NeurIPS 2022): STOP's online loop with a presynaptic trace of fixed decay, weights only.
 
-At every step t, on the loop of stop.py (ALGORITHMS.md §3, §5):
+At every step t, on the loop of stop.py (docs/algorithms.md §3, §5):
 
     â^l[t] = λ·â^l[t-1] + x^l[t]        the weight trace w~ with a fixed λ = rule.ottt_lambda
     δ^l[t] as in SLTT (spatial only, sent down)

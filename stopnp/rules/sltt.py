@@ -1,6 +1,6 @@
 """SLTT and SLTT-K (Meng et al. ICCV 2023): the spatial errors of STOP's online loop, no temporal term.
 
-At every step t, on the loop of stop.py (ALGORITHMS.md §3, §5):
+At every step t, on the loop of stop.py (docs/algorithms.md §3, §5):
 
     δ^l[t] = (backward of W^{l+1}, BN^{l+1}, pooling)(δ^{l+1}[t]) ⊙ φ(U^l[t] - θ^l)   sent down
     ΔW^l  += δ^l[t] ⊗ x^l[t]            the weight trace with decay 0: w~[t] = x[t]
