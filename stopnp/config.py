@@ -159,6 +159,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "sync_bn": Field(False, bool),
         "mpi_timeout": Field(300.0, float, check=_pos,
                              hint="> 0 seconds a rank waits for the others in a sum before it ends the job"),
+        "mpi_overlap": Field(True, bool, hint=("true: the gradient sum of a data-parallel run overlaps the last "
+                                               "backward pass; false: one blocking sum after it")),
+        "mpi_bucket_kib": Field(256, int, check=_nonneg,
+                                hint=">= 0 KiB of final gradients per non-blocking sum (0 = one per layer)"),
     },
 }
 

@@ -29,6 +29,8 @@ def test_overrides_parse_toml_values():
     ("data.T=2.5", "data.T = 2.5"),
     ("rule.learn=TL", "with W"),
     ("run.quiet=3", "expected true or false"),
+    ("run.mpi_overlap=\"yes\"", "run.mpi_overlap = 'yes': expected true or false \\(true: the gradient sum"),
+    ("run.mpi_bucket_kib=-1", "run.mpi_bucket_kib = -1: expected >= 0 KiB .*; set run.mpi_bucket_kib to such"),
     ("data.T=2.0", "expected an integer \\(time steps, 1 to 1,000,000\\)"),
     ("optim.lr=\"abc\"", "expected a number"),
     ("optim.lr=nan", "optim.lr"),

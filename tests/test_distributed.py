@@ -39,9 +39,11 @@ def _mpiexec():
 # Open MPI refuses root without these (MPICH ignores them); CI runs as root
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONUNBUFFERED="1")
 
+# run.mpi_bucket_kib = 0: every layer's gradient sum starts as soon as it is final (the overlap), so these
+# small networks exercise it too
 BASE = {"model": {"name": "mlp", "input_shape": [1, 28, 28], "hidden": [32]},
         "data": {"T": 4, "batch_size": 16, "limit_train": 64, "limit_test": 100},
-        "run": {"epochs": 2, "dtype": "float64", "quiet": True}}
+        "run": {"epochs": 2, "dtype": "float64", "quiet": True, "mpi_bucket_kib": 0}}
 
 
 def _cfg(tmp, name, **sections):
@@ -124,6 +126,95 @@ def test_two_ranks_float32_conv_and_online(tmp_path):
         assert p.returncode == 0, p.stdout + p.stderr
         one, two = _params(tmp_path / f"{name}1"), _params(tmp_path / f"{name}2")
         _close(two, one, rtol=1e-4, atol=1e-6)
+
+
+CONV_BN = {"name": "custom", "layers": [
+    {"type": "conv", "out": 4, "k": 3, "pad": 1, "bn": True}, {"type": "avgpool", "k": 2},
+    {"type": "conv", "out": 8, "k": 3, "pad": 1, "bn": True}, {"type": "avgpool", "k": 2},
+    {"type": "flatten"}, {"type": "linear", "out": 10}]}
+
+# a rank whose rule names each layer's gradients one layer too early (the layer below too, before its
+# backward has run): the negative control of the overlap test
+EARLY = """
+import sys
+from stopnp.rules import common
+done = common.FinalGrads.layer_done
+def early(self, layer):
+    done(self, layer)
+    if self.on_final is not None and layer.index > 0 and self.names(self.net.layers[layer.index - 1]):
+        self.on_final(self.names(self.net.layers[layer.index - 1]))
+common.FinalGrads.layer_done = early
+from stopnp.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("name, sections", [
+    ("stop-mlp", {"model": {"hidden": [32, 16]}}),
+    ("stop-conv-bn", {"model": CONV_BN, "run": {"dtype": "float32", "epochs": 1}}),
+    ("bptt-mlp", {"rule": {"name": "bptt"}, "run": {"epochs": 1}}),
+])
+def test_overlapped_sum_is_bitwise_the_blocking_sum(tmp_path, name, sections):
+    """run.mpi_overlap: the sums of the top layers' gradients start during the last backward pass. Two ranks
+    add the same two numbers either way, so the parameters are bitwise those of the blocking sum; a hook
+    that names a layer before its backward has run is caught (the negative control)."""
+    run = dict(BASE["run"], **sections.pop("run", {}))
+    path, cfg = _cfg(tmp_path, name, run=run, **sections)
+    out = {}
+    for mode, overlap in (("on", "true"), ("off", "false")):
+        p = _launch(2, path, "--out", str(tmp_path / mode), "--set", f"run.mpi_overlap={overlap}")
+        assert p.returncode == 0, p.stdout + p.stderr
+        out[mode] = _params(tmp_path / mode)
+    for k in out["off"]:
+        assert np.array_equal(out["on"][k], out["off"][k]), k
+    moved = {k: float(np.abs(out["on"][k] - v).max()) for k, v in _one_init(cfg).items()}
+    assert all(m > 0 for m in moved.values()), {k: m for k, m in moved.items() if m == 0}  # every one trained
+    if name != "stop-mlp":
+        return
+    cmd = [_mpiexec(), "-n", "2", sys.executable, "-c", EARLY, "train", path, "--out", str(tmp_path / "early")]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:  # the ranks' replicas differ, which stops the run
+        assert "the ranks' parameters differ" in p.stdout + p.stderr, p.stdout + p.stderr
+    else:
+        early = _params(tmp_path / "early")
+        assert any(not np.array_equal(early[k], out["off"][k]) for k in early)
+
+
+@pytest.mark.parametrize("rule", ["stop", "bptt", "sltt", "sltt-k", "ottt", "bpsta"])
+def test_every_rule_names_its_final_gradients_once_top_layer_first(rule):
+    """on_grads_final (the overlap hook, rules/common.FinalGrads), in one process: every gradient is named
+    once, the layers top first, each at a time when it already holds its final value; the gradients are
+    bitwise those of a run without the hook."""
+    from stopnp.config import resolve
+    from stopnp.engine.network import from_config
+    from stopnp.rules import RULES
+    from stopnp.rules.common import resolve_options
+    no_bn = rule == "bpsta"  # (BPSTA's nets have none)
+    model = dict(CONV_BN, layers=[dict(l, bn=False) if no_bn and "bn" in l else l for l in CONV_BN["layers"]])
+    cfg = resolve({"model": dict(model, input_shape=[1, 8, 8], readout="spiking" if rule == "bpsta" else "membrane"),
+                   "rule": {"name": rule, "learn": "WTL" if rule in ("stop", "bptt") else "W", "k": 2},
+                   "neuron": {"theta_init": 0.3}, "data": {"T": 3, "batch_size": 4}})
+    net = from_config(cfg).astype("float64")
+    rng = np.random.default_rng(0)
+    x = np.broadcast_to(rng.uniform(0, 1, (4, 1, 8, 8)), (3, 4, 1, 8, 8))
+    y = np.array([0, 1, 2, 3])
+    opts = resolve_options(net, rule, {})
+    seen = []
+    named = lambda names: seen.append({n: grads[n].copy() for n in names})  # noqa: E731
+    grads = {n: np.zeros(net.params[n].shape) for n in net.trainable(opts["learn"])}
+    RULES[rule].run(net, net.params, x, y, opts, grads=grads, rng=np.random.default_rng(1), on_grads_final=named)
+    plain = RULES[rule].run(net, net.params, x, y, opts, rng=np.random.default_rng(1)).grads
+    names = [n for s in seen for n in s]
+    assert sorted(names) == sorted(grads) and len(names) == len(set(names))  # each once
+    position = net.trainable(opts["learn"]).index  # the buffer's order: layers bottom first
+    assert [max(map(position, s)) for s in seen] == sorted((max(map(position, s)) for s in seen), reverse=True)
+    assert len(seen) == 3                                                    # one call per layer, top first
+    for s in seen:
+        for n, at_the_time in s.items():
+            assert np.array_equal(at_the_time, grads[n]), n                 # already final
+    for n in grads:
+        assert np.array_equal(grads[n], plain[n]), n
+    assert all(np.abs(g).max() > 0 for g in grads.values())
 
 
 @pytest.mark.parametrize("n, batch, needle", [(2, 15, "does not split into 2 equal shares"),
@@ -290,6 +381,12 @@ def test_bench_ranks_reports_the_reduction(tmp_path):
     assert row["ranks"] == 2 and row["batch"] == 64
     assert row["reduced_mib"] == pytest.approx((784 * 800 + 800 * 10 + 810 + 2) * 4 / 2 ** 20)
     assert row["reduce_ms"] > 0 and row["train_per_s"] > 0
+    # the overlap (default): the sums start in the backward pass (for this MLP, whose top layer is below a
+    # bucket, when the input layer is final); without it, nothing starts before the blocking sum
+    assert row["overlap"] is True and row["early_mib"] == pytest.approx(row["reduced_mib"])
+    (off,) = run_all(["mlp"], ["stop"], sweep=False, quick=True, ranks=2, as_json=True, stream=io.StringIO(),
+                     overlap=False)
+    assert off["overlap"] is False and off["early_mib"] == 0 and off["reduce_ms"] > 0
 
 
 def test_non_finite_values_stop_every_rank_with_one_line(tmp_path):

@@ -22,6 +22,9 @@ def register(sub):
                    help="N > 1: each configuration as one data-parallel job, mpiexec -n N (the mpi extra); each "
                         "rank trains on B/N of every batch and the gradients are summed over the ranks; adds the "
                         "Allreduce time and size per batch (docs/distributed.md)")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="with --ranks: one blocking gradient sum after the backward pass (run.mpi_overlap = false) "
+                        "instead of starting the top layers' sums during it")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--out", help="also append JSON lines to this file (e.g. RUN_DIR/bench.jsonl)")
     p.set_defaults(func=cmd)
@@ -57,5 +60,5 @@ def cmd(args):
         if os.path.isdir(args.out) or not os.path.isdir(folder):
             raise ConfigError(f"--out {args.out}: expected a file in an existing folder (JSON lines are appended)")
     run_all(workloads, rules, args.threads, not args.no_sweep, args.quick, as_json=args.json, out=args.out,
-            rate=args.rate, ranks=args.ranks)
+            rate=args.rate, ranks=args.ranks, overlap=not args.no_overlap)
     return 0

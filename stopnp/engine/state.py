@@ -84,10 +84,10 @@ class GradSums:
         for a in self.dtheta + self.dalpha:
             a.fill(0)
 
-    def add_layer_grads(self, net, grads, learn, alpha_reduce):
+    def add_layer_grads(self, net, grads, learn, alpha_reduce, layers=None):
         """grads["<layer>.theta"] += Δθ summed over the neurons sharing a θ; grads["<layer>.alpha"] += Δα as the
-        mean (or sum) over the layer's neurons."""
-        for layer in net.layers:
+        mean (or sum) over the layer's neurons; for every layer, or those in ``layers``."""
+        for layer in net.layers if layers is None else layers:
             if not layer.spiking:
                 continue
             if "T" in learn:

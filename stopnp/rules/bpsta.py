@@ -22,7 +22,7 @@ from ..config import ConfigError
 from ..kernels import bpsta as kb
 from ..engine.state import Workspace
 from ..engine.synapse import flat, flush_static
-from .common import Result, Rule, begin, forward, zero_grads
+from .common import FinalGrads, Result, Rule, begin, forward, zero_grads
 
 
 def check_config(cfg):
@@ -41,7 +41,10 @@ def workspace(net, B, dtype, opts, T):
 
 
 def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on_step=None,
-        backward_steps=None) -> Result:
+        on_grads_final=None, backward_steps=None) -> Result:
+    """One batch: forward over all T steps, stored, then backward in time. ``on_grads_final(names)``: called
+    in the backward of t = 1 (the last) with each layer's gradient names once they are final
+    (``FinalGrads``)."""
     if not net.output.spiking:
         raise ConfigError("rule 'bpsta' reads out votes of spiking output neurons; set model.readout = 'spiking'")
     ann = opts.get("ann", False)
@@ -85,6 +88,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     if grads is None:
         grads = zero_grads(net, params, opts["learn"], dtype)
     plain, keep_reset = opts.get("bpsta_plain", False), not opts["detach_reset"]
+    final = FinalGrads(net, grads, ws.sums, opts, on_grads_final, static)
     for e in sc.delta:  # the error carried backward in time inside each layer (kernels/bpsta.py)
         e.fill(0)
     for t in range(T - 1, -1, -1):
@@ -108,8 +112,11 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
                     op.backward(params, grads, sc.g[li], None, t, False, bn_train, static_coef=1.0)
                 else:
                     op.backward(params, grads, sc.g[li], op.input(x[t], t), t, syn.src >= 0, bn_train)
+            if t == 0:
+                final.layer_done(layer)
     if static:
         flush_static(ws, grads, x[0])
+    final.finish()
     return Result(loss, out_sum, grads, counts, {}, ws.sums.bn_stats() if bn_train else {})
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from ..kernels import lif as klif
 from ..engine.state import Workspace
 from ..engine.synapse import flat, flush_static
-from .common import Readout, Result, Rule, alpha_of, begin, forward, spike_count, zero_grads
+from .common import FinalGrads, Readout, Result, Rule, alpha_of, begin, forward, spike_count, zero_grads
 
 
 def workspace(net, B, dtype, opts, T):
@@ -24,7 +24,10 @@ def workspace(net, B, dtype, opts, T):
 
 
 def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on_step=None,
-        backward_steps=None) -> Result:
+        on_grads_final=None, backward_steps=None) -> Result:
+    """One batch: forward over all T steps, stored, then backward in time. ``on_grads_final(names)``: called
+    in the backward of t = 1 (the last) with each layer's gradient names once they are final
+    (``FinalGrads``)."""
     T, B = x.shape[:2]
     dtype = x.dtype
     learn = opts["learn"]
@@ -60,6 +63,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     if grads is None:
         grads = zero_grads(net, params, learn, dtype)
     keep_reset = not opts["detach_reset"]
+    final = FinalGrads(net, grads, ws.sums, opts, on_grads_final, static)
     sc, sums = ws.scratch, ws.sums
     for e_u in sc.delta:  # the full error eU^l, carried backward in time from t+1 (zero at T+1)
         e_u.fill(0)
@@ -82,9 +86,11 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
                     op.backward(params, grads, e_u, None, t, False, bn_train, static_coef=1.0)
                 else:
                     op.backward(params, grads, e_u, op.input(x[t], t), t, syn.src >= 0, bn_train)
+            if t == 0:
+                final.layer_done(layer)
     if static:
         flush_static(ws, grads, x[0])
-    sums.add_layer_grads(net, grads, learn, opts["alpha_reduce"])
+    final.finish()
     return Result(total, out_sum, grads, counts, {}, sums.bn_stats() if bn_train else {})
 
 

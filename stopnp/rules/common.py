@@ -27,7 +27,8 @@ from ..kernels import loss as kloss
 class Rule:
     """One learning rule of the registry (``rules.RULES``)."""
     name: str
-    run: Callable          # one batch: run(net, params, x, y, opts, *, grads, ws, rng, record, on_step) -> Result
+    run: Callable          # one batch: run(net, params, x, y, opts, *, grads, ws, rng, record, on_step,
+    #                        on_grads_final) -> Result
     stored: bool           # keeps every step, then runs backward in time: memory grows with T, no online update
     weights_only: bool     # learns W only (rule.learn = "W")
     forward: str = "stop"  # the rule whose forward pass evaluates and predicts (BPSTA has its own neuron)
@@ -97,6 +98,56 @@ def resolve_options(net, rule, options) -> dict:
     opts["surr"] = klif.SURROGATES[opts["surrogate"]]
     opts["hard"] = opts["reset"] == "hard"
     return opts
+
+
+class FinalGrads:
+    """The end of a batch's gradients, layer by layer: each spiking layer's Δθ, Δα sums into the named
+    gradients (``GradSums.add_layer_grads``) and, with ``on_final`` (a data-parallel run's overlap of the
+    gradient sum with the backward pass, run/distributed.py), the names of each layer's gradient arrays
+    as soon as nothing in the batch writes them again, top layer first.
+
+    The rule calls ``layer_done(layer)`` in its last backward pass over the layers, once the layer's own
+    gradients are complete (ΔW and BN γ, β of its synapses, its Δθ, Δα sums), and ``finish()`` after the
+    time loop and ``flush_static``. A layer with a static-input synapse (``static``: its ΔW is added by
+    ``flush_static``) is named in ``finish``. Without ``on_final``, ``finish`` adds every layer's Δθ, Δα;
+    with it, each layer's are added in ``layer_done`` instead: the same additions on the same values, so
+    the gradients are bitwise the same.
+    """
+
+    def __init__(self, net, grads, sums, opts, on_final=None, static=False):
+        self.net, self.grads, self.sums, self.on_final, self.static = net, grads, sums, on_final, static
+        self.learn, self.alpha_reduce = opts["learn"], opts["alpha_reduce"]
+        self.added = set()  # indices of the layers whose Δθ, Δα are in
+        self.held = []      # layers named in finish (a static-input synapse)
+
+    @property
+    def active(self) -> bool:
+        return self.on_final is not None
+
+    def names(self, layer) -> list:
+        """The names of ``layer``'s gradient arrays: its synapses' W and BN γ, β, its θ and α."""
+        own = [f"{syn.name}.{p}" for syn in layer.synapses for p in ("weight", "bn.gamma", "bn.beta")]
+        return [n for n in own + [f"{layer.name}.theta", f"{layer.name}.alpha"] if n in self.grads]
+
+    def layer_done(self, layer):
+        """``layer``'s gradients are complete (the last backward pass has left it)."""
+        if self.on_final is None:
+            return
+        self.sums.add_layer_grads(self.net, self.grads, self.learn, self.alpha_reduce, layers=(layer,))
+        self.added.add(layer.index)
+        if self.static and any(syn.src < 0 for syn in layer.synapses):
+            self.held.append(layer)
+        elif self.names(layer):
+            self.on_final(self.names(layer))
+
+    def finish(self):
+        """After the time loop and ``flush_static``: the Δθ, Δα not added yet; the layers held back named."""
+        rest = [layer for layer in self.net.layers if layer.index not in self.added]
+        self.sums.add_layer_grads(self.net, self.grads, self.learn, self.alpha_reduce, layers=rest)
+        if self.on_final is not None:
+            for layer in self.held:
+                if self.names(layer):
+                    self.on_final(self.names(layer))
 
 
 def zero_grads(net, params, learn, dtype) -> dict:

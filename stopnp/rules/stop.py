@@ -29,7 +29,7 @@ from ..config import ConfigError
 from ..kernels import lif as klif
 from ..engine.state import Workspace
 from ..engine.synapse import flat, flush_static
-from .common import Readout, Result, Rule, alpha_of, begin, forward, spike_count, zero_grads
+from .common import FinalGrads, Readout, Result, Rule, alpha_of, begin, forward, spike_count, zero_grads
 
 RECORDABLE = ("u", "s", "v", "i", "delta", "g", "w_trace", "th_trace", "al_trace")
 
@@ -67,12 +67,14 @@ def _leaks(net, params, opts, dtype, trace_decay):
 
 
 def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on_step=None,
-        backward_steps=None, trace_decay=trace_decay) -> Result:
+        on_grads_final=None, backward_steps=None, trace_decay=trace_decay) -> Result:
     """One sequence batch. ``y=None``: forward only. ``backward_steps``: steps with a backward (SLTT-K).
 
     ``on_step(t, grads)`` (online update): called after every step's gradients, which are reduced to
-    the named arrays first; the callee applies and zeroes them. ``trace_decay(opts, α, dtype)``: λ of
-    the weight trace (STOP: α; SLTT and OTTT pass their own).
+    the named arrays first; the callee applies and zeroes them. ``on_grads_final(names)``: called in
+    the last step's backward with each layer's gradient names once they are final (``FinalGrads``; not
+    with ``on_step``). ``trace_decay(opts, α, dtype)``: λ of the weight trace (STOP: α; SLTT and OTTT
+    pass their own).
     """
     T, B = x.shape[:2]
     dtype = x.dtype
@@ -87,6 +89,8 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     begin(net, params, ws, rng, learning and bn_train)
     if learning and grads is None:
         grads = zero_grads(net, params, learn, dtype)
+    if on_grads_final is not None and on_step is not None:
+        raise ValueError("on_grads_final: an online update (on_step) has every step's gradients final at once")
     rec = _alloc_records(net, ws, T, record, learning)
     readout = Readout(net, opts, T, B, dtype)
     go = np.zeros((B, net.output.size), dtype)
@@ -98,6 +102,8 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     static = x.strides[0] == 0 and on_step is None  # an online update changes W within the sequence
     static_grad = static and learning and "w_trace" not in record
     coef = [0.0] * len(net.layers)
+    final = FinalGrads(net, grads, ws.sums, opts, on_grads_final if learning else None, static_grad)
+    last = T - 1 if backward_steps is None else max(backward_steps, default=-1)  # the last step with a backward
     fused = opts["kernels"] != "loop" and not smooth  # the fast LIF step (the loop kernels: reference)
     theta = ws.state.theta
 
@@ -130,7 +136,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
         readout.step(ws, slot, y if learning else None, go)
         if learning and (backward_steps is None or t in backward_steps):
             backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn and opts["rule"] == "stop",
-                          coef if static_grad else None)
+                          coef if static_grad else None, layer_done=final.layer_done if t == last else None)
             if on_step is not None:
                 ws.sums.add_layer_grads(net, grads, learn, opts["alpha_reduce"])
                 ws.sums.zero_layer_sums()
@@ -145,12 +151,12 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     if static_grad:
         flush_static(ws, grads, x[0])
     if learning and on_step is None:
-        ws.sums.add_layer_grads(net, grads, learn, opts["alpha_reduce"])
+        final.finish()
     return Result(readout.loss, readout.out_sum, grads if learning else {}, counts, rec,
                   ws.sums.bn_stats() if bn_train else {})
 
 
-def backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef=None):
+def backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef=None, layer_done=None):
     """The spatial errors of one step, output layer first, and what they add to the gradients:
 
         δ^l  = g^l ⊙ φ(U^l - θ^l)
@@ -158,7 +164,8 @@ def backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef=
         each synapse: ΔW += δ̂ ⊗ w~, g^src += pre-backward(Wᵀ δ̂)   (SynapseOp.backward)
 
     ``go`` = ∂E[t]/∂o[t]; ``coef`` (static input): c_t of the input synapses (their ΔW is summed, then
-    correlated with x once: ``flush_static``).
+    correlated with x once: ``flush_static``). ``layer_done(layer)``: called after each layer's backward
+    (the batch's last: ``FinalGrads.layer_done``).
     """
     out = net.output.index
     for li, g in enumerate(ws.scratch.g):
@@ -182,6 +189,8 @@ def backward_step(net, params, ws, grads, go, opts, bn_train, theta_learn, coef=
             op = ws.synapses[syn.name]
             c = coef[li] if coef is not None and syn.src < 0 else None
             op.backward(params, grads, delta, op.w_trace, 0, syn.src >= 0, bn_train, static_coef=c)
+        if layer_done is not None:
+            layer_done(layer)
 
 
 def _alloc_records(net, ws, T, record, learning):

@@ -9,10 +9,16 @@ w_r = n_r / n
     L = Σ_r w_r · L_r        the loss; BN batch statistics (for the running averages) likewise
     correct = Σ_r correct_r
 
-One MPI_Allreduce (sum) over a flat buffer that the rule writes its gradients into (no copies) gives
-every rank the same g; every rank applies the same update, so the replicas stay identical (checked
-after each epoch: a CRC of the parameters, gathered). ``rule.online``: the buffer is reduced after
-every step, before each update. The loss, counts, BN statistics and the Ctrl-C flag travel together in
+An MPI sum over a flat buffer that the rule writes its gradients into (no copies) gives every rank the
+same g; every rank applies the same update, so the replicas stay identical (checked after each epoch: a
+CRC of the parameters, gathered). The buffer holds the layers bottom first, so the top layers' gradients
+are its tail. With ``run.mpi_overlap`` (the default) the sum overlaps the batch's last backward pass:
+the rule names each layer's gradients as they become final, top layer first (``on_grads_final``,
+rules/common.FinalGrads), and ``grads_final`` starts a non-blocking MPI_Iallreduce of the final tail as
+soon as it holds ``run.mpi_bucket_kib``, then lets MPI progress (Testall) between layers; ``allreduce_grads``
+starts the rest and waits for all. Each element is still one sum over the ranks of the same values.
+Without it, one blocking MPI_Allreduce over the whole buffer. ``rule.online``: the buffer is reduced
+after every step, before each update (blocking). The loss, counts, BN statistics and the Ctrl-C flag travel together in
 one small float64 Allreduce per batch.
 
 BN uses each rank's own batch statistics (as data-parallel PyTorch does by default). With
@@ -76,7 +82,7 @@ def communicator(cfg):
         how = ("run.distributed = 'mpi'" if cfg["run"]["distributed"] == "mpi"
                else f"this launch ({launched_size()} processes under mpiexec)")
         raise ConfigError(f"{how} needs mpi4py and an MPI library ({e}); install them with {INSTALL}") from None
-    return Comm(MPI, cfg["run"]["mpi_timeout"])
+    return Comm(MPI, cfg["run"]["mpi_timeout"], cfg["run"]["mpi_bucket_kib"] * 1024)
 
 
 class Refused(ConfigError):
@@ -148,7 +154,7 @@ def data_digest(src) -> str:
 class Comm:
     """MPI_COMM_WORLD for one training run: batch shares, reductions, agreement on errors."""
 
-    def __init__(self, MPI, timeout):
+    def __init__(self, MPI, timeout, bucket_bytes=256 * 1024):
         self.MPI, self.comm = MPI, MPI.COMM_WORLD
         self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
         self.is_root = self.rank == 0
@@ -157,8 +163,11 @@ class Comm:
         self.set_up = False
         self.weight = 1.0            # w_r of the current batch
         self.stop = False            # a Ctrl-C seen by any rank (agreed at each batch)
-        self._flat, self._grads = None, None
+        self._flat, self._grads, self._span = None, None, {}
+        self._requests, self._ready, self._started = [], 0, 0   # the overlap: tail [_ready, _started) final
         self.reduce_seconds, self.reduced_bytes, self.reductions = 0.0, 0, 0
+        self.bucket_bytes = bucket_bytes  # the overlap starts a sum once this many bytes are final
+        self.early_bytes = 0  # bytes whose sum started during the backward pass (the overlap)
 
     # -- set-up -------------------------------------------------------------------------------------
     def run(self, fn, *args, **kw):
@@ -238,25 +247,62 @@ class Comm:
         if self._grads is None or self._grads[0] != key:
             sizes = [net.params[n].size for n in names]
             flat = np.zeros(sum(sizes), dtype)
-            views, at = {}, 0
+            views, at, self._span = {}, 0, {}
             for n, k in zip(names, sizes):
                 views[n] = flat[at:at + k].reshape(net.params[n].shape)
+                self._span[n] = (at, at + k)
                 at += k
             self._grads, self._flat = (key, views), flat
         else:
             self._flat.fill(0)
+        self._ready = self._started = self._flat.size
         return self._grads[1]
 
+    def grads_final(self, names):
+        """The overlap hook (a rule's ``on_grads_final``): the gradients ``names`` (the arrays from
+        ``grads``) are final on this rank. When they extend the final tail of the buffer downward, the tail
+        is summed (non-blocking) once it holds ``bucket_bytes``; names out of that order wait for
+        ``allreduce_grads``. Then MPI progresses the sums under way."""
+        spans = [self._span[n] for n in names]
+        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        if hi == self._ready and sum(b - a for a, b in spans) == hi - lo:
+            self._ready = lo
+        t = time.perf_counter()
+        pending = (self._started - self._ready) * self._flat.itemsize
+        if pending and pending >= self.bucket_bytes:
+            self._start(self._ready, self._started)
+        if self._requests:
+            self.MPI.Request.Testall(self._requests)
+        self.reduce_seconds += time.perf_counter() - t
+
+    def _start(self, lo, hi):
+        """Σ_r w_r·g_r of flat[lo:hi], non-blocking (in place)."""
+        part = self._flat[lo:hi]
+        if self.weight != 1.0:
+            part *= part.dtype.type(self.weight)
+        self._requests.append(self.comm.Iallreduce(self.MPI.IN_PLACE, part, op=self.MPI.SUM))
+        self._started = lo
+
     def allreduce_grads(self, grads):
-        """g <- Σ_r w_r·g_r in place (``grads``: the arrays from ``grads``)."""
+        """g <- Σ_r w_r·g_r in place (``grads``: the arrays from ``grads``): the part not started by
+        ``grads_final``, then the wait for every part."""
         flat = self._flat
         if any(not np.shares_memory(g, flat) for g in grads.values()):
             raise ValueError("allreduce_grads: the gradients must be the arrays Comm.grads returned")
-        if self.weight != 1.0:
-            flat *= flat.dtype.type(self.weight)
         t = time.perf_counter()
-        with self.watch("the gradient sum"):
-            self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+        if self._requests:  # the overlap: the rest, non-blocking as the parts before it
+            self.early_bytes += flat[self._started:].nbytes
+            if self._started > 0:
+                self._start(0, self._started)
+            with self.watch("the gradient sum"):
+                self.MPI.Request.Waitall(self._requests)
+            self._requests = []
+        else:
+            if self.weight != 1.0:
+                flat *= flat.dtype.type(self.weight)
+            with self.watch("the gradient sum"):
+                self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+        self._ready = self._started = flat.size
         self.reduce_seconds += time.perf_counter() - t
         self.reduced_bytes += flat.nbytes
         self.reductions += 1

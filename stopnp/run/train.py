@@ -404,11 +404,13 @@ def step(run, x, y, ep, bi):
     if comm and run.cfg["run"]["sync_bn"]:  # BN statistics of the whole batch
         ws.bn_sync.sum = comm.bn_sum
     ann = rule == "bpsta" and ep < run.cfg["rule"]["warmup_epochs"]
+    overlap = comm and not online and run.cfg["run"]["mpi_overlap"]  # the sum starts during the last backward
     res = RULES[rule].run(net, net.params, x, y, dict(run.opts, ann=True) if ann else run.opts, ws=ws,
                           rng=run.rng, on_step=bind(update, run, lr) if online else None,
-                          grads=comm.grads(net, run.names, dtype) if comm else None)
+                          grads=comm.grads(net, run.names, dtype) if comm else None,
+                          on_grads_final=comm.grads_final if overlap else None)
     loss, correct, n = res.loss, int((res.out_sum.argmax(axis=1) == y).sum()), len(y)
-    if comm:  # the sums over the ranks (an online rule has reduced its gradients)
+    if comm:  # the sums over the ranks (an online rule has reduced its gradients; overlap: the rest, the wait)
         if not online:
             comm.allreduce_grads(res.grads)
         loss, correct, n = comm.batch_sums(loss, correct, n, res.bn_stats, run.ctrl_c.requested)

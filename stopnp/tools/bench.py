@@ -123,13 +123,17 @@ def _rss_kib(field="VmRSS"):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate=0.1, distributed=False):
+def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate=0.1, distributed=False,
+            overlap=True):
     """Measure one configuration in this process; returns a dict (one JSON line).
 
     ``distributed``: this process is one rank of ``mpiexec -n N``: it trains on its share (B/N) of each
     batch and sums the gradients over the ranks (distributed.py) before the step; every rank times the
     same fixed number of batches; per batch, the wait for the slowest rank (a barrier) and the gradient
-    Allreduce are timed apart. Rank 0 returns the row, the others None."""
+    Allreduce are timed apart. ``overlap`` (run.mpi_overlap): the sums of the top layers' gradients start
+    during the last backward pass (timed as ``overlap_ms``: the MPI calls made there), and ``reduce_ms`` is
+    what is left after the barrier (which also lets MPI progress them). Rank 0 returns the row, the others
+    None."""
     t_import = time.perf_counter()
     from .. import optim
     from ..engine.network import from_config
@@ -179,19 +183,24 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
     ws = RULES[rule].workspace(net, B, np.float32, opts, T)
     fwd_ws = stop_rule.workspace(net, B, np.float32, fwd_opts) if RULES[rule].stored else ws
 
-    waits, reduces = [], []
+    waits, reduces, hooks, early = [], [], [], []
 
     def train_step(i):
         x, y = batches[i % 4]
+        if comm:
+            in_hook, early_bytes = comm.reduce_seconds, comm.early_bytes
         res = run(net, net.params, x, y, opts, ws=ws, rng=rng,
-                  grads=comm.grads(net, names, np.float32) if comm else None)
+                  grads=comm.grads(net, names, np.float32) if comm else None,
+                  on_grads_final=comm.grads_final if comm and overlap else None)
         if comm:
             t = time.perf_counter()
+            hooks.append(comm.reduce_seconds - in_hook)
             comm.comm.Barrier()
             t1 = time.perf_counter()
             comm.allreduce_grads(res.grads)
             waits.append(t1 - t)
             reduces.append(time.perf_counter() - t1)
+            early.append(comm.early_bytes - early_bytes)
         optim.step(net.params, res.grads, state, cfg["optim"], cfg["optim"]["lr"], 1e-3)
 
     def infer_step(i):  # the forward pass is the same for every rule
@@ -218,7 +227,9 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
     if comm:
         dist = {"ranks": comm.size, "reduced_mib": sum(net.params[k].nbytes for k in names) / 2 ** 20,
                 "reduce_ms": 1000 * float(np.median(reduces[-tr_n:])),
-                "wait_ms": 1000 * float(np.median(waits[-tr_n:]))}
+                "wait_ms": 1000 * float(np.median(waits[-tr_n:])), "overlap": overlap,
+                "overlap_ms": 1000 * float(np.median(hooks[-tr_n:])),
+                "early_mib": float(np.median(early[-tr_n:])) / 2 ** 20}
         if not comm.is_root:
             return None
     return {"workload": workload, "rule": rule, "T": T, "batch": B_all, "threads": numba.get_num_threads(),
@@ -246,7 +257,7 @@ def mpiexec():
 
 
 def run_all(workloads=("mlp", "lenet", "vgg"), rules=("stop", "bptt"), threads=0, sweep=True, quick=False,
-            stream=sys.stdout, as_json=False, out=None, rate=0.1, ranks=1):
+            stream=sys.stdout, as_json=False, out=None, rate=0.1, ranks=1, overlap=True):
     rows = []
     if not as_json:
         from ..engine.threads import blas_note
@@ -255,7 +266,7 @@ def run_all(workloads=("mlp", "lenet", "vgg"), rules=("stop", "bptt"), threads=0
         print(HEADER, file=stream, flush=True)
     for w, r, T in plan(workloads, rules, sweep):
         cmd = [sys.executable, "-m", "stopnp.tools.bench", w, r, str(T or 0), str(threads), "1" if quick else "0",
-               repr(float(rate)), "mpi" if ranks > 1 else "one"]
+               repr(float(rate)), "mpi" if ranks > 1 else "one", "overlap" if overlap else "blocking"]
         env = dict(os.environ)
         if ranks > 1:  # (Open MPI refuses root without these; MPICH ignores them)
             cmd = [mpiexec(), "-n", str(ranks), *cmd]
@@ -282,6 +293,8 @@ def fmt(r):
         return f"{r['workload']:<8} {r['rule']:<6} {str(r.get('T')):>3} error: {r['error']}"
     dist = (f"; {r['ranks']} ranks, Allreduce {r['reduce_ms']:.2f} ms of {r['reduced_mib']:.2f} MiB, wait "
             f"{r['wait_ms']:.2f} ms" if "ranks" in r else "")
+    if r.get("overlap"):
+        dist += f", overlap: {r['early_mib']:.2f} MiB started in the backward, {r['overlap_ms']:.2f} ms in MPI there"
     return (f"{r['workload']:<8} {r['rule']:<6} {r['T']:>3} {r['batch']:>3} {r['train_per_s']:>9.0f} "
             f"{r['infer_per_s']:>9.0f} {r['ms_per_batch']:>9.2f} {r['peak_rss_mib']:>8.1f} "
             f"{r['rss_growth_mib']:>7.1f} {r['train_mflop_per_sample']:>8.2f} {r['train_gflops']:>8.1f} "
@@ -292,6 +305,7 @@ if __name__ == "__main__":
     w, r, T, threads, quick = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
     res = run_one(w, r, T or None, threads, warm=1 if quick else 3, n=3 if quick else 20,
                   budget_s=5.0 if quick else 30.0, rate=float(sys.argv[6]) if len(sys.argv) > 6 else 0.1,
-                  distributed=len(sys.argv) > 7 and sys.argv[7] == "mpi")
+                  distributed=len(sys.argv) > 7 and sys.argv[7] == "mpi",
+                  overlap=len(sys.argv) <= 8 or sys.argv[8] == "overlap")
     if res is not None:  # (ranks > 0 of a distributed run report nothing)
         print(json.dumps(res))
