@@ -1,7 +1,7 @@
 """The α-β cost model of ring Allreduce (scaling.py): its limits, its fit, its projection."""
 import pytest
 
-from stopnp.tools.scaling import fit_alpha_gamma, project, ring_allreduce_s
+from stopnp.tools.scaling import buckets, exposed_s, fit_alpha_gamma, project, ring_allreduce_s
 
 
 def test_ring_allreduce_terms():
@@ -29,3 +29,42 @@ def test_projection_efficiency():
     _, eff_fast = project(50000, 128, 37.5e6, 30.0, 8, 2, 5e-5, 100e9, 0.0)
     _, eff_cores = project(50000, 128, 37.5e6, 30.0, 8, 16, 5e-5, 10e9, 0.0)
     assert eff_fast > eff8 > eff_cores  # a faster link helps, faster nodes expose the sum more
+
+
+def test_buckets_merge_small_layers_top_first():
+    layers = [(100, 0.5), (300, 0.4), (50, 0.3), (10, 0.2), (1000, 0.0)]
+    assert buckets(layers, 0) == layers
+    assert buckets(layers, 200) == [(400, 0.4), (1060, 0.0)]  # a bucket starts when its lowest layer is final
+    assert buckets(layers, 10 ** 9) == [(1460, 0.0)]            # one sum at the end: no overlap
+
+
+def test_overlap_pipeline():
+    a, link, g = 1e-5, 1e9, 0.0
+    t = lambda m: ring_allreduce_s(8, m, a, link, g)  # noqa: E731
+    # nothing below the only bucket: the whole sum is exposed, as without overlap
+    assert exposed_s([(1e6, 0.0)], 0.1, 8, a, link, g) == pytest.approx(t(1e6))
+    # a bucket ready 0.1·compute before the end hides that much of its sum, never more than all of it
+    assert exposed_s([(1e6, 0.5)], 0.001, 8, a, link, g) == pytest.approx(t(1e6) - 0.0005)
+    assert exposed_s([(1e6, 0.5)], 1.0, 8, a, link, g) == 0.0
+    # two buckets share the link: the second starts when both it is ready and the first is done
+    c = 0.002
+    first_end = -0.5 * c + t(1e6)          # ready 1 ms before the end
+    second_end = max(first_end, -0.1 * c) + t(2e6)
+    assert exposed_s([(1e6, 0.5), (2e6, 0.1)], c, 8, a, link, g) == pytest.approx(max(0.0, second_end))
+    assert exposed_s([(1e6, 0.5)], 0.1, 1, a, link, g) == 0.0  # one node: no sum
+
+
+def test_projection_with_overlap_and_optimizer_step():
+    args = (50000, 128, 37.5e6, 30.0, 8, 2, 5e-5, 10e9, 0.0)
+    _, plain = project(*args)
+    _, same = project(*args, layers=[(37.5e6, 0.0)])
+    assert same == pytest.approx(plain)                      # nothing below: no gain
+    _, better = project(*args, layers=[(30e6, 0.1), (7.5e6, 0.0)], bucket_bytes=0)
+    assert plain < better < 1
+    _, hidden = project(*args, layers=[(37.5e6, 0.9)])
+    assert hidden == pytest.approx(1.0)                      # all hidden: linear scaling
+    # an optimizer step every node makes in full does not scale with the nodes
+    epoch, eff = project(50000, 128, 37.5e6, 30.0, 8, 2, 5e-5, 10e9, 0.0, step_s=0.2, layers=[(37.5e6, 0.9)])
+    share, step = 128 / (8 * 2 * 30.0), 0.1
+    assert eff == pytest.approx((128 / (2 * 30.0) + step) / (8 * (share + step)))
+    assert epoch == pytest.approx(391 * (share + step))
