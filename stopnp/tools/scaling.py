@@ -191,6 +191,8 @@ def main(argv=None):
                    "--profile's, else 0)")
     m.add_argument("--profile", help="JSON of `profile`: the sum overlaps the backward (its layers' bytes and h)")
     m.add_argument("--bucket-kib", type=int, default=256, help="run.mpi_bucket_kib (with --profile)")
+    m.add_argument("--no-overlap", action="store_true", help="with --profile: its r, bytes and step, but the sum "
+                   "after the backward (run.mpi_overlap = false)")
     m.add_argument("--nodes", default="1,8,64")
     m.add_argument("--cores", default="2,4,16")
     m.add_argument("--links", default="1,10,100", help="Gbit/s")
@@ -210,7 +212,7 @@ def main(argv=None):
     if args.profile:
         with open(args.profile) as f:
             prof = json.loads(f.read().strip().splitlines()[-1])
-        layers = [(r["bytes"], r["h"]) for r in prof["layers"]]
+        layers = None if args.no_overlap else [(r["bytes"], r["h"]) for r in prof["layers"]]
         args.bytes = prof["bytes"] if args.bytes is None else args.bytes
         args.rate = prof["rate_per_core"] if args.rate is None else args.rate
         args.step = prof["step_s"] if args.step is None else args.step
