@@ -14,12 +14,12 @@ same g; every rank applies the same update, so the replicas stay identical (chec
 CRC of the parameters, gathered). The buffer holds the layers bottom first, so the top layers' gradients
 are its tail. With ``run.mpi_overlap`` (the default) the sum overlaps the batch's last backward pass:
 the rule names each layer's gradients as they become final, top layer first (``on_grads_final``,
-rules/common.FinalGrads), and ``grads_final`` starts a non-blocking MPI_Iallreduce of the final tail as
-soon as it holds ``run.mpi_bucket_kib``, then lets MPI progress (Testall) between layers; ``allreduce_grads``
-starts the rest and waits for all. Each element is still one sum over the ranks of the same values.
-Without it, one blocking MPI_Allreduce over the whole buffer. ``rule.online``: the buffer is reduced
-after every step, before each update (blocking). The loss, counts, BN statistics and the Ctrl-C flag travel together in
-one small float64 Allreduce per batch.
+rules/common.FinalGrads), and ``grads_final`` starts a non-blocking MPI_Iallreduce of the final tail
+as soon as it holds ``run.mpi_bucket_kib``, then lets MPI progress (Testall) between layers;
+``allreduce_grads`` starts the rest and waits for all. Each element is still one sum over the ranks of
+the same values. Without it, one blocking MPI_Allreduce over the whole buffer. ``rule.online``: the
+buffer is reduced after every step, before each update (blocking). The loss, counts, BN statistics and
+the Ctrl-C flag travel together in one small float64 Allreduce per batch.
 
 BN uses each rank's own batch statistics (as data-parallel PyTorch does by default). With
 ``run.sync_bn`` it uses the whole batch's instead: the forward sums Σx, then Σ(x - μ)², and the backward
