@@ -1,6 +1,7 @@
-"""The α-β cost model of ring Allreduce (scaling.py): its limits, its fit, its projection."""
+"""The α-β cost model of ring Allreduce (tools/scaling.py): its limits, its fit, its projection."""
 import pytest
 
+from stopnp.tools import scaling
 from stopnp.tools.scaling import buckets, exposed_s, fit_alpha_gamma, project, ring_allreduce_s
 
 
@@ -68,3 +69,23 @@ def test_projection_with_overlap_and_optimizer_step():
     share, step = 128 / (8 * 2 * 30.0), 0.1
     assert eff == pytest.approx((128 / (2 * 30.0) + step) / (8 * (share + step)))
     assert epoch == pytest.approx(391 * (share + step))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--bytes", "1", "--rate", "0"], "argument --rate: '0': expected a finite number > 0"),
+    (["--bytes", "1", "--rate", "1", "--nodes", "1,x"], "argument --nodes: 'x' is not a number"),
+    (["--bytes", "1", "--rate", "1", "--cores", "0"], "argument --cores: '0': expected a finite number > 0"),
+    (["--bytes", "1", "--rate", "1", "--bucket-kib", "-1"], "argument --bucket-kib: '-1': expected"),
+    (["--profile", "/nonexistent/profile.json"], "--profile /nonexistent/profile.json: No such file"),
+    (["--profile", "README"], "--profile README: not the JSON of `profile`"),
+])
+def test_model_bad_input_is_one_line(tmp_path, capsys, args, needle):
+    """`python -m stopnp.tools.scaling model` with a bad number or profile: one line naming the option, exit 2."""
+    (tmp_path / "README").write_text("not json\n")
+    args = [a.replace("README", str(tmp_path / "README")) for a in args]
+    needle = needle.replace("README", str(tmp_path / "README"))
+    with pytest.raises(SystemExit) as e:
+        scaling.main(["model", "--alpha", "5e-5", "--gamma", "2e-10", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err, err
+    assert "Traceback" not in err and len([line for line in err.splitlines() if "error" in line]) == 1

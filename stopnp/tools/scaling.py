@@ -170,6 +170,52 @@ def profile(recipe="cifar10-vgg11", batch=16, batches=3, threads=1, seed=0):
                                        for layer in net.layers if layer.spiking}}
 
 
+def _positive(kind):
+    """An argparse type: a number of ``kind`` > 0 (one line naming the option otherwise)."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not v > 0 or (kind is float and not math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number > 0")
+        return v
+    return parse
+
+
+def _nonneg(kind):
+    """An argparse type: a number of ``kind`` >= 0."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not v >= 0 or (kind is float and not math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number >= 0")
+        return v
+    return parse
+
+
+def _positive_list(kind):
+    """An argparse type: comma-separated numbers of ``kind`` > 0, e.g. 1,8,64."""
+    one = _positive(kind)
+    return lambda text: [one(part) for part in text.split(",")]
+
+
+def _read_profile(p, path):
+    """The last JSON line of a ``profile`` output, or one line naming the file and the fix (``p.error``)."""
+    try:
+        with open(path) as f:
+            prof = json.loads(f.read().strip().splitlines()[-1])
+        layers = [(int(r["bytes"]), float(r["h"])) for r in prof["layers"]]
+        return prof, layers, int(prof["bytes"]), float(prof["rate_per_core"]), float(prof["step_s"])
+    except OSError as e:
+        p.error(f"--profile {path}: {e.strerror or e}; give the JSON that `profile` printed")
+    except (ValueError, IndexError, KeyError, TypeError) as e:
+        p.error(f"--profile {path}: not the JSON of `profile` ({type(e).__name__}: {e}); give the line that "
+                f"`python -m stopnp.tools.scaling profile` printed")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m stopnp.tools.scaling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,25 +223,25 @@ def main(argv=None):
     sub.add_parser("sweep", help="Allreduce times (run under mpiexec -n 2)")
     pr = sub.add_parser("profile", help="a recipe's r, optimizer step and overlap shares h, measured here")
     pr.add_argument("--recipe", default="cifar10-vgg11")
-    pr.add_argument("--batch", type=int, default=16, help="samples per batch (default: 128 / 8 nodes)")
-    pr.add_argument("--batches", type=int, default=3, help="timed batches, after one warm-up")
-    pr.add_argument("--threads", type=int, default=1)
+    pr.add_argument("--batch", type=_positive(int), default=16, help="samples per batch (default: 128 / 8 nodes)")
+    pr.add_argument("--batches", type=_positive(int), default=3, help="timed batches, after one warm-up")
+    pr.add_argument("--threads", type=_positive(int), default=1)
     m = sub.add_parser("model", help="projected time per epoch and efficiency")
-    m.add_argument("--samples", type=int, default=50000)
-    m.add_argument("--batch", type=int, default=128)
-    m.add_argument("--bytes", type=float, help="gradient bytes per batch (default: the --profile's)")
-    m.add_argument("--rate", type=float, help="training samples/s of one core (default: the --profile's)")
-    m.add_argument("--alpha", type=float, required=True, help="seconds per message")
-    m.add_argument("--gamma", type=float, required=True, help="seconds per byte, local (loopback fit)")
-    m.add_argument("--step", type=float, help="seconds of the optimizer step on one core (default: the "
+    m.add_argument("--samples", type=_positive(int), default=50000)
+    m.add_argument("--batch", type=_positive(int), default=128)
+    m.add_argument("--bytes", type=_nonneg(float), help="gradient bytes per batch (default: the --profile's)")
+    m.add_argument("--rate", type=_positive(float), help="training samples/s of one core (default: the --profile's)")
+    m.add_argument("--alpha", type=_nonneg(float), required=True, help="seconds per message")
+    m.add_argument("--gamma", type=_nonneg(float), required=True, help="seconds per byte, local (loopback fit)")
+    m.add_argument("--step", type=_nonneg(float), help="seconds of the optimizer step on one core (default: the "
                    "--profile's, else 0)")
     m.add_argument("--profile", help="JSON of `profile`: the sum overlaps the backward (its layers' bytes and h)")
-    m.add_argument("--bucket-kib", type=int, default=256, help="run.mpi_bucket_kib (with --profile)")
+    m.add_argument("--bucket-kib", type=_nonneg(int), default=256, help="run.mpi_bucket_kib (with --profile)")
     m.add_argument("--no-overlap", action="store_true", help="with --profile: its r, bytes and step, but the sum "
                    "after the backward (run.mpi_overlap = false)")
-    m.add_argument("--nodes", default="1,8,64")
-    m.add_argument("--cores", default="2,4,16")
-    m.add_argument("--links", default="1,10,100", help="Gbit/s")
+    m.add_argument("--nodes", type=_positive_list(int), default="1,8,64")
+    m.add_argument("--cores", type=_positive_list(int), default="2,4,16")
+    m.add_argument("--links", type=_positive_list(float), default="1,10,100", help="Gbit/s")
     args = p.parse_args(argv)
     if args.cmd == "sweep":
         rows = sweep()
@@ -206,24 +252,29 @@ def main(argv=None):
             print(json.dumps({"alpha_s": alpha, "gamma_s_per_byte": gamma}))
         return 0
     if args.cmd == "profile":
-        print(json.dumps(profile(args.recipe, args.batch, args.batches, args.threads)))
+        from ..config import ConfigError
+        try:
+            print(json.dumps(profile(args.recipe, args.batch, args.batches, args.threads)))
+        except ConfigError as e:
+            p.error(f"--recipe {args.recipe}: {e}")
         return 0
     layers = None
     if args.profile:
-        with open(args.profile) as f:
-            prof = json.loads(f.read().strip().splitlines()[-1])
-        layers = None if args.no_overlap else [(r["bytes"], r["h"]) for r in prof["layers"]]
-        args.bytes = prof["bytes"] if args.bytes is None else args.bytes
-        args.rate = prof["rate_per_core"] if args.rate is None else args.rate
-        args.step = prof["step_s"] if args.step is None else args.step
+        _, prof_layers, prof_bytes, prof_rate, prof_step = _read_profile(p, args.profile)
+        layers = None if args.no_overlap else prof_layers
+        args.bytes = prof_bytes if args.bytes is None else args.bytes
+        args.rate = prof_rate if args.rate is None else args.rate
+        args.step = prof_step if args.step is None else args.step
+        if not args.rate > 0:
+            p.error(f"--profile {args.profile}: rate_per_core = {args.rate!r}; expected > 0 (measure it again)")
     if args.bytes is None or args.rate is None:
         p.error("model needs --bytes and --rate, or --profile")
     args.step = args.step or 0.0
     print(f"{'nodes':>5} {'cores':>5} {'Gbit/s':>6} {'compute ms':>10} {'sum ms':>8} {'exposed ms':>10} "
           f"{'epoch s':>9} {'eff':>6}")
-    for nodes in map(int, args.nodes.split(",")):
-        for cores in map(int, args.cores.split(",")):
-            for link in map(float, args.links.split(",")):
+    for nodes in args.nodes:
+        for cores in args.cores:
+            for link in args.links:
                 epoch, eff = project(args.samples, args.batch, args.bytes, args.rate, nodes, cores, args.alpha,
                                      link * 1e9, args.gamma, args.step, layers, args.bucket_kib * 1024)
                 share = args.batch / (nodes * cores * args.rate)
