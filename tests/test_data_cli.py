@@ -1,4 +1,4 @@
-"""``stopnp data`` hook (stopnp/data/cli.py) on a parser built here, as the top-level CLI builds it."""
+"""``stopnp data`` hook (stopnp/cli/data.py) on a parser built here, as the top-level CLI builds it."""
 import argparse
 import json
 

@@ -246,7 +246,7 @@ def train(cfg, *, resume=None, quiet=None, stream=None, stop_after=None, overwri
 
 
 def _locked_train(cfg, *, comm, **kw) -> RunResult:
-    """``_train`` holding the run directory's lock (runlock.py); in a distributed run rank 0 holds it."""
+    """``_train`` holding the run directory's lock (run/lock.py); in a distributed run rank 0 holds it."""
     if comm is not None and not comm.is_root:
         return _train(cfg, comm=comm, **kw)
     stream = kw["stream"]
