@@ -180,11 +180,13 @@ def test_overlapped_sum_is_bitwise_the_blocking_sum(tmp_path, name, sections):
         assert any(not np.array_equal(early[k], out["off"][k]) for k in early)
 
 
+@pytest.mark.parametrize("static", [True, False])
 @pytest.mark.parametrize("rule", ["stop", "bptt", "sltt", "sltt-k", "ottt", "bpsta"])
-def test_every_rule_names_its_final_gradients_once_top_layer_first(rule):
+def test_every_rule_names_its_final_gradients_once_top_layer_first(rule, static):
     """on_grads_final (the overlap hook, rules/common.FinalGrads), in one process: every gradient is named
     once, the layers top first, each at a time when it already holds its final value; the gradients are
-    bitwise those of a run without the hook."""
+    bitwise those of a run without the hook. ``static``: the same input at every step (the input layer's
+    ΔW completed after the time loop, so that layer is named last), else a new input per step."""
     from stopnp.config import resolve
     from stopnp.engine.network import from_config
     from stopnp.rules import RULES
@@ -196,7 +198,8 @@ def test_every_rule_names_its_final_gradients_once_top_layer_first(rule):
                    "neuron": {"theta_init": 0.3}, "data": {"T": 3, "batch_size": 4}})
     net = from_config(cfg).astype("float64")
     rng = np.random.default_rng(0)
-    x = np.broadcast_to(rng.uniform(0, 1, (4, 1, 8, 8)), (3, 4, 1, 8, 8))
+    x = (np.broadcast_to(rng.uniform(0, 1, (4, 1, 8, 8)), (3, 4, 1, 8, 8)) if static
+         else rng.uniform(0, 1, (3, 4, 1, 8, 8)))
     y = np.array([0, 1, 2, 3])
     opts = resolve_options(net, rule, {})
     seen = []
