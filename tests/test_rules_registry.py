@@ -41,3 +41,32 @@ def test_flags_are_the_behaviour():
     assert {n for n, r in RULES.items() if r.stored} == {"bptt", "bpsta"}
     assert {n for n, r in RULES.items() if r.weights_only} == {"sltt", "sltt-k", "ottt", "bpsta"}
     assert RULES["bpsta"].forward == "bpsta" and all(r.forward == "stop" for n, r in RULES.items() if n != "bpsta")
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_a_callers_workspace_and_gradients_must_fit_the_batch(name):
+    """The kernels index the workspace and the gradient arrays without bounds checks: a workspace built for
+    another batch size or dtype, or a gradient of another shape, dtype or layout, is refused before any
+    kernel runs; the arrays that fit run (the positive control)."""
+    net = mlp3()
+    r = RULES[name]
+    opts = resolve_options(net, name, {"learn": "W" if r.weights_only else "WTL"})
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (3, 4, *net.input_shape)).astype(np.float32)
+    y = np.arange(4) % net.n_classes
+    good = {n: np.zeros(net.params[n].shape, np.float32) for n in net.trainable(opts["learn"])}
+    params = {k: v.astype(np.float32) for k, v in net.params.items()}
+    assert r.run(net, params, x, y, opts, ws=r.workspace(net, 4, np.float32, opts, 3), grads=good,
+                 rng=np.random.default_rng(1)).loss > 0
+    for B, dtype in ((8, np.float32), (2, np.float32), (4, np.float64)):
+        with pytest.raises(ValueError, match=f"workspace for batches of {B} in {np.dtype(dtype)}, but x holds 4"):
+            r.run(net, params, x, y, opts, ws=r.workspace(net, B, dtype, opts, 3), rng=np.random.default_rng(1))
+    w = next(iter(good))
+    bad = [np.zeros(good[w].shape[:-1] + (good[w].shape[-1] + 1,), np.float32),   # too long
+           np.zeros(good[w].shape, np.float64),                                     # another dtype
+           np.zeros(good[w].shape[::-1], np.float32).T]                             # not C-contiguous
+    for g in bad:
+        with pytest.raises(ValueError, match=rf"grads\['{w}'\] is"):
+            r.run(net, params, x, y, opts, grads=dict(good, **{w: g}), rng=np.random.default_rng(1))
+    with pytest.raises(ValueError, match=rf"grads\['{w}'\] is NoneType"):
+        r.run(net, params, x, y, opts, grads={k: v for k, v in good.items() if k != w}, rng=np.random.default_rng(1))

@@ -22,7 +22,7 @@ from ..config import ConfigError
 from ..kernels import bpsta as kb
 from ..engine.state import Workspace
 from ..engine.synapse import flat, flush_static
-from .common import FinalGrads, Result, Rule, begin, forward, zero_grads
+from .common import FinalGrads, Result, Rule, begin, check_buffers, forward, zero_grads
 
 
 def check_config(cfg):
@@ -56,6 +56,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     C = net.n_classes
     lam, beta = dtype.type(opts["bpsta_lambda"]), dtype.type(opts["bpsta_beta"])
     bn_train = opts["bn_mode"] == "train"
+    check_buffers(net, params, x, ws, grads if y is not None else None, opts["learn"])
     if ws is None or ws.T_store < T:
         ws = workspace(net, B, dtype, opts, T)
     begin(net, params, ws, rng, y is not None and bn_train)

@@ -16,7 +16,8 @@ import numpy as np
 from ..kernels import lif as klif
 from ..engine.state import Workspace
 from ..engine.synapse import flat, flush_static
-from .common import FinalGrads, Readout, Result, Rule, alpha_of, begin, forward, spike_count, zero_grads
+from .common import (FinalGrads, Readout, Result, Rule, alpha_of, begin, check_buffers, forward, spike_count,
+                     zero_grads)
 
 
 def workspace(net, B, dtype, opts, T):
@@ -33,6 +34,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     learn = opts["learn"]
     bn_train = opts["bn_mode"] == "train"
     smooth, surr, hard = opts["smooth"], opts["surr"], opts["hard"]
+    check_buffers(net, params, x, ws, grads if y is not None else None, learn)
     if ws is None or ws.T_store < T:
         ws = workspace(net, B, dtype, opts, T)
     begin(net, params, ws, rng, y is not None and bn_train)

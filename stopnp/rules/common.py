@@ -150,6 +150,25 @@ class FinalGrads:
                     self.on_final(self.names(layer))
 
 
+def check_buffers(net, params, x, ws=None, grads=None, learn="W"):
+    """A caller's workspace and gradient arrays fit the batch x (T, B, ...): the kernels index them without
+    bounds checks, so a workspace of another batch size or dtype, or a gradient of another shape, dtype or
+    layout, would read or write past them. ``grads``: every array the rule writes (``net.trainable(learn)``)."""
+    B, dtype = x.shape[1], x.dtype
+    if ws is not None and (ws.B != B or ws.dtype != dtype):
+        raise ValueError(f"workspace for batches of {ws.B} in {ws.dtype}, but x holds {B} samples in {dtype}; "
+                         f"build it for this batch (Rule.workspace)")
+    if grads is None:
+        return
+    for name in net.trainable(learn):
+        g = grads.get(name)
+        if (not isinstance(g, np.ndarray) or g.shape != params[name].shape or g.dtype != dtype
+                or not g.flags.c_contiguous or not g.flags.writeable):
+            got = f"{g.shape} {g.dtype}" if isinstance(g, np.ndarray) else type(g).__name__
+            raise ValueError(f"grads[{name!r}] is {got}; the rule needs a writable C-contiguous "
+                             f"{params[name].shape} {dtype} array (zero_grads)")
+
+
 def zero_grads(net, params, learn, dtype) -> dict:
     return {n: np.zeros(params[n].shape, dtype) for n in net.trainable(learn)}
 

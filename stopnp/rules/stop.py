@@ -29,7 +29,8 @@ from ..config import ConfigError
 from ..kernels import lif as klif
 from ..engine.state import Workspace
 from ..engine.synapse import flat, flush_static
-from .common import FinalGrads, Readout, Result, Rule, alpha_of, begin, forward, spike_count, zero_grads
+from .common import (FinalGrads, Readout, Result, Rule, alpha_of, begin, check_buffers, forward, spike_count,
+                     zero_grads)
 
 RECORDABLE = ("u", "s", "v", "i", "delta", "g", "w_trace", "th_trace", "al_trace")
 
@@ -84,6 +85,7 @@ def run(net, params, x, y, opts, *, grads=None, ws=None, rng=None, record=(), on
     learn = opts["learn"]
     bn_train = opts["bn_mode"] == "train"
     smooth, surr = opts["smooth"], opts["surr"]
+    check_buffers(net, params, x, ws, grads if learning else None, learn)
     if ws is None:
         ws = workspace(net, B, dtype, opts)
     begin(net, params, ws, rng, learning and bn_train)
