@@ -170,30 +170,28 @@ def profile(recipe="cifar10-vgg11", batch=16, batches=3, threads=1, seed=0):
                                        for layer in net.layers if layer.spiking}}
 
 
-def _positive(kind):
-    """An argparse type: a number of ``kind`` > 0 (one line naming the option otherwise)."""
+def _number(kind, zero_ok):
+    """An argparse type: a finite number of ``kind`` > 0 (>= 0 with ``zero_ok``); one line naming the
+    value otherwise."""
+    bound = ">= 0" if zero_ok else "> 0"
+
     def parse(text):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not v > 0 or (kind is float and not math.isfinite(v)):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number > 0")
+        if not (v >= 0 if zero_ok else v > 0) or (kind is float and not math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number {bound}")
         return v
     return parse
+
+
+def _positive(kind):
+    return _number(kind, zero_ok=False)
 
 
 def _nonneg(kind):
-    """An argparse type: a number of ``kind`` >= 0."""
-    def parse(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not v >= 0 or (kind is float and not math.isfinite(v)):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number >= 0")
-        return v
-    return parse
+    return _number(kind, zero_ok=True)
 
 
 def _positive_list(kind):
