@@ -383,7 +383,7 @@ def test_bench_ranks_reports_the_reduction(tmp_path):
     assert "error" not in row, row
     assert row["ranks"] == 2 and row["batch"] == 64
     assert row["reduced_mib"] == pytest.approx((784 * 800 + 800 * 10 + 810 + 2) * 4 / 2 ** 20)
-    assert row["reduce_ms"] > 0 and row["train_per_s"] > 0
+    assert row["reduce_ms"] > 0 and row["train_per_s"] > 0 and row["infer_per_s"] > 0
     # the overlap (default): the sums start in the backward pass (for this MLP, whose top layer is below a
     # bucket, when the input layer is final); without it, nothing starts before the blocking sum
     assert row["overlap"] is True and row["early_mib"] == pytest.approx(row["reduced_mib"])

@@ -15,8 +15,9 @@ neuron per step on the first 16 samples (``calibrate``: the peer benchmark's pro
 the same activity; 0 = default init); the rates reached are reported.
 
 Measured per (workload, rule): compile time (first call, numba cache included), training samples/s
-(median over timed batches after warm-up), inference samples/s, peak RSS and its growth over the RSS
-measured after imports, model and data (before the first timed step), dense FLOPs per sample
+(median over timed batches after warm-up), inference samples/s (with ranks: the whole batch, split over
+the ranks, over the slowest rank's time), peak RSS and its growth over the RSS measured after imports,
+model and data (before the first timed step), dense FLOPs per sample
 (2·MACs: forward 2·T·ΣM, backward 2·T·ΣM + 2·T·Σ_{l>1}M) and achieved GFLOP/s.
 """
 import json
@@ -203,9 +204,11 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
             early.append(comm.early_bytes - early_bytes)
         optim.step(net.params, res.grads, state, cfg["optim"], cfg["optim"]["lr"], 1e-3)
 
-    def infer_step(i):  # the forward pass is the same for every rule
+    def infer_step(i):  # the forward pass is the same for every rule; with ranks, each does its share
         x, _ = batches[i % 4]
         stop_rule.run(net, net.params, x, None, fwd_opts, ws=fwd_ws)
+        if comm:  # the time of the slowest rank, so that B_all / time is the throughput of all of them
+            comm.comm.Barrier()
 
     def timed(fn, warm, n, budget):
         for i in range(warm):
@@ -234,7 +237,7 @@ def run_one(workload, rule, T=None, threads=0, warm=3, n=20, budget_s=30.0, rate
             return None
     return {"workload": workload, "rule": rule, "T": T, "batch": B_all, "threads": numba.get_num_threads(),
             "thread_policy": threads_describe(), **dist,
-            "train_per_s": B_all / tr_med, "train_best_per_s": B_all / tr_min, "infer_per_s": B / inf_med,
+            "train_per_s": B_all / tr_med, "train_best_per_s": B_all / tr_min, "infer_per_s": B_all / inf_med,
             "ms_per_batch": 1000 * tr_med, "timed_batches": tr_n, "compile_s": compile_s, "import_s": import_s,
             "peak_rss_mib": peak / 1024, "rss_before_mib": rss_before / 1024,
             "rss_growth_mib": (peak - rss_before) / 1024, "train_mflop_per_sample": train_flops / 1e6,
