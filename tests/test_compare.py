@@ -22,6 +22,9 @@ def test_compare_tiny(tmp_path):
     assert [r["rule"] for r in rows] == ["stop", "sltt"]
     for r in rows:
         assert 0 <= r["test_acc"] <= 1 and r["train_seconds"] > 0 and r["peak_rss_mib"] > 10
+        # training time: the epochs' training passes only, so less than the whole call (compile, evaluation)
+        assert len(r["epoch_seconds"]) == 1 and r["train_seconds"] == sum(r["epoch_seconds"])
+        assert r["train_seconds"] < r["wall_seconds"]
         assert -1 <= r["cos_to_bptt"] <= 1
     table = (tmp_path / "p" / "compare.md").read_text()
     assert "| stop |" in table and "| sltt |" in table

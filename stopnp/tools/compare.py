@@ -3,7 +3,8 @@
 Each rule trains LeNet-5 on the built-in MNIST subset with the packaged base recipe mnist-lenet5 plus
 its own recipe rule-<rule> (leak, threshold, surrogate, loss, readout; ``stopnp recipes show NAME``),
 with the same seed, epoch budget and batch size, in its own subprocess (so its peak RSS is its own).
-Reported: best test accuracy, training time, peak RSS, and the mean over layers of the cosine between
+Reported: best test accuracy, training time (the epochs' training passes, summed) and wall time (the whole
+training call: compile, evaluation, checkpoints), peak RSS, and the mean over layers of the cosine between
 the rule's weight gradient and BPTT's on one test batch at the trained parameters (BPSTA: plain BPTT
 of its own neuron, see ``gradient_cosine``). Memory vs T comes from the benchmark's mlp workload at
 T = 4..64.
@@ -86,7 +87,9 @@ def run_rule(rule, epochs, seed, out_dir, extra=(), overwrite=False):
     x, y = next(iter(data.batches(src, 32, cfg["data"]["T"], shuffle=False)))
     cos, per_layer = gradient_cosine(res.net, np.ascontiguousarray(x), y, rule, cfg["rule"]["learn"])
     return {"rule": rule, "test_acc": res.best_acc, "final_acc": res.metrics[-1]["test_acc"],
-            "accs": [m["test_acc"] for m in res.metrics], "train_seconds": seconds,
+            "accs": [m["test_acc"] for m in res.metrics],
+            "epoch_seconds": [m["seconds"] for m in res.metrics],
+            "train_seconds": sum(m["seconds"] for m in res.metrics), "wall_seconds": seconds,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "cos_to_bptt": cos, "cos_per_layer": per_layer, "epochs": epochs}
 
@@ -111,7 +114,8 @@ def compare(rules=None, epochs=3, seed=0, out_dir="runs/compare", plots_dir="plo
             raise CompareError(f"rule {rule} failed: {last}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{rule:<7} test acc {100 * row['test_acc']:.2f}%  {_secs(row['train_seconds'])} s  "
+        print(f"{rule:<7} test acc {100 * row['test_acc']:.2f}%  training {_secs(row['train_seconds'])} s  "
+              f"wall {_secs(row['wall_seconds'])} s  "
               f"peak {row['peak_rss_mib']:.0f} MiB  cos to BPTT {row['cos_to_bptt']:.3f}", file=stream, flush=True)
     mem = []
     if memory:
@@ -143,11 +147,12 @@ def _secs(s):
 
 
 def markdown(rows, mem, Ts):
-    lines = ["| rule | test acc (%) | training time (s) | peak RSS (MiB) | mean cos to BPTT |",
-             "|---|---|---|---|---|"]
+    lines = ["| rule | test acc (%) | training time (s) | wall time (s) | peak RSS (MiB) | mean cos to BPTT |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         cos = "n/a" if r["cos_to_bptt"] != r["cos_to_bptt"] else f"{r['cos_to_bptt']:.3f}"
         lines.append(f"| {r['rule']} | {100 * r['test_acc']:.2f} | {_secs(r['train_seconds'])} | "
+                     f"{_secs(r['wall_seconds'])} | "
                      f"{r['peak_rss_mib']:.0f} | {cos} |")
     if mem:
         lines += ["", "Peak RSS growth (MiB) on the mlp workload (784-800-10, B = 64) vs T:", "",
