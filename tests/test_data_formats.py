@@ -11,8 +11,9 @@ import tarfile
 
 import numpy as np
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures",
-                       "sample_nmnist.bin")
+# the real N-MNIST recording: not part of the repository; in ../shared/fixtures beside it, or STOPNP_FIXTURES
+FIXTURE = os.path.join(os.environ.get("STOPNP_FIXTURES") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures"), "sample_nmnist.bin")
 
 
 def write_idx(path, arr, ndim, gz=True):

@@ -318,8 +318,7 @@ def test_event_stats_on_known_events():
 
 # --- against the real N-MNIST sample ------------------------------------------------------------------
 def _real_sample():
-    folder = os.environ.get("STOPNP_FIXTURES") or os.path.dirname(FIXTURE)
-    path = os.path.join(folder, "sample_nmnist.bin")
+    path = FIXTURE  # STOPNP_FIXTURES or ../shared/fixtures
     if not os.path.isfile(path):
         pytest.skip(f"real N-MNIST sample not found at {os.path.normpath(path)}: it lives in ../shared/fixtures "
                     f"beside the repository (or STOPNP_FIXTURES), which a clean clone such as CI's does not have, "
