@@ -20,9 +20,11 @@ default)   # the default recipe on the built-in split, 3 seeds
     for s in 0 1 2; do run default-s$s mnist-lenet5 --set run.seed=$s; done ;;
 fashion)   # LeNet-5 STOP-WTL on the full Fashion-MNIST, the recipe as shipped, 3 seeds
     for s in 0 1 2; do run fashion-lenet5-s$s fashion-lenet5 --set run.seed=$s; done ;;
-peer)      # snntorch LeNet-5 beside it (own venv, see the script's header)
-    ${PEER_PYTHON:-/tmp/peervenv/bin/python} examples/results/peers/snntorch_lenet5_fashion.py "$FASHION_IDX" \
-        | tee "$OUT/peer-snntorch.log" ;;
+peer)      # snntorch LeNet-5 beside it (own venv, see the script's header), 3 seeds
+    for s in 0 1 2; do
+        ${PEER_PYTHON:-/tmp/peervenv/bin/python} examples/results/peers/snntorch_lenet5_fashion.py "$FASHION_IDX" \
+            --seed $s | tee "$OUT/peer-snntorch-s$s.log"
+    done ;;
 convnet)   # the wider conv net
     run fashion-convnet fashion-convnet ;;
 ablation)  # STOP-W, -WT, -WL, -WTL, 3 seeds: the digits with the default recipe (40 epochs; its WTL runs are
