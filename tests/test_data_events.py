@@ -8,6 +8,7 @@ import pytest
 from stopnp import data
 from stopnp.data import DataError, events
 from test_data_formats import FIXTURE, aedat2_bytes, aedat31_bytes, aedat31_packet, nmnist_bytes
+from tools_needed import missing
 
 
 # --- N-MNIST ---------------------------------------------------------------------------------------
@@ -217,10 +218,7 @@ def test_tonic_adapter_with_real_tonic():
     try:
         import tonic
     except ImportError:
-        msg = "tonic (the 'events' extra: pip install stopnp[events]) is not installed"
-        if os.environ.get("CI") or os.environ.get("STOPNP_CI"):
-            pytest.fail(msg + "; CI installs it")
-        pytest.skip(msg)
+        missing("tonic (the 'events' extra: pip install stopnp[events]) is not installed")
     ds = _tonic_like(np.random.default_rng(1))
     tf = tonic.transforms.Denoise(filter_time=10**9)
     x, y = events.from_tonic([(tf(e), c) for e, c in ds], 2, (34, 34))

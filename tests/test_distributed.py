@@ -17,8 +17,7 @@ import pytest
 
 from stopnp.run import checkpoint
 from stopnp.run.train import train
-
-CI = bool(os.environ.get("CI") or os.environ.get("STOPNP_CI"))
+from tools_needed import missing
 
 
 def _mpiexec():
@@ -30,9 +29,7 @@ def _mpiexec():
         exe = None
     if exe is None:
         why = "mpi4py or mpiexec missing: pip install -e '.[mpi]'"
-        if CI:
-            pytest.fail(why)
-        pytest.skip(why)
+        missing(why)
     return exe
 
 

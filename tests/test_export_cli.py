@@ -15,9 +15,9 @@ from stopnp.cli import main
 from stopnp.export import c as cexp
 
 from nets import mlp3
+from tools_needed import missing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CI = bool(os.environ.get("CI") or os.environ.get("STOPNP_CI"))
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +85,7 @@ def test_resnet_refusal_names_what_exports(tmp_path, capsys):
 
 def test_online_export_and_check(tmp_path, capsys, ckpt):
     if shutil.which("gcc") is None:
-        if CI:
-            pytest.fail("gcc not installed")
-        pytest.skip("gcc not installed")
+        missing("gcc not installed")
     out = tmp_path / "c"
     assert main(["export", "c", ckpt, str(out), "--learn", "stop", "--online", "--learn-last", "2",
                  "--vectors", "2", "--check"]) == 0
@@ -99,9 +97,7 @@ def test_online_export_and_check(tmp_path, capsys, ckpt):
 def test_mcu_makefile_follows_its_arguments(tmp_path, ckpt):
     """SAMPLE (and any export argument) changes re-export sample.h; CC defaults to gcc."""
     if shutil.which("make") is None or shutil.which("gcc") is None:
-        if CI:
-            pytest.fail("make or gcc not installed")
-        pytest.skip("make or gcc not installed")
+        missing("make or gcc not installed")
     labels = data.load("mnist-builtin", "test").y
     mk = ["make", "-C", os.path.join(ROOT, "examples", "mcu"), f"CKPT={ckpt}", f"BUILD={tmp_path / 'b'}",
           f"PYTHON={sys.executable}"]

@@ -120,10 +120,6 @@ class FinalGrads:
         self.added = set()  # indices of the layers whose Δθ, Δα are in
         self.held = []      # layers named in finish (a static-input synapse)
 
-    @property
-    def active(self) -> bool:
-        return self.on_final is not None
-
     def names(self, layer) -> list:
         """The names of ``layer``'s gradient arrays: its synapses' W and BN γ, β, its θ and α."""
         own = [f"{syn.name}.{p}" for syn in layer.synapses for p in ("weight", "bn.gamma", "bn.beta")]
@@ -137,8 +133,8 @@ class FinalGrads:
         self.added.add(layer.index)
         if self.static and any(syn.src < 0 for syn in layer.synapses):
             self.held.append(layer)
-        elif self.names(layer):
-            self.on_final(self.names(layer))
+        elif names := self.names(layer):
+            self.on_final(names)
 
     def finish(self):
         """After the time loop and ``flush_static``: the Δθ, Δα not added yet; the layers held back named."""
@@ -146,8 +142,8 @@ class FinalGrads:
         self.sums.add_layer_grads(self.net, self.grads, self.learn, self.alpha_reduce, layers=rest)
         if self.on_final is not None:
             for layer in self.held:
-                if self.names(layer):
-                    self.on_final(self.names(layer))
+                if names := self.names(layer):
+                    self.on_final(names)
 
 
 def check_buffers(net, params, x, ws=None, grads=None, learn="W"):
