@@ -310,7 +310,8 @@ def test_killed_rank_takes_the_job_down_and_resume_continues(tmp_path):
 
 def test_a_rank_that_hangs_ends_the_job(tmp_path):
     """No rank waits forever in a collective: a stopped rank's partner gives up after run.mpi_timeout."""
-    path, _ = _cfg(tmp_path, "hang", run={"epochs": 30, "mpi_timeout": 2.0}, data={"limit_test": 32})
+    epochs = 10 ** 6  # far more than the test can take: the job is mid-training when rank 1 stops
+    path, _ = _cfg(tmp_path, "hang", run={"epochs": epochs, "mpi_timeout": 2.0}, data={"limit_test": 32})
     tag = f"hang-{os.getpid()}"
     proc = _launch(2, path, "--out", str(tmp_path / "h"), tag=tag, background=True)
     pid = None
@@ -333,7 +334,44 @@ def test_a_rank_that_hangs_ends_the_job(tmp_path):
     assert proc.returncode != 0
     assert "no answer from the other ranks" in out, out
     assert took < 20, f"the job took {took:.1f} s to go down"
-    checkpoint.load(tmp_path / "h" / "last.h5")
+    assert 1 <= checkpoint.load(tmp_path / "h" / "last.h5").epoch < epochs
+
+
+# Comm.run on its own under mpiexec: rank 1 misbehaves after the set-up, in the way named by argv[1]
+_SCRIPT = """
+import sys, time
+from mpi4py import MPI
+from stopnp.run.distributed import Comm
+comm = Comm(MPI, timeout=2.0)
+def fn(comm):
+    comm.set_up = True
+    if comm.rank == 1 and sys.argv[1] == "error":
+        raise ValueError("only rank 1 sees this")
+    if comm.rank == 1 and sys.argv[1] == "late":
+        time.sleep(60)
+    return "ok"
+result = comm.run(fn)
+sys.stdout.write(f"rank {comm.rank}: {result}\\n")  # one write: the two ranks' lines do not interleave
+sys.stdout.flush()
+"""
+
+
+@pytest.mark.parametrize("how, line", [("error", "stopnp (rank 1): error: only rank 1 sees this; ending the job"),
+                                       ("late", "no answer from the other ranks for 2 s in the end of the run"),
+                                       ("fine", "rank 1: ok")])
+def test_an_error_on_one_rank_or_a_rank_that_never_finishes_ends_the_job(tmp_path, how, line):
+    script = tmp_path / "comm_run.py"
+    script.write_text(_SCRIPT)
+    t = time.monotonic()
+    p = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script), how], env=ENV, capture_output=True,
+                       text=True, timeout=50)
+    took = time.monotonic() - t
+    assert line in p.stdout + p.stderr, p.stdout + p.stderr
+    if how == "fine":
+        assert p.returncode == 0 and "rank 0: ok" in p.stdout, p.stdout + p.stderr
+    else:
+        assert p.returncode != 0 and "ok" not in p.stdout, p.stdout + p.stderr
+        assert took < 30, f"the job took {took:.1f} s to go down"
 
 
 def test_single_process_does_not_import_mpi4py(tmp_path):

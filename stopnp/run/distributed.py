@@ -32,10 +32,13 @@ the steps t and, inside a step, over the batch (BLAS for dense layers, 8 sample 
 convolutions), so splitting the batch regroups the float sums (Σ_t Σ_b versus Σ_r Σ_t Σ_{b∈r}). N ranks
 at B/N equal one process at B within float32 (float64) rounding.
 
-Faults: a collective that has not returned after ``run.mpi_timeout`` seconds ends this process (one
-line on stderr), and the launcher then ends the others; a rank that dies is noticed by the launcher
-(mpiexec) itself. An error that only this rank sees (a checkpoint write that fails, a bug) does the
-same at once. Errors in the set-up (a bad config, a missing file, launch checks) are exchanged before
+Faults: a collective that has not returned after ``run.mpi_timeout`` seconds ends the job: one line
+on stderr, then MPI_Abort, which has the launcher end every rank (a process that merely exits is not
+always taken as a failure by the launcher; if Abort itself has not ended the process within
+``ABORT_GRACE`` seconds, SIGALRM does). A rank that dies is noticed by the launcher (mpiexec) itself. An
+error that only this rank sees (a checkpoint write that fails, a bug) ends the job the same way at once.
+A run that ends normally waits (watched) until every rank has finished before MPI is finalized, so a
+rank that hangs at the very end is caught too. Errors in the set-up (a bad config, a missing file, launch checks) are exchanged before
 the first batch, so every rank stops with the same one line, printed by rank 0.
 
 Nothing here is imported by a single-process run: mpi4py is loaded only when the run is distributed.
@@ -43,6 +46,7 @@ Nothing here is imported by a single-process run: mpi4py is loaded only when the
 import hashlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -106,11 +110,25 @@ def cores_per_rank(comm, MPI):
     return max(1, len(mine) // max(sharing, 1))
 
 
-class _Watchdog:
-    """Ends the process when a collective has waited longer than ``timeout`` seconds."""
+ABORT_GRACE = 10  # seconds MPI_Abort has to end the job before SIGALRM ends this process
 
-    def __init__(self, timeout, rank):
-        self.timeout, self.rank, self.since, self.what = float(timeout), rank, None, ""
+
+def end_job(MPI, code):
+    """Ends every rank of the job: MPI_Abort (the launcher kills the others); callable from any thread.
+    Should Abort not return control nor end the process (a broken MPI library), SIGALRM ends it."""
+    sys.stderr.flush()
+    signal.alarm(ABORT_GRACE)
+    try:
+        MPI.COMM_WORLD.Abort(code)
+    finally:
+        os._exit(code)
+
+
+class _Watchdog:
+    """Ends the job when a collective has waited longer than ``timeout`` seconds."""
+
+    def __init__(self, timeout, rank, MPI):
+        self.timeout, self.rank, self.since, self.what, self.MPI = float(timeout), rank, None, "", MPI
         if self.timeout > 0:
             threading.Thread(target=self._watch, name="stopnp-mpi-watchdog", daemon=True).start()
 
@@ -122,7 +140,7 @@ class _Watchdog:
                 print(f"stopnp (rank {self.rank}): no answer from the other ranks for {self.timeout:g} s in "
                       f"{self.what} (a rank stopped or hangs); ending the job (run.mpi_timeout)",
                       file=sys.stderr, flush=True)
-                os._exit(3)
+                end_job(self.MPI, 3)
 
     def __call__(self, what):
         self.what = what
@@ -159,7 +177,7 @@ class Comm:
         self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
         self.is_root = self.rank == 0
         self.cores = cores_per_rank(self.comm, MPI)
-        self.watch = _Watchdog(timeout, self.rank)
+        self.watch = _Watchdog(timeout, self.rank, MPI)
         self.set_up = False
         self.weight = 1.0            # w_r of the current batch
         self.stop = False            # a Ctrl-C seen by any rank (agreed at each batch)
@@ -174,7 +192,7 @@ class Comm:
         """``fn`` (the training run) on this rank. An error before ``setup_done`` is exchanged with the
         other ranks there; an error after it that this rank alone sees ends the job."""
         try:
-            return fn(*args, comm=self, **kw)
+            result = fn(*args, comm=self, **kw)
         except BaseException as e:
             if not self.set_up:
                 self._exchange(f"{e}" if str(e) else type(e).__name__, None)
@@ -186,7 +204,10 @@ class Comm:
                 raise
             print(f"stopnp (rank {self.rank}): error: {e or type(e).__name__}; ending the job",
                   file=sys.stderr, flush=True)
-            os._exit(130 if isinstance(e, KeyboardInterrupt) else 2)
+            end_job(self.MPI, 130 if isinstance(e, KeyboardInterrupt) else 2)
+        with self.watch("the end of the run"):
+            self.comm.Barrier()
+        return result
 
     def setup_done(self, cfg, sources):
         """Every rank finished its set-up: same config and data everywhere, the batch splits N ways."""
