@@ -33,10 +33,13 @@ ablation)  # STOP-W, -WT, -WL, -WTL, 3 seeds: the digits with the default recipe
         [ $learn = WTL ] || run abl-digits-$learn-s$s mnist-lenet5 --set rule.learn=$learn --set run.seed=$s
         run abl-fashion-$learn-s$s fashion-lenet5 --set rule.learn=$learn --set run.seed=$s --set run.epochs=3
     done; done ;;
-rules)     # STOP, BPTT, SLTT, OTTT at equal epochs (the default recipe's 40): accuracy, time, peak RSS.
-           # Alone on the machine: the times are compared. Equal wall time is read off the curves.
-    "$STOPNP" compare --rules stop,bptt,sltt,ottt --epochs ${EPOCHS:-40} --out "$OUT/compare" \
-        --plots "$OUT/compare-plots" --no-memory --force ;;
+rules)     # STOP, BPTT, SLTT, OTTT at equal epochs (the default recipe's 40): accuracy, time, peak RSS, 3 seeds.
+           # Seed 0 alone on the machine: its times are compared; equal wall time is read off its curves
+           # (python examples/results/equal_time.py $OUT/compare-s0). Seeds 1, 2 give the accuracy spread.
+    for s in ${SEEDS:-0 1 2}; do
+        "$STOPNP" compare --rules stop,bptt,sltt,ottt --epochs ${EPOCHS:-40} --seed $s --out "$OUT/compare-s$s" \
+            --plots "$OUT/compare-s$s-plots" --no-memory --force
+    done ;;
 *)
     echo "usage: $0 default|fashion|peer|convnet|ablation|rules" >&2; exit 2 ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Accuracy at equal wall time, read off the runs of `stopnp compare` (one run folder per rule).
 
-    python examples/results/equal_time.py runs/results/compare [--budget-rule stop]
+    python examples/results/equal_time.py runs/results/compare-s0 [--budget-rule stop]
 
 For every rule: its epochs, training seconds and best test accuracy over the whole run, then the best test
 accuracy among the epochs that ended within the budget rule's total training time (the wall time of the
