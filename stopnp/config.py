@@ -148,8 +148,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "epochs": Field(10, int, check=_pos, hint="> 0"),
         "seed": Field(0, int, check=_nonneg, hint=">= 0"),
         "threads": Field(0, int, check=_nonneg,
-                         hint=(">= 0 (0 = auto: numba on all cores, or for an MLP with large GEMMs numba 1 "
-                               "thread and those GEMMs on all cores; n = numba on n cores, BLAS 1)")),
+                         hint=(">= 0 (0 = auto: numba on all cores, every GEMM inside its pool, BLAS 1; "
+                               "n = numba on n cores, BLAS 1)")),
         "out_dir": Field("runs/default", str),
         "kernels": Field("blas", str, ("blas", "loop")),
         "dtype": Field("float32", str, ("float32", "float64")),

@@ -9,8 +9,8 @@ def register(sub):
     p.add_argument("--workloads", default="mlp,lenet,vgg", help="comma list of mlp, lenet, vgg")
     p.add_argument("--rules", default="stop,bptt", help="comma list of rules (default stop,bptt)")
     p.add_argument("--threads", type=int, default=0,
-                   help="0 = auto (numba kernels, conv GEMMs included, on all cores; an MLP with large GEMMs: "
-                        "numba 1 thread and those GEMMs on all cores via BLAS; stopnp.engine.threads); "
+                   help="0 = auto (numba kernels on all cores, the conv and linear GEMMs inside numba's pool, "
+                        "NumPy BLAS 1, so results do not depend on the thread count; stopnp.engine.threads); "
                         "n > 0: n numba threads, NumPy BLAS 1")
     p.add_argument("--no-sweep", action="store_true", help="skip the mlp T = 4..64 sweep")
     p.add_argument("--quick", action="store_true", help="few batches (smoke test)")
