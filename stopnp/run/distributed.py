@@ -38,8 +38,9 @@ always taken as a failure by the launcher; if Abort itself has not ended the pro
 ``ABORT_GRACE`` seconds, SIGALRM does). A rank that dies is noticed by the launcher (mpiexec) itself. An
 error that only this rank sees (a checkpoint write that fails, a bug) ends the job the same way at once.
 A run that ends normally waits (watched) until every rank has finished before MPI is finalized, so a
-rank that hangs at the very end is caught too. Errors in the set-up (a bad config, a missing file, launch checks) are exchanged before
-the first batch, so every rank stops with the same one line, printed by rank 0.
+rank that hangs at the very end is caught too. Errors in the set-up (a bad config, a missing file,
+launch checks) are exchanged before the first batch, so every rank stops with the same one line,
+printed by rank 0.
 
 Nothing here is imported by a single-process run: mpi4py is loaded only when the run is distributed.
 """
@@ -110,13 +111,18 @@ def cores_per_rank(comm, MPI):
     return max(1, len(mine) // max(sharing, 1))
 
 
-ABORT_GRACE = 10  # seconds MPI_Abort has to end the job before SIGALRM ends this process
+OUTPUT_GRACE = 1.0  # seconds for the launcher to pass on this rank's last line before Abort kills it
+ABORT_GRACE = 10    # seconds MPI_Abort has to end the job before SIGALRM ends this process
 
 
 def end_job(MPI, code):
     """Ends every rank of the job: MPI_Abort (the launcher kills the others); callable from any thread.
-    Should Abort not return control nor end the process (a broken MPI library), SIGALRM ends it."""
+    The launcher forwards output asynchronously and drops what it has not forwarded when Abort kills
+    the job, so the rank's last line gets ``OUTPUT_GRACE`` seconds first. Should Abort neither return
+    nor end the process (a broken MPI library), SIGALRM ends it."""
+    sys.stdout.flush()
     sys.stderr.flush()
+    time.sleep(OUTPUT_GRACE)
     signal.alarm(ABORT_GRACE)
     try:
         MPI.COMM_WORLD.Abort(code)
@@ -189,10 +195,13 @@ class Comm:
 
     # -- set-up -------------------------------------------------------------------------------------
     def run(self, fn, *args, **kw):
-        """``fn`` (the training run) on this rank. An error before ``setup_done`` is exchanged with the
-        other ranks there; an error after it that this rank alone sees ends the job."""
+        """``fn`` (the training run) on this rank, then a watched barrier: it returns once every rank has
+        finished. An error before ``setup_done`` is exchanged with the other ranks there; an error after
+        it that this rank alone sees ends the job."""
         try:
             result = fn(*args, comm=self, **kw)
+            with self.watch("the end of the run"):
+                self.comm.Barrier()  # every rank finished: none is left waiting in MPI_Finalize
         except BaseException as e:
             if not self.set_up:
                 self._exchange(f"{e}" if str(e) else type(e).__name__, None)
@@ -205,8 +214,6 @@ class Comm:
             print(f"stopnp (rank {self.rank}): error: {e or type(e).__name__}; ending the job",
                   file=sys.stderr, flush=True)
             end_job(self.MPI, 130 if isinstance(e, KeyboardInterrupt) else 2)
-        with self.watch("the end of the run"):
-            self.comm.Barrier()
         return result
 
     def setup_done(self, cfg, sources):
