@@ -19,7 +19,6 @@ from nets import convnet, mlp3
 from tools_needed import missing
 
 
-
 @pytest.fixture(autouse=True)
 def _gcc():
     if shutil.which("gcc") is None:

@@ -34,10 +34,10 @@ LR_Q16 = 3277   # 0.05 in Q(lr_frac = 16): the learning rate of device.c's learn
 
 @pytest.fixture(scope="module", autouse=True)
 def _tools():
-    missing = cm.missing_tools()
-    if missing:
-        msg = f"not installed: {', '.join(missing)} (Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)"
-        missing(msg)
+    absent = cm.missing_tools()
+    if absent:
+        missing(f"not installed: {', '.join(absent)} (Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi "
+                "qemu-system-arm)")
 
 
 def _lenet():
